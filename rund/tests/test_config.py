@@ -1,0 +1,41 @@
+import pytest
+
+from rund import config
+from rund.errors import InvalidArgument
+
+
+def test_defaults_work_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    cfg = config.load()
+    assert cfg.source == ""
+    assert cfg.hypervisor.machine == "q35" and cfg.templates.enabled
+
+
+def test_file_overrides_only_what_it_names(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('log_level = "debug"\n[hypervisor]\nmachine = "microvm"\nmemory_mib = 512\n[templates]\nenabled = false\n')
+    cfg = config.load(p)
+    assert (cfg.log_level, cfg.hypervisor.machine, cfg.hypervisor.memory_mib) == ("debug", "microvm", 512)
+    assert cfg.hypervisor.vcpus == 1 and cfg.templates.enabled is False and cfg.source == str(p)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("bogus = 1\n", "unknown key 'bogus'"),
+    ("[hypervisor]\nmachine = 3\n", "machine must be str"),
+    ("[hypervisor]\nmachine = \"pc\"\n", "q35 or microvm"),
+    ("[templates]\nenabled = \"yes\"\n", "enabled must be bool"),
+    ("[hypervisor]\nvcpus = true\n", "vcpus must be int"),
+    ("hypervisor = 1\n", "must be a table"),
+    ("[[broken\n", "config file"),
+])
+def test_bad_files_are_invalid_argument_naming_the_key(tmp_path, text, needle):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(InvalidArgument) as e:
+        config.load(p)
+    assert needle in str(e.value)
+
+
+def test_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(InvalidArgument):
+        config.load(tmp_path / "nope.toml")
