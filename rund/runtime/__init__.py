@@ -1,0 +1,2 @@
+"""Runtime objects: Sandbox ▸ Container ▸ Process, their state machines, exits and stdio. Below the shim, above the
+hypervisor, agent client and resources."""
