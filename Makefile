@@ -33,8 +33,8 @@ python-packages: $(PIP_STAMP)
 $(PIP_STAMP): pyproject.toml
 	@echo "installing Python packages into $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip >/dev/null
-	@$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -m pip install -q --upgrade pip >$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@$(PY) -m pip install -q -e '.[test]' >>$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@rm -f $(VENV)/.pip-* && touch $@
 
 # containerd finds shims on its PATH; point /usr/local/bin at this checkout's entry points.
