@@ -29,6 +29,7 @@ apt-packages:
 	fi
 
 python-packages: $(PIP_STAMP)
+	@:
 
 $(PIP_STAMP): pyproject.toml
 	@echo "installing Python packages into $(VENV)"
