@@ -1,0 +1,48 @@
+"""Hypervisor drivers: a VMSpec in, a running VM out (QEMU over QMP first).
+
+This layer never imports the agent client or rund.templates; the sandbox hands the agent
+client the address a VM exposes (VirtualMachine.agent_address).
+"""
+
+from rund.hypervisor.accel import AccelDecision, detect_accel
+from rund.hypervisor.argv import build_argv
+from rund.hypervisor.base import Hypervisor, VirtualMachine
+from rund.hypervisor.errors import (
+    HypervisorError,
+    InvalidSpec,
+    MigrationError,
+    PmemSlotMismatch,
+    QMPCommandError,
+    QMPConnectionLost,
+    VMDied,
+    VMNotRunning,
+    VMStartError,
+    VMTimeout,
+)
+from rund.hypervisor.layout import pmem_slot_address
+from rund.hypervisor.qemu import QemuHypervisor, QemuVM
+from rund.hypervisor.spec import (
+    Accel,
+    AgentAddress,
+    AnonymousMemory,
+    BlockDevice,
+    FileMemory,
+    Machine,
+    PmemSlot,
+    SerialChannel,
+    SerialSocketAddress,
+    TapNetwork,
+    VMSpec,
+    VsockAddress,
+    VsockChannel,
+)
+from rund.hypervisor.tsc import host_tsc_khz
+
+__all__ = [
+    "Accel", "AccelDecision", "AgentAddress", "AnonymousMemory", "BlockDevice", "FileMemory",
+    "Hypervisor", "HypervisorError", "InvalidSpec", "Machine", "MigrationError", "PmemSlot",
+    "PmemSlotMismatch", "QMPCommandError", "QMPConnectionLost", "QemuHypervisor", "QemuVM",
+    "SerialChannel", "SerialSocketAddress", "TapNetwork", "VMDied", "VMNotRunning", "VMSpec",
+    "VMStartError", "VMTimeout", "VirtualMachine", "VsockAddress", "VsockChannel", "build_argv",
+    "detect_accel", "host_tsc_khz", "pmem_slot_address",
+]

@@ -1,0 +1,86 @@
+"""Start the QEMU process and learn of its exit without a thread or a polling loop.
+
+The child runs three things between fork and exec: the caller's hook (the cgroup pool puts the
+child into the sandbox cgroup there, before QEMU touches guest memory), PR_SET_THP_DISABLE
+(~2 MiB less private memory per idle clone, measured; inherited across exec, host setting
+untouched), and PR_SET_PDEATHSIG so a QEMU never outlives the process that owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+
+PR_SET_PDEATHSIG = 1
+PR_SET_THP_DISABLE = 41
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_prctl.restype = ctypes.c_int
+
+PreExec = Callable[[], None]
+
+
+def _child_setup(pre_exec: PreExec | None, parent_pid: int) -> Callable[[], None]:
+    def setup() -> None:
+        if pre_exec is not None:
+            pre_exec()
+        if _prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_THP_DISABLE)")
+        # The death signal fires when the forking *thread* exits: spawn from the event loop thread.
+        if _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+        if os.getppid() != parent_pid:  # the owner died before the death signal was armed
+            os._exit(1)
+
+    return setup
+
+
+def spawn(argv: Sequence[str], *, log_fd: int, pass_fds: Sequence[int] = (),
+          pre_exec: PreExec | None = None) -> subprocess.Popen[bytes]:
+    """Popen with stdin from /dev/null and stdout+stderr into log_fd, in its own session."""
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=log_fd,
+        stderr=log_fd,
+        pass_fds=tuple(pass_fds),
+        close_fds=True,
+        start_new_session=True,  # a ^C to the owner's group must not reach QEMU directly
+        preexec_fn=_child_setup(pre_exec, os.getpid()),
+    )
+
+
+class ExitWatch:
+    """Resolves `exited` with the return code once the process ends and has been reaped.
+
+    A pidfd becomes readable when the process exits; the loop calls back, no task or thread is involved.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self._popen = popen
+        self._loop = loop
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self._pidfd: int | None = os.pidfd_open(popen.pid)
+        loop.add_reader(self._pidfd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        self._close_pidfd()
+        returncode = self._popen.wait()
+        if not self.exited.done():
+            self.exited.set_result(returncode)
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def close(self) -> None:
+        """Stop watching (only for a process already reaped some other way)."""
+        self._close_pidfd()

@@ -1,0 +1,386 @@
+"""QemuVM: one qemu-system-x86_64 process driven over QMP, and nothing left behind when it ends.
+
+Lifecycle: the driver listens on <runtime_dir>/qmp.sock, execs QEMU (which connects to it as
+a client, so there is no polling for a socket to appear), negotiates QMP, then unlinks the
+listening path. A reaper task owned by the VM waits for the process to exit (pidfd), closes
+QMP, and removes the runtime dir; wait() returns only after that, on every path: a clean stop,
+a failed start, or a QEMU that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError
+
+from rund.hypervisor.accel import AccelDecision, detect_accel
+from rund.hypervisor.argv import build_argv
+from rund.hypervisor.base import Hypervisor, PreExec, VirtualMachine
+from rund.hypervisor.errors import (
+    HypervisorError,
+    MigrationError,
+    QMPCommandError,
+    QMPConnectionLost,
+    VMDied,
+    VMNotRunning,
+    VMStartError,
+    VMTimeout,
+)
+from rund.hypervisor.logtail import log_tail
+from rund.hypervisor.pmem import check_pmem_images
+from rund.hypervisor.process import ExitWatch, spawn
+from rund.hypervisor.spec import VMSpec, VsockChannel
+
+log = logging.getLogger(__name__)
+
+QEMU_BINARY = "qemu-system-x86_64"
+_STATE_FD_NAME = "rund-state"
+_T = TypeVar("_T")
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"  # the process is up and QMP is negotiated (the guest may be paused)
+    STOPPING = "stopping"
+    ENDED = "ended"
+
+
+class QemuVM(VirtualMachine):
+    def __init__(self, spec: VMSpec, qemu_binary: str | Path = QEMU_BINARY, *,
+                 start_timeout: float = 30.0, migration_timeout: float = 60.0) -> None:
+        self.spec = spec
+        self._binary = qemu_binary
+        self._start_timeout = start_timeout
+        self._migration_timeout = migration_timeout
+        self._state = _State.NEW
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._watch: ExitWatch | None = None
+        self._reaper: asyncio.Task[int] | None = None
+        self._qmp: QMPClient | None = None
+        self._log_fd: int | None = None
+        self._log_start = 0
+        self._owns_runtime_dir = False
+        self._stop_requested = False  # distinguishes a stop or kill we asked for from a crash
+
+    # ---- observers -------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._popen is None else self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """QEMU's exit status once it has been reaped (negative: killed by that signal)."""
+        if self._watch is None or not self._watch.exited.done():
+            return None
+        return self._watch.exited.result()
+
+    def log_tail(self) -> str:
+        """What QEMU wrote to its log since this VM started."""
+        return log_tail(self.spec.qemu_log, self._log_start)
+
+    # ---- start -----------------------------------------------------------------------------
+
+    async def start(self, pre_exec: PreExec | None = None) -> None:
+        """Exec QEMU and return once QMP is negotiated (the machine is built, the guest not yet run long).
+
+        pre_exec runs in the child between fork and exec, e.g. to join the sandbox cgroup.
+        Call this from the event loop's thread: the child dies with the thread that forked it.
+        """
+        if self._state is not _State.NEW:
+            raise HypervisorError(f"start() on a VM that is {self._state.value}")
+        self._state = _State.STARTING
+        try:
+            check_pmem_images(self.spec.pmem)
+            argv = build_argv(self.spec, self._binary)
+            self.spec.runtime_dir.mkdir(mode=0o700, parents=True)
+        except FileExistsError as exc:
+            self._state = _State.ENDED
+            raise VMStartError(f"runtime dir {self.spec.runtime_dir} already exists") from exc
+        except BaseException:
+            self._state = _State.ENDED
+            raise
+        self._owns_runtime_dir = True
+        try:
+            await self._launch(argv, pre_exec)
+        except BaseException as exc:
+            await self._abort_start()
+            if not isinstance(exc, Exception):
+                raise
+            raise VMStartError(self._start_failure(exc), self.log_tail(), self.returncode) from exc
+        self._state = _State.RUNNING
+
+    async def _launch(self, argv: list[str], pre_exec: PreExec | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._log_fd = os.open(self.spec.qemu_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self._log_start = os.lseek(self._log_fd, 0, os.SEEK_END)
+        self._qmp = QMPClient(self.spec.name)
+        await self._qmp.start_server(str(self.spec.qmp_socket))
+        log.debug("exec %s", " ".join(argv))
+        self._popen = spawn(argv, log_fd=self._log_fd, pass_fds=self._pass_fds(), pre_exec=pre_exec)
+        self._watch = ExitWatch(self._popen, loop)
+        self._reaper = loop.create_task(self._reap(), name=f"qemu-reaper-{self.spec.name}")
+        await self._until_exit(self._qmp.accept(), timeout=self._start_timeout)
+        # QEMU is connected and never reconnects: the listening path has no further use.
+        self.spec.qmp_socket.unlink()
+
+    def _pass_fds(self) -> list[int]:
+        fds = []
+        if isinstance(self.spec.agent, VsockChannel) and self.spec.agent.vhost_fd is not None:
+            fds.append(self.spec.agent.vhost_fd)
+        if self.spec.net is not None and self.spec.net.tap_fd is not None:
+            fds.append(self.spec.net.tap_fd)
+        return fds
+
+    def _start_failure(self, exc: Exception) -> str:
+        if isinstance(exc, VMDied):
+            return f"QEMU exited during start (returncode {exc.returncode})"
+        if isinstance(exc, VMTimeout):
+            return f"QEMU did not answer QMP within {self._start_timeout} s"
+        return f"QEMU start failed: {exc!r}"
+
+    async def _abort_start(self) -> None:
+        if self._popen is not None and self._reaper is not None:
+            self._signal(signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._reaper)
+        else:
+            await self._cleanup()
+
+    # ---- exit and cleanup ------------------------------------------------------------------
+
+    async def _reap(self) -> int:
+        assert self._watch is not None
+        returncode = await self._watch.exited
+        if not self._stop_requested:
+            log.warning("QEMU %s (pid %s) exited unexpectedly: %s", self.spec.name, self.pid, returncode)
+        await self._cleanup()
+        return returncode
+
+    async def _cleanup(self) -> None:
+        """Idempotent; runs once the process is gone (or never existed)."""
+        self._state = _State.ENDED
+        qmp, self._qmp = self._qmp, None
+        if qmp is not None:
+            with contextlib.suppress(Exception):  # EOF from the dead peer is the expected outcome
+                await qmp.disconnect()
+        if self._owns_runtime_dir:
+            self._owns_runtime_dir = False
+            shutil.rmtree(self.spec.runtime_dir, onerror=_log_rmtree_error)
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
+
+    async def wait(self) -> int:
+        """QEMU's return code, once the process is reaped and its sockets and runtime dir are gone."""
+        if self._reaper is None:
+            raise VMNotRunning(f"VM {self.spec.name} was never started")
+        return await asyncio.shield(self._reaper)
+
+    def kill(self) -> None:
+        """SIGKILL now; wait() reports the exit."""
+        self._stop_requested = True
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        # Popen.send_signal skips a process it has already reaped, so a recycled pid is never hit.
+        if self._popen is not None:
+            self._popen.send_signal(signum)
+
+    async def _exited_within(self, timeout: float) -> bool:
+        assert self._watch is not None
+        await asyncio.wait([self._watch.exited], timeout=timeout)
+        return self._watch.exited.done()
+
+    async def stop(self, timeout: float = 5.0, powerdown: bool = False) -> int:
+        """End QEMU: [ACPI powerdown,] QMP quit, SIGTERM, SIGKILL, each given `timeout` seconds.
+
+        powerdown=True first asks the guest to power off (needs a guest that handles the ACPI button).
+        Returns QEMU's return code after everything is cleaned up.
+        """
+        if self._reaper is None:
+            raise VMNotRunning(f"VM {self.spec.name} was never started")
+        self._stop_requested = True
+        if self._state is _State.RUNNING:
+            self._state = _State.STOPPING
+            if powerdown and await self._try("system_powerdown") and await self._exited_within(timeout):
+                return await self.wait()
+            if await self._try("quit") and await self._exited_within(timeout):
+                return await self.wait()
+            self._signal(signal.SIGTERM)
+            if not await self._exited_within(timeout):
+                log.warning("QEMU %s ignored SIGTERM for %s s; killing it", self.spec.name, timeout)
+                self._signal(signal.SIGKILL)
+        return await self.wait()
+
+    async def _try(self, command: str) -> bool:
+        """Send a command whose effect is the process ending; False if the channel is unusable."""
+        if self.returncode is not None:
+            return True
+        try:
+            await self._execute(command, allow_stopping=True)
+        except VMDied:
+            return True  # it went down while answering: the effect we asked for
+        except HypervisorError as exc:
+            log.info("QMP %s to %s failed: %s", command, self.spec.name, exc)
+            return False
+        return True
+
+    # ---- QMP -------------------------------------------------------------------------------
+
+    async def _until_exit(self, aw: Awaitable[_T], timeout: float | None = None) -> _T:
+        """Await `aw` unless QEMU exits first (VMDied) or the timeout passes (VMTimeout)."""
+        assert self._watch is not None
+        task = asyncio.ensure_future(aw)
+        try:
+            done, _ = await asyncio.wait([task, self._watch.exited], timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if task in done and (task.exception() is None or not self._watch.exited.done()):
+                return task.result()
+            if self._watch.exited.done():
+                raise VMDied(self._watch.exited.result(), self.log_tail())
+            raise VMTimeout(f"QEMU {self.spec.name}: no answer within {timeout} s")
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _execute(self, command: str, arguments: dict[str, Any] | None = None, *,
+                       allow_stopping: bool = False) -> Any:
+        self._require_running(allow_stopping)
+        qmp = self._qmp  # the reaper drops self._qmp as soon as QEMU exits
+        assert qmp is not None
+        try:
+            result = await self._until_exit(qmp.execute(command, arguments))
+        except ExecuteError as exc:
+            raise QMPCommandError(command, exc.error_class, str(exc)) from exc
+        except (ExecInterruptedError, QMPError, EOFError, ConnectionError) as exc:
+            # The socket usually breaks a moment before the pidfd reports the exit.
+            if await self._exited_within(1.0):
+                raise VMDied(self.returncode or 0, self.log_tail()) from exc
+            raise QMPConnectionLost(f"QMP {command} to {self.spec.name}: {exc!r}") from exc
+        qmp.events.clear()  # nobody reads the default listener; keep it from growing
+        return result
+
+    def _require_running(self, allow_stopping: bool = False) -> None:
+        if self.returncode is not None:
+            if self._stop_requested:
+                raise VMNotRunning(f"VM {self.spec.name} was stopped")
+            raise VMDied(self.returncode, self.log_tail())
+        allowed = (_State.RUNNING, _State.STOPPING) if allow_stopping else (_State.RUNNING,)
+        if self._state not in allowed:
+            raise VMNotRunning(f"VM {self.spec.name} is {self._state.value}")
+
+    async def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Run any QMP command (for queries and tests); typed errors as for every other call."""
+        return await self._execute(command, arguments)
+
+    async def query_status(self) -> str:
+        """QEMU's run state: 'running', 'paused', 'inmigrate', 'postmigrate', ..."""
+        return (await self._execute("query-status"))["status"]
+
+    async def pause(self) -> None:
+        await self._execute("stop")
+
+    async def resume(self) -> None:
+        await self._execute("cont")
+
+    # ---- templates ---------------------------------------------------------------------------
+
+    async def save_state(self, path: Path) -> None:
+        """Pause the guest and write its device state to `path`; the VM stays paused.
+
+        RAM in a shared file backend is skipped (x-ignore-shared): the clone maps that file.
+        QEMU writes through an fd we hand it, so the file is complete when 'completed' arrives
+        (with exec:cat the event can come before cat has finished writing).
+        """
+        path = Path(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            await self._set_migration_capabilities()
+            await self._execute("stop")
+            await self._migrate("migrate", fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path.unlink()  # a partial state file would be restored as garbage
+            raise
+        finally:
+            os.close(fd)
+
+    async def restore_state(self, path: Path) -> None:
+        """Load state saved by save_state into this VM (started with incoming_defer), then run it.
+
+        On failure QEMU itself exits ("load of migration failed"); the error carries its log tail.
+        """
+        if not self.spec.incoming_defer:
+            raise HypervisorError(f"VM {self.spec.name} was not started with incoming_defer")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise MigrationError("refused", f"cannot open {path}: {exc.strerror}") from exc
+        try:
+            await self._set_migration_capabilities()
+            await self._migrate("migrate-incoming", fd)
+        finally:
+            os.close(fd)
+        # The clone arrives in the template's run state, which was paused for the save.
+        await self._execute("cont")
+
+    async def _set_migration_capabilities(self) -> None:
+        await self._execute("migrate-set-capabilities", {"capabilities": [
+            {"capability": "x-ignore-shared", "state": True},
+            {"capability": "events", "state": True},  # MIGRATION events instead of polling
+        ]})
+
+    async def _migrate(self, command: str, fd: int) -> None:
+        assert self._qmp is not None
+        with self._qmp.listener("MIGRATION") as events:
+            self._require_running()
+            self._qmp.send_fd_scm(fd)
+            await self._execute("getfd", {"fdname": _STATE_FD_NAME})
+            try:
+                await self._execute(command, {"uri": f"fd:{_STATE_FD_NAME}"})
+                await self._until_exit(self._migration_end(events), timeout=self._migration_timeout)
+            except QMPCommandError as exc:
+                raise MigrationError("refused", exc.description) from exc
+            except VMDied as exc:
+                raise MigrationError("failed", exc.log_tail) from exc
+
+    async def _migration_end(self, events: EventListener) -> None:
+        while True:
+            event = await events.get()
+            status = event.get("data", {}).get("status")
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled"):
+                info = await self._execute("query-migrate")
+                raise MigrationError(status, info.get("error-desc", ""))
+
+
+def _log_rmtree_error(function: Any, path: str, exc_info: Any) -> None:
+    log.error("cannot remove %s: %s", path, exc_info[1])
+
+
+class QemuHypervisor(Hypervisor):
+    name = "qemu"
+
+    def __init__(self, qemu_binary: str | Path = QEMU_BINARY) -> None:
+        self.qemu_binary = qemu_binary
+
+    def accel(self) -> AccelDecision:
+        return detect_accel()
+
+    def create(self, spec: VMSpec) -> QemuVM:
+        return QemuVM(spec, self.qemu_binary)

@@ -1,0 +1,82 @@
+"""Helpers for tests that run real QEMU (this package's and its users', e.g. templates).
+
+Unix socket paths are limited to 107 bytes, so VM directories live under a short /tmp prefix
+rather than pytest's long tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rund.hypervisor.spec import Accel, Machine, SerialChannel, VMSpec
+
+
+@dataclass(frozen=True)
+class VMDirs:
+    """Where one test VM keeps things: `base` holds the logs, `run` is the runtime dir (created by the driver)."""
+
+    base: Path
+
+    @property
+    def run(self) -> Path:
+        return self.base / "run"
+
+    @property
+    def console_log(self) -> Path:
+        return self.base / "console.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.base / "qemu.log"
+
+
+@contextmanager
+def scratch_dir(prefix: str = "rund-hv-", parent: str = "/tmp") -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def minimal_spec(dirs: VMDirs, machine: Machine = Machine.MICROVM, name: str = "test", **overrides: Any) -> VMSpec:
+    """A firmware-only VM (no kernel: SeaBIOS/qboot runs and idles) with the agent port; TCG, 64 MiB."""
+    fields: dict[str, Any] = dict(
+        name=name, machine=machine, accel=Accel.TCG, vcpus=1, memory_mib=64,
+        runtime_dir=dirs.run, console_log=dirs.console_log, qemu_log=dirs.qemu_log,
+        agent=SerialChannel(),
+    )
+    fields.update(overrides)
+    return VMSpec(**fields)
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def qemu_pids() -> set[int]:
+    """Every qemu-system-* process on the host, to prove a test left none behind."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            comm = Path(f"/proc/{entry}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm.startswith("qemu-system"):
+            pids.add(int(entry))
+    return pids
