@@ -8,6 +8,9 @@ import signal
 import socket
 
 from proto import ttrpc
+from typing import Callable
+
+from rund.runtime.events import EventSink
 from rund.runtime.task_runtime import TaskRuntime
 from rund.shim import logs
 from rund.shim.events import EventPublisher
@@ -17,22 +20,24 @@ from rund.shim.task_service import TASK_SERVICE, TaskService, event_message
 log = logging.getLogger("rund.shim")
 
 
-def serve(args: ShimArgs, sock: socket.socket, bundle: str, sandbox_id: str) -> int:
+RuntimeFactory = Callable[[str, str, EventSink], TaskRuntime]   # (namespace, sandbox_id, emit) -> runtime
+
+
+def serve(args: ShimArgs, sock: socket.socket, bundle: str, sandbox_id: str, make_runtime: RuntimeFactory) -> int:
     logs.setup(bundle, args.debug)
     try:
-        asyncio.run(_serve(args, sock, sandbox_id))
+        asyncio.run(_serve(args, sock, sandbox_id, make_runtime))
         return 0
     except Exception:
         log.exception("shim failed")
         return 1
 
 
-async def _serve(args: ShimArgs, sock: socket.socket, sandbox_id: str) -> None:
+async def _serve(args: ShimArgs, sock: socket.socket, sandbox_id: str, make_runtime: RuntimeFactory) -> None:
     publisher = EventPublisher(args.ttrpc_address, args.namespace)
     publisher.start()
     stop = asyncio.Event()
-    runtime = TaskRuntime(namespace=args.namespace, sandbox_id=sandbox_id,
-                          emit=lambda ev: publisher.publish(*event_message(ev)))
+    runtime = make_runtime(args.namespace, sandbox_id, lambda ev: publisher.publish(*event_message(ev)))
     server = ttrpc.Server()
     server.register_service(TASK_SERVICE, TaskService(runtime, on_shutdown=stop.set))
     loop = asyncio.get_running_loop()

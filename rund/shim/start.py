@@ -72,13 +72,20 @@ def start(args: ShimArgs) -> int:
         print(f"rund start: {e}", file=sys.stderr)
         return 1
     if sock is not None:
+        try:
+            from rund.runtime.sandbox_runtime import SandboxRuntime
+        except ImportError as e:   # the VM-backed runtime is not in this build yet (see the issue tracker)
+            sock.close()
+            os.unlink(path)
+            print(f"rund start: cannot load the task runtime: {e}", file=sys.stderr)
+            return 1
         pid = os.fork()
         if pid == 0:  # the server child: never returns
             _become_daemon()
             code = 1
             try:
                 from rund.shim.serve import serve
-                code = serve(args, sock, bundle, group)
+                code = serve(args, sock, bundle, group, SandboxRuntime)
             finally:
                 os._exit(code)
         sock.close()

@@ -62,10 +62,12 @@ def _exit_fields(exit: Exit | None) -> tuple[int, timestamp_pb2.Timestamp]:
 
 
 def _json_any(value: any_pb2.Any, expected_url: str, what: str) -> dict:
-    if value.type_url and value.type_url != expected_url:
+    if not value.type_url:
+        raise errors.InvalidArgument(f"{what}: missing")
+    if value.type_url != expected_url:
         raise errors.InvalidArgument(f"{what}: unsupported type {value.type_url!r}, want {expected_url}")
     try:
-        doc = json.loads(value.value or b"{}")
+        doc = json.loads(value.value)
     except ValueError as e:
         raise errors.InvalidArgument(f"{what}: invalid JSON: {e}") from None
     if not isinstance(doc, dict):
