@@ -1,0 +1,57 @@
+"""The cgroup pool: pre-created sandbox cgroups handed out by atomic rename (cgroup v1 and v2).
+
+    pool = open_pool(PoolConfig(parent="rund", size=16))
+    lease = pool.acquire(sandbox_id, limits_from_oci(spec["linux"]["resources"]))
+    subprocess.Popen(qemu_argv, preexec_fn=lease.placement())   # the VMM starts inside the cgroup
+    ...
+    pool.release(lease)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .detect import AUTO, select_driver
+from .driver import CgroupDriver
+from .errors import (
+    CgroupBusy,
+    CgroupError,
+    CgroupUnavailable,
+    ControllerMissing,
+    InvalidLimits,
+    InvalidSandboxId,
+    LeaseNotHeld,
+    LimitRejected,
+)
+from .lease import CgroupLease, CgroupPlacement
+from .limits import CgroupLimits, limits_from_oci
+from .mounts import MOUNTINFO
+from .pool import CgroupPool, PoolStatistics
+from .refill import PoolRefiller
+from .registry import DEFAULT_STATE_DIR, Registry
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    parent: str = "rund"  # created under the root of every hierarchy
+    size: int = 16  # free cgroups the refiller keeps ready
+    version: str = AUTO  # "auto", "v1" or "v2"
+    kill_timeout_s: float = 5.0
+    mountinfo: str = MOUNTINFO
+    state_dir: str = DEFAULT_STATE_DIR  # where the ownership records live (tmpfs on most hosts)
+
+
+def open_pool(config: PoolConfig = PoolConfig()) -> CgroupPool:
+    """Detect the cgroup layout, create the pool parent, and return the pool (not yet reconciled or filled)."""
+    driver = select_driver(config.parent, config.version, config.mountinfo)
+    driver.prepare()
+    registry = Registry.for_pool(config.state_dir, driver.version, config.parent)
+    registry.prepare()
+    return CgroupPool(driver, registry, config.size, config.kill_timeout_s)
+
+
+__all__ = [
+    "CgroupBusy", "CgroupDriver", "CgroupError", "CgroupLease", "CgroupLimits", "CgroupPlacement", "CgroupPool",
+    "CgroupUnavailable", "ControllerMissing", "InvalidLimits", "InvalidSandboxId", "LeaseNotHeld", "LimitRejected",
+    "PoolConfig", "PoolRefiller", "PoolStatistics", "limits_from_oci", "open_pool", "select_driver",
+]

@@ -1,0 +1,52 @@
+"""What the pool needs from a cgroup version: where its hierarchies are and how limits are set and cleared.
+
+A driver knows the pool parent in each hierarchy (`hierarchies`: one per controller mount on v1, a single
+one on v2). A slot's cgroup has the same fixed name in every one of them and is never renamed.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+
+from .limits import CgroupLimits
+
+
+SLOT_PREFIX = "slot-"
+
+
+class CgroupDriver(ABC):
+    version: int
+
+    def __init__(self, hierarchies: tuple[str, ...]) -> None:
+        self.hierarchies = hierarchies
+
+    def paths(self, slot: str) -> tuple[str, ...]:
+        """The slot's cgroup directory in every hierarchy."""
+        name = SLOT_PREFIX + slot
+        return tuple(os.path.join(h, name) for h in self.hierarchies)
+
+    @property
+    @abstractmethod
+    def controllers(self) -> frozenset[str]:
+        """Controllers limits can be applied with."""
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Create the pool parent in every hierarchy, ready to hold sandbox cgroups."""
+
+    @abstractmethod
+    def apply(self, paths: tuple[str, ...], limits: CgroupLimits) -> None:
+        """Write the set fields of `limits`; fields that are None are left as they are."""
+
+    @abstractmethod
+    def reset(self, paths: tuple[str, ...]) -> None:
+        """Put every limit back to its default (unlimited, inherit the parent's cpuset)."""
+
+    @abstractmethod
+    def kill(self, paths: tuple[str, ...], timeout_s: float) -> None:
+        """Kill every process in the cgroup and wait until it is empty (CgroupBusy otherwise)."""
+
+    @abstractmethod
+    def reclaim(self, paths: tuple[str, ...]) -> None:
+        """Ask the kernel to reclaim memory still charged to the (empty) cgroup; best effort."""

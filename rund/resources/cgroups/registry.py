@@ -1,0 +1,75 @@
+"""The pool's ownership records: one empty file per slot in a plain directory, named after its state.
+
+Taking a slot is rename(2) of its record; of two processes renaming the same record exactly one wins.
+Records live outside cgroupfs because cgroup v2 refuses rename (EPERM) and a v1 rename takes the
+kernel-global cgroup_mutex, the very lock the pool is meant to stay away from. The directory is keyed
+by boot id: cgroups do not survive a reboot, so neither may their records.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from . import names
+from .errors import CgroupUnavailable
+from .names import Entry
+
+DEFAULT_STATE_DIR = "/run/rund/cgroup-pool"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+class Registry:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @classmethod
+    def for_pool(cls, state_dir: str, version: int, parent: str) -> Registry:
+        with open(BOOT_ID) as f:
+            boot = f.read().strip()
+        return cls(os.path.join(state_dir, boot, f"v{version}-{parent.strip('/').replace('/', '%')}"))
+
+    def prepare(self) -> None:
+        os.makedirs(self.path, exist_ok=True)
+        # Records of earlier boots name cgroups that no longer exist and owners that cannot be alive.
+        boots = os.path.dirname(os.path.dirname(self.path))
+        current = os.path.basename(os.path.dirname(self.path))
+        for boot in os.listdir(boots):
+            if boot != current:
+                shutil.rmtree(os.path.join(boots, boot), ignore_errors=True)
+
+    def entries(self) -> list[Entry]:
+        try:
+            listing = os.listdir(self.path)
+        except FileNotFoundError as e:
+            raise CgroupUnavailable(f"cgroup pool registry {self.path} does not exist (pool not prepared)") from e
+        return [e for e in map(names.parse, listing) if e is not None]
+
+    def create(self, entry: Entry) -> None:
+        """Record a new slot; fails if the record exists (slots are random, so that is a collision)."""
+        os.close(os.open(self._file(entry), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+
+    def move(self, old: Entry, new: Entry) -> bool:
+        """Atomically turn `old` into `new`; False if `old` is gone (someone else took it)."""
+        try:
+            os.rename(self._file(old), self._file(new))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def holds(self, entry: Entry) -> bool:
+        return os.path.exists(self._file(entry))
+
+    def remove(self, entry: Entry) -> None:
+        os.unlink(self._file(entry))
+
+    def destroy(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        for level in (os.path.dirname(self.path), os.path.dirname(os.path.dirname(self.path))):
+            try:
+                os.rmdir(level)  # only once no other pool keeps records there
+            except OSError:
+                break
+
+    def _file(self, entry: Entry) -> str:
+        return os.path.join(self.path, entry.name)

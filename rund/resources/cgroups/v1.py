@@ -1,0 +1,132 @@
+"""cgroup v1: one hierarchy per controller mount (cpu, cpuacct, cpuset, memory, pids, blkio, freezer)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+from . import files
+from .driver import CgroupDriver
+from .errors import CgroupUnavailable, ControllerMissing, LimitRejected
+from .limits import CgroupLimits
+from .mounts import CgroupMount
+
+log = logging.getLogger(__name__)
+
+CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freezer")
+REQUIRED = frozenset({"cpu", "memory"})
+DEFAULT_PERIOD_US = 100_000
+DEFAULT_SHARES = 1024
+
+
+class V1Driver(CgroupDriver):
+    version = 1
+
+    def __init__(self, mounts: tuple[CgroupMount, ...], parent: str) -> None:
+        roots: list[str] = []
+        self._index: dict[str, int] = {}  # controller -> position in hierarchies
+        for controller in CONTROLLERS:
+            mount = next((m for m in mounts if m.version == 1 and controller in m.controllers), None)
+            if mount is None:
+                continue
+            if mount.path not in roots:
+                roots.append(mount.path)
+            self._index[controller] = roots.index(mount.path)
+        missing = REQUIRED - self._index.keys()
+        if missing:
+            raise CgroupUnavailable(f"cgroup v1 controllers not mounted: {sorted(missing)}")
+        self._roots = tuple(roots)
+        self._parent = parent.strip("/")
+        super().__init__(tuple(os.path.join(root, self._parent) for root in roots))
+
+    @property
+    def controllers(self) -> frozenset[str]:
+        return frozenset(self._index)
+
+    def _dir(self, paths: tuple[str, ...], controller: str) -> str:
+        index = self._index.get(controller)
+        if index is None:
+            raise ControllerMissing(controller)
+        return paths[index]
+
+    def prepare(self) -> None:
+        for hierarchy in self.hierarchies:
+            files.makedirs(hierarchy)
+        if "cpuset" in self._index:
+            # A new v1 cpuset starts with no cpus; fill each level from the one above, then let children inherit.
+            level = self._roots[self._index["cpuset"]]
+            for part in self._parent.split("/"):
+                child = os.path.join(level, part)
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    if not files.read(os.path.join(child, name)).strip():
+                        files.write(os.path.join(child, name), files.read(os.path.join(level, name)).strip())
+                level = child
+            files.write(os.path.join(level, "cgroup.clone_children"), "1")
+
+    def apply(self, paths: tuple[str, ...], limits: CgroupLimits) -> None:
+        if limits.cpu_period_us is not None:
+            files.write(os.path.join(self._dir(paths, "cpu"), "cpu.cfs_period_us"), str(limits.cpu_period_us))
+        if limits.cpu_quota_us is not None:
+            files.write(os.path.join(self._dir(paths, "cpu"), "cpu.cfs_quota_us"), str(limits.cpu_quota_us))
+        if limits.cpu_shares is not None:
+            files.write(os.path.join(self._dir(paths, "cpu"), "cpu.shares"), str(limits.cpu_shares))
+        if limits.cpuset_cpus is not None:
+            files.write(os.path.join(self._dir(paths, "cpuset"), "cpuset.cpus"), limits.cpuset_cpus)
+        if limits.cpuset_mems is not None:
+            files.write(os.path.join(self._dir(paths, "cpuset"), "cpuset.mems"), limits.cpuset_mems)
+        if limits.memory_limit_bytes is not None:
+            files.write(os.path.join(self._dir(paths, "memory"), "memory.limit_in_bytes"),
+                        str(limits.memory_limit_bytes))
+        if limits.pids_limit is not None:
+            files.write(os.path.join(self._dir(paths, "pids"), "pids.max"), str(limits.pids_limit))
+
+    def reset(self, paths: tuple[str, ...]) -> None:
+        cpu = self._dir(paths, "cpu")
+        files.write(os.path.join(cpu, "cpu.cfs_quota_us"), "-1")  # quota first: a period change may conflict
+        files.write(os.path.join(cpu, "cpu.cfs_period_us"), str(DEFAULT_PERIOD_US))
+        files.write(os.path.join(cpu, "cpu.shares"), str(DEFAULT_SHARES))
+        if "cpuset" in self._index:
+            cpuset = self._dir(paths, "cpuset")
+            for name in ("cpuset.mems", "cpuset.cpus"):
+                files.write(os.path.join(cpuset, name), files.read(os.path.join(os.path.dirname(cpuset), name)).strip())
+        files.write(os.path.join(self._dir(paths, "memory"), "memory.limit_in_bytes"), "-1")
+        if "pids" in self._index:
+            files.write(os.path.join(self._dir(paths, "pids"), "pids.max"), "max")
+
+    def kill(self, paths: tuple[str, ...], timeout_s: float) -> None:
+        pids = files.procs_of(paths)
+        if not pids:
+            return
+        freezer = paths[self._index["freezer"]] if "freezer" in self._index else None
+        if freezer is not None:
+            # Frozen tasks cannot fork, so the set we kill is the whole set.
+            state = os.path.join(freezer, "freezer.state")
+            files.write(state, "FROZEN")
+            files.wait_until(lambda: files.read(state).strip() == "FROZEN", timeout_s, f"{freezer} to freeze")
+            pids = files.procs_of(paths)
+        try:
+            files.signal_all(pids)
+        finally:
+            if freezer is not None:
+                files.write(os.path.join(freezer, "freezer.state"), "THAWED")  # killed tasks die once thawed
+
+        def empty() -> bool:
+            left = files.procs_of(paths)
+            files.signal_all(left)  # without a freezer a late fork may have escaped the first round
+            return not left
+
+        files.wait_until(empty, timeout_s, f"{paths[0]} to empty")
+
+    def reclaim(self, paths: tuple[str, ...]) -> None:
+        memory = self._dir(paths, "memory")
+        if int(files.read(os.path.join(memory, "memory.usage_in_bytes"))) == 0:
+            return  # force_empty drains per-cpu lists on every cpu (ms); skip it when nothing is charged
+        try:
+            files.write(os.path.join(memory, "memory.force_empty"), "0")
+        except LimitRejected as e:
+            # EBUSY: pages that could not be reclaimed stay charged; the slot is still usable.
+            if e.errno not in (errno.EBUSY, errno.EINTR, errno.EAGAIN):
+                raise
+            log.debug("force_empty of %s left pages charged (errno %s)", paths, e.errno)
+
