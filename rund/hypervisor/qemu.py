@@ -58,10 +58,12 @@ class _State(enum.Enum):
 
 class QemuVM(VirtualMachine):
     def __init__(self, spec: VMSpec, qemu_binary: str | Path = QEMU_BINARY, *,
-                 start_timeout: float = 30.0, migration_timeout: float = 60.0) -> None:
+                 start_timeout: float = 30.0, command_timeout: float = 30.0,
+                 migration_timeout: float = 60.0) -> None:
         self.spec = spec
         self._binary = qemu_binary
         self._start_timeout = start_timeout
+        self._command_timeout = command_timeout
         self._migration_timeout = migration_timeout
         self._state = _State.NEW
         self._popen: subprocess.Popen[bytes] | None = None
@@ -163,8 +165,10 @@ class QemuVM(VirtualMachine):
     async def _reap(self) -> int:
         assert self._watch is not None
         returncode = await self._watch.exited
-        if not self._stop_requested:
-            log.warning("QEMU %s (pid %s) exited unexpectedly: %s", self.spec.name, self.pid, returncode)
+        if self._state is _State.RUNNING and not self._stop_requested:
+            # 0 is the guest powering off (-no-reboot turns a guest reboot or panic into an exit too).
+            log.log(logging.INFO if returncode == 0 else logging.WARNING,
+                    "QEMU %s (pid %s) exited on its own: %s", self.spec.name, self.pid, returncode)
         await self._cleanup()
         return returncode
 
@@ -214,9 +218,9 @@ class QemuVM(VirtualMachine):
         self._stop_requested = True
         if self._state is _State.RUNNING:
             self._state = _State.STOPPING
-            if powerdown and await self._try("system_powerdown") and await self._exited_within(timeout):
+            if powerdown and await self._try("system_powerdown", timeout) and await self._exited_within(timeout):
                 return await self.wait()
-            if await self._try("quit") and await self._exited_within(timeout):
+            if await self._try("quit", timeout) and await self._exited_within(timeout):
                 return await self.wait()
             self._signal(signal.SIGTERM)
             if not await self._exited_within(timeout):
@@ -224,12 +228,12 @@ class QemuVM(VirtualMachine):
                 self._signal(signal.SIGKILL)
         return await self.wait()
 
-    async def _try(self, command: str) -> bool:
+    async def _try(self, command: str, timeout: float) -> bool:
         """Send a command whose effect is the process ending; False if the channel is unusable."""
         if self.returncode is not None:
             return True
         try:
-            await self._execute(command, allow_stopping=True)
+            await self._execute(command, allow_stopping=True, timeout=timeout)
         except VMDied:
             return True  # it went down while answering: the effect we asked for
         except HypervisorError as exc:
@@ -258,12 +262,12 @@ class QemuVM(VirtualMachine):
                     await task
 
     async def _execute(self, command: str, arguments: dict[str, Any] | None = None, *,
-                       allow_stopping: bool = False) -> Any:
+                       allow_stopping: bool = False, timeout: float | None = None) -> Any:
         self._require_running(allow_stopping)
         qmp = self._qmp  # the reaper drops self._qmp as soon as QEMU exits
         assert qmp is not None
         try:
-            result = await self._until_exit(qmp.execute(command, arguments))
+            result = await self._until_exit(qmp.execute(command, arguments), timeout or self._command_timeout)
         except ExecuteError as exc:
             raise QMPCommandError(command, exc.error_class, str(exc)) from exc
         except (ExecInterruptedError, QMPError, EOFError, ConnectionError) as exc:
@@ -354,6 +358,8 @@ class QemuVM(VirtualMachine):
                 await self._execute(command, {"uri": f"fd:{_STATE_FD_NAME}"})
                 await self._until_exit(self._migration_end(events), timeout=self._migration_timeout)
             except QMPCommandError as exc:
+                with contextlib.suppress(HypervisorError):  # do not leave the fd parked in QEMU
+                    await self._execute("closefd", {"fdname": _STATE_FD_NAME})
                 raise MigrationError("refused", exc.description) from exc
             except VMDied as exc:
                 raise MigrationError("failed", exc.log_tail) from exc
