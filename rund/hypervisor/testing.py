@@ -68,15 +68,21 @@ def process_alive(pid: int) -> bool:
 
 
 def qemu_pids() -> set[int]:
-    """Every qemu-system-* process on the host, to prove a test left none behind."""
+    """This process's qemu-system-* children, zombies included, to prove a test left none behind.
+
+    Only our own children: other engineers and tests may run QEMU on the same host at the same time.
+    """
+    me = os.getpid()
     pids = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        if comm.startswith("qemu-system"):
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid == me and comm.startswith("qemu-system"):
             pids.add(int(entry))
     return pids
