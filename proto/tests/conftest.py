@@ -57,7 +57,9 @@ from proto import ttrpc  # noqa: E402
 from proto.gen.rund.agent.v1 import agent_pb2  # noqa: E402
 
 AGENT = agent_pb2.DESCRIPTOR.services_by_name["Agent"]
-TRANSPORTS = ["unix", "listener", "socketpair", "pipes"]
+# "inet-listener" (TCP on loopback) stands in for AF_VSOCK, which has no loopback here: both take
+# serve_listener's non-unix path.
+TRANSPORTS = ["unix", "listener", "inet-listener", "socketpair", "pipes"]
 
 
 class Probe:
@@ -157,12 +159,20 @@ class Harness:
             sock.bind(self.path)
             sock.listen()
             await self.server.serve_listener(sock)
+        elif self.transport == "inet-listener":
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+            self.address = sock.getsockname()
+            await self.server.serve_listener(sock)
 
     async def connect(self) -> ttrpc.Client:
         if self.transport == "unix":
             client = await ttrpc.Client.connect_unix(self.path)
         elif self.transport == "listener":
             client = ttrpc.Client(*await asyncio.open_unix_connection(self.path))
+        elif self.transport == "inet-listener":
+            client = ttrpc.Client(*await asyncio.open_connection(*self.address))
         else:
             if self.transport == "socketpair":
                 a, b = socket.socketpair()
