@@ -37,12 +37,13 @@ from rund.hypervisor.spec import (
     VsockChannel,
 )
 from rund.hypervisor.tsc import host_tsc_khz
+from rund.hypervisor.vsock import CidReservation, CidUnavailable, reserve_guest_cid
 
 __all__ = [
-    "Accel", "AccelDecision", "AgentAddress", "AnonymousMemory", "BlockDevice", "FileMemory",
+    "Accel", "AccelDecision", "CidReservation", "CidUnavailable", "AgentAddress", "AnonymousMemory", "BlockDevice", "FileMemory",
     "Hypervisor", "HypervisorError", "InvalidSpec", "Machine", "MigrationError", "PmemSlot",
     "PmemSlotMismatch", "QMPCommandError", "QMPConnectionLost", "QemuHypervisor", "QemuVM",
     "SerialChannel", "SerialSocketAddress", "TapNetwork", "VMDied", "VMNotRunning", "VMSpec",
     "VMStartError", "VMTimeout", "VirtualMachine", "VsockAddress", "VsockChannel", "build_argv",
-    "detect_accel", "host_tsc_khz", "pmem_slot_address",
+    "detect_accel", "host_tsc_khz", "pmem_slot_address", "reserve_guest_cid",
 ]
