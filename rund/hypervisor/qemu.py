@@ -363,6 +363,11 @@ class QemuVM(VirtualMachine):
                 raise MigrationError("refused", exc.description) from exc
             except VMDied as exc:
                 raise MigrationError("failed", exc.log_tail) from exc
+            except VMTimeout as exc:
+                if command == "migrate":  # an incoming load cannot be cancelled; the caller stops that VM
+                    with contextlib.suppress(HypervisorError):
+                        await self._execute("migrate_cancel")
+                raise MigrationError("timeout", f"not completed within {self._migration_timeout} s") from exc
 
     async def _migration_end(self, events: EventListener) -> None:
         while True:

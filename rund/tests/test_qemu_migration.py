@@ -175,3 +175,23 @@ def test_refused_migration_is_typed_and_leaves_no_partial_file(work):
             await vm.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_migration_that_does_not_finish_in_time_is_cancelled(work):
+    base, _ = work
+
+    async def scenario():
+        # 1 GiB of anonymous RAM has to go into the stream (no shared file to skip), and a
+        # 1 ms deadline cannot be met: the save must end typed, cancelled, with no partial file.
+        vm = QemuVM(minimal_spec(VMDirs(base), memory_mib=1024), migration_timeout=0.001)
+        await vm.start()
+        try:
+            with pytest.raises(MigrationError) as err:
+                await vm.save_state(base / "slow.state")
+            assert err.value.status == "timeout"
+            assert not (base / "slow.state").exists()
+            assert (await vm.qmp("query-migrate"))["status"] in ("cancelling", "cancelled")
+        finally:
+            await vm.stop()
+
+    asyncio.run(scenario())
