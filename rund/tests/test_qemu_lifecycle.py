@@ -299,3 +299,42 @@ def test_every_device_kind_is_accepted_by_qemu(dirs, machine):
         assert [b["inserted"]["ro"] for b in blocks] == [True]
 
     asyncio.run(scenario())
+
+
+OWNER = """
+import asyncio, sys
+sys.path.insert(0, {root!r})
+from rund.hypervisor import QemuVM
+from rund.hypervisor.testing import VMDirs, minimal_spec
+from pathlib import Path
+
+async def main():
+    vm = QemuVM(minimal_spec(VMDirs(Path({base!r}))))
+    await vm.start()
+    print(vm.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_qemu_dies_with_its_owner(dirs):
+    """A shim that is SIGKILLed must not leave its QEMU running (PR_SET_PDEATHSIG)."""
+    import subprocess
+    import sys
+    import time
+
+    root = str(Path(__file__).resolve().parents[2])
+    owner = subprocess.Popen([sys.executable, "-c", OWNER.format(root=root, base=str(dirs.base))],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        qemu_pid = int(owner.stdout.readline())
+        assert process_alive(qemu_pid)
+    finally:
+        owner.kill()
+        owner.wait()
+        owner.stdout.close()
+    deadline = time.monotonic() + 10
+    while process_alive(qemu_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process_alive(qemu_pid)
