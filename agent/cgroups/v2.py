@@ -1,0 +1,146 @@
+"""Per-container cgroup v2 groups under one parent (the guest's /sys/fs/cgroup/rund)."""
+import asyncio
+import errno
+import logging
+import os
+import signal
+
+from ..container.types import ContainerStats
+from ..errors import InvalidArgument, SetupFailed
+from ..oci.resources import Resources
+from . import stats as stat_files
+from .v2_files import files_for
+
+log = logging.getLogger(__name__)
+CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids")
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+class CgroupV2:
+    """One container's group."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.procs_path = os.path.join(path, "cgroup.procs")
+        self.memory_events_path = os.path.join(path, "memory.events")
+
+    def apply(self, resources: Resources, field: str = "linux.resources") -> None:
+        unified = dict(resources.unified)
+        for name, value in files_for(resources):
+            path = os.path.join(self.path, name)
+            try:
+                _write(path, value)
+            except FileNotFoundError:
+                if name in unified:
+                    raise InvalidArgument(f"{field}.unified.{name}", "no such cgroup file") from None
+                log.warning("cgroup %s: %s is not available here, limit %r not applied", self.path, name, value)
+            except OSError as exc:
+                raise InvalidArgument(field, f"writing {value!r} to {name}: {exc.strerror}") from None
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(line) for line in _read(self.procs_path).split()]
+        except FileNotFoundError:
+            return []
+
+    def stats(self) -> ContainerStats:
+        files = {}
+        for name in stat_files.STAT_FILES:
+            try:
+                files[name] = _read(os.path.join(self.path, name))
+            except OSError:
+                pass
+        return stat_files.parse(files)
+
+    def kill(self) -> None:
+        try:
+            _write(os.path.join(self.path, "cgroup.kill"), "1")
+            return
+        except FileNotFoundError:
+            pass  # kernels before 5.14
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    async def remove(self, timeout: float = 5.0) -> None:
+        """rmdir once the last process has left; exiting tasks leave the group a moment after death."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or loop.time() > deadline:
+                    raise SetupFailed("removing cgroup", f"{self.path}: {exc.strerror}") from None
+                self.kill()
+                await asyncio.sleep(0.01)
+
+
+class CgroupV2Driver:
+    """Creates container groups under `root`, enabling every available controller on the way."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def describe(self) -> str:
+        return f"cgroup v2 at {self.root}"
+
+    def setup(self) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        for group in (os.path.dirname(self.root), self.root):
+            self._enable_controllers(group)
+
+    @staticmethod
+    def _enable_controllers(group: str) -> None:
+        try:
+            available = _read(os.path.join(group, "cgroup.controllers")).split()
+        except OSError:
+            return
+        for controller in CONTROLLERS:
+            if controller not in available:
+                continue
+            try:
+                _write(os.path.join(group, "cgroup.subtree_control"), f"+{controller}")
+            except OSError as exc:
+                log.warning("cannot enable %s in %s: %s", controller, group, exc.strerror)
+
+    def create(self, container_id: str) -> CgroupV2:
+        path = os.path.join(self.root, container_id)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            try:
+                os.rmdir(path)  # left over by an agent that died; only empty groups can go
+                os.mkdir(path)
+            except OSError as exc:
+                raise SetupFailed("creating cgroup", f"{path}: {exc.strerror}") from None
+        except OSError as exc:
+            raise SetupFailed("creating cgroup", f"{path}: {exc.strerror}") from None
+        return CgroupV2(path)
+
+
+class NoCgroups:
+    """Host mode on a machine whose cgroup v2 tree has no controllers: containers run without a group."""
+
+    def describe(self) -> str:
+        return "no cgroups (limits, stats and OOM events are not available)"
+
+    def setup(self) -> None:
+        log.warning("running without per-container cgroups")
+
+    def create(self, container_id: str) -> None:
+        return None

@@ -1,0 +1,152 @@
+"""The body of a forked child: set up a container's init or an exec, report to the agent, execve.
+
+Runs between fork and exec in a copy of the agent: no event loop, no logging, only blocking syscalls.
+Every failure is sent to the agent on the status socket before the child exits.
+"""
+import fcntl
+import os
+import signal
+import socket
+import struct
+import termios
+from dataclasses import dataclass
+
+from ..linux import namespaces as ns
+from ..linux.prctl import PR_SET_PDEATHSIG, prctl
+from ..linux.system import sethostname
+from ..oci.process import ProcessSpec
+from ..oci.spec import ContainerSpec
+from . import status
+from .child_process import become, execute, write_sysctls
+from .child_rootfs import enter_rootfs
+
+TIOCGPTPEER = 0x5441
+TIOCSPTLCK = 0x40045431
+
+
+@dataclass(frozen=True)
+class ChildStdio:
+    fds: tuple[int, int, int]  # become 0, 1, 2 (ignored with a terminal)
+    terminal: bool
+    console_size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class InitPlan:
+    spec: ContainerSpec
+    rootfs: str
+    cgroup_procs: str | None
+    joins: tuple[tuple[int, int], ...]  # (CLONE_NEW* flag, fd of the namespace to join), pid excluded
+    new_namespaces: int                  # CLONE_NEW* flags to unshare, pid excluded
+    stdio: ChildStdio
+
+
+@dataclass(frozen=True)
+class ExecPlan:
+    process: ProcessSpec
+    cgroup_procs: str | None
+    joins: tuple[tuple[int, int], ...]  # the container's namespaces, mount last
+    root_fd: int                         # the container's root directory
+    stdio: ChildStdio
+
+
+def run_init(sock: socket.socket, plan: InitPlan) -> None:
+    _guarded(sock, lambda: _init(sock, plan))
+
+
+def run_exec(sock: socket.socket, plan: ExecPlan) -> None:
+    _guarded(sock, lambda: _exec(sock, plan))
+
+
+def _guarded(sock: socket.socket, body) -> None:
+    try:
+        body()
+        raise AssertionError("the child returned instead of calling execve")
+    except BaseException as exc:
+        try:
+            sock.send(status.encode_error(exc))
+        finally:
+            os._exit(1)
+
+
+def _init(sock: socket.socket, plan: InitPlan) -> None:
+    _start_clean()
+    if plan.cgroup_procs:
+        _join_cgroup(plan.cgroup_procs)
+    for flag, fd in plan.joins:
+        ns.setns(fd, flag)
+    ns.unshare(plan.new_namespaces)
+    write_sysctls(plan.spec.sysctl)
+    if plan.spec.hostname and plan.new_namespaces & ns.CLONE_NEWUTS:
+        sethostname(plan.spec.hostname)
+    enter_rootfs(plan.spec, plan.rootfs)
+    master = _setup_stdio(plan.stdio)
+    path, env = become(plan.spec.process)
+    _report_ready(sock, master)
+    if sock.recv(16) != status.START:
+        os._exit(1)  # the agent gave up on this container
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    execute(path, plan.spec.process, env)
+
+
+def _exec(sock: socket.socket, plan: ExecPlan) -> None:
+    _start_clean()
+    if plan.cgroup_procs:
+        _join_cgroup(plan.cgroup_procs)
+    for flag, fd in plan.joins:
+        ns.setns(fd, flag)
+    os.fchdir(plan.root_fd)
+    os.chroot(".")
+    master = _setup_stdio(plan.stdio)
+    path, env = become(plan.process)
+    _report_ready(sock, master)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    execute(path, plan.process, env)
+
+
+def _start_clean() -> None:
+    """Undo what the agent's Python set up: signal handlers, ignored SIGPIPE, the loop's wakeup fd."""
+    signal.set_wakeup_fd(-1)
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    os.setsid()
+
+
+def _join_cgroup(procs_path: str) -> None:
+    with open(procs_path, "w") as f:
+        f.write("0")
+
+
+def _setup_stdio(stdio: ChildStdio) -> int | None:
+    """dup the pipes onto 0-2, or open a pty in the container's devpts; returns the pty master."""
+    if not stdio.terminal:
+        for target, fd in enumerate(stdio.fds):
+            os.dup2(fd, target)
+        return None
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    if stdio.console_size:
+        rows, columns = stdio.console_size
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for target in range(3):
+        os.dup2(slave, target)
+    os.close(slave)
+    return master
+
+
+def _report_ready(sock: socket.socket, master: int | None) -> None:
+    if master is None:
+        sock.send(status.READY)
+        return
+    socket.send_fds(sock, [status.READY], [master])
+    os.close(master)
+
+

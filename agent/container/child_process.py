@@ -1,0 +1,105 @@
+"""Runs in a forked child once it sees the container's root: become the OCI process and execve it."""
+import os
+import resource
+
+from ..errors import InvalidArgument
+from ..linux import capabilities as caps
+from ..linux.prctl import PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS, prctl
+from ..oci.process import U64_MAX, ProcessSpec
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def become(process: ProcessSpec) -> tuple[str, dict[str, str]]:
+    """Apply limits, identity, capabilities and cwd; return the executable's path and the environment."""
+    _apply_rlimits(process)
+    if process.oom_score_adj is not None:
+        _write("/proc/self/oom_score_adj", str(process.oom_score_adj), "process.oomScoreAdj")
+    _switch_user(process)
+    os.umask(process.user.umask if process.user.umask is not None else 0o022)
+    try:
+        os.chdir(process.cwd)
+    except OSError as exc:
+        raise InvalidArgument("process.cwd", f"{process.cwd}: {exc.strerror}") from None
+    env = process.env_dict()
+    env.setdefault("HOME", _home_of(process.user.uid))
+    return find_executable(process.args[0], env.get("PATH", DEFAULT_PATH)), env
+
+
+def find_executable(name: str, search_path: str) -> str:
+    if "/" in name:
+        if not os.path.isfile(name):
+            raise InvalidArgument("process.args[0]", f"{name}: no such file")
+        return name
+    for directory in search_path.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise InvalidArgument("process.args[0]", f"executable file {name!r} not found in $PATH")
+
+
+def execute(path: str, process: ProcessSpec, env: dict[str, str]) -> None:
+    """The last step: no_new_privs, then execve. Returns only by raising."""
+    if process.no_new_privileges:
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+    try:
+        os.execve(path, list(process.args), env)
+    except OSError as exc:
+        raise InvalidArgument("process.args[0]", f"exec {path}: {exc.strerror}") from None
+
+
+def _apply_rlimits(process: ProcessSpec) -> None:
+    for limit in process.rlimits:
+        soft = resource.RLIM_INFINITY if limit.soft == U64_MAX else limit.soft
+        hard = resource.RLIM_INFINITY if limit.hard == U64_MAX else limit.hard
+        try:
+            resource.setrlimit(limit.resource, (soft, hard))
+        except (OSError, ValueError) as exc:
+            raise InvalidArgument("process.rlimits", f"setrlimit({limit.resource}): {exc}") from None
+
+
+def _switch_user(process: ProcessSpec) -> None:
+    user, wanted = process.user, process.capabilities
+    last = caps.last_cap()
+    try:
+        if wanted is not None:
+            caps.drop_bounding(caps.mask(c for c in wanted.bounding if c <= last), last)
+            prctl(PR_SET_KEEPCAPS, 1)  # keep permitted caps across setuid to a non-root uid
+        os.setgroups(list(user.additional_gids))
+        os.setresgid(user.gid, user.gid, user.gid)
+        os.setresuid(user.uid, user.uid, user.uid)
+        if wanted is not None:
+            prctl(PR_SET_KEEPCAPS, 0)
+            caps.capset(caps.mask(c for c in wanted.effective if c <= last),
+                        caps.mask(c for c in wanted.permitted if c <= last),
+                        caps.mask(c for c in wanted.inheritable if c <= last))
+            caps.set_ambient(caps.mask(c for c in wanted.ambient if c <= last), last)
+    except OSError as exc:
+        raise InvalidArgument("process.user", f"switching to uid {user.uid} gid {user.gid}: {exc.strerror}") from None
+
+
+def _home_of(uid: int) -> str:
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid):
+                    return fields[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def _write(path: str, value: str, field: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as exc:
+        raise InvalidArgument(field, f"writing {path}: {exc.strerror}") from None
+
+
+def write_sysctls(sysctl: tuple[tuple[str, str], ...]) -> None:
+    for key, value in sysctl:
+        path = "/proc/sys/" + (key if "/" in key else key.replace(".", "/"))
+        _write(path, value, f"linux.sysctl.{key}")
+

@@ -1,0 +1,262 @@
+"""All containers of the sandbox: the operations the agent API exposes, on domain values."""
+import asyncio
+import dataclasses
+import logging
+import os
+import re
+import signal
+
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SetupFailed
+from ..linux import namespaces as ns
+from ..oci.spec import ContainerSpec, parse_process_document, parse_resources_document, parse_spec
+from . import rootfs as rootfs_mod
+from .child_main import ChildStdio, ExecPlan, InitPlan, run_exec, run_init
+from .container import CREATED, RUNNING, Container
+from .launcher import Launcher, PidNamespace
+from .process import Process
+from .stdio import PipeSet
+from .types import ContainerStats, ExitInfo, Rootfs, StdioConfig
+
+log = logging.getLogger(__name__)
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+REMOVE_TIMEOUT = 10.0
+
+
+def check_id(value: str, field: str) -> str:
+    if not _ID.match(value):
+        raise InvalidArgument(field, f"must match {_ID.pattern}, got {value!r}")
+    return value
+
+
+class ContainerManager:
+    def __init__(self, launcher: Launcher, cgroups, oom, state_dir: str):
+        self._launcher = launcher
+        self._cgroups = cgroups
+        self._oom = oom
+        self._state_dir = state_dir
+        self._containers: dict[str, Container] = {}
+        self._creating: set[str] = set()
+
+    def get(self, container_id: str) -> Container:
+        try:
+            return self._containers[container_id]
+        except KeyError:
+            raise NotFound(f"container {container_id!r} not found") from None
+
+    def ids(self) -> list[str]:
+        return list(self._containers)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def create(self, container_id: str, spec_json: bytes, rootfs: Rootfs, stdio: StdioConfig) -> int:
+        check_id(container_id, "container_id")
+        if container_id in self._containers or container_id in self._creating:
+            raise AlreadyExists(f"container {container_id!r} already exists")
+        spec = parse_spec(spec_json)
+        self._creating.add(container_id)
+        try:
+            container = await self._create(container_id, spec, rootfs, stdio)
+        finally:
+            self._creating.discard(container_id)
+        self._containers[container_id] = container
+        if container.cgroup is not None:
+            self._oom.watch(container_id, container.cgroup.memory_events_path)
+        return container.init.pid
+
+    async def _create(self, container_id: str, spec: ContainerSpec, rootfs: Rootfs, stdio: StdioConfig) -> Container:
+        prepared = rootfs_mod.prepare(rootfs, os.path.join(self._state_dir, "containers", container_id))
+        cgroup = None
+        opened: list[int] = []
+        pipes = None
+        try:
+            spec = dataclasses.replace(spec, readonly_root=spec.readonly_root or prepared.readonly)
+            cgroup = self._cgroups.create(container_id)
+            if cgroup is not None:
+                cgroup.apply(spec.resources)
+            elif not spec.resources.is_empty():
+                log.warning("container %s: no cgroups here, its resource limits are not applied", container_id)
+            joins, new_flags, pid_ns = [], 0, PidNamespace()
+            for namespace in spec.namespaces:
+                flag, _ = ns.BY_OCI_TYPE[namespace.type]
+                if namespace.path is None:
+                    if namespace.type == "pid":
+                        pid_ns = PidNamespace(new=True)
+                    else:
+                        new_flags |= flag
+                    continue
+                fd = _open_namespace(namespace.path, f"{namespace.field}.path")
+                opened.append(fd)
+                if namespace.type == "pid":
+                    pid_ns = PidNamespace(join_fd=fd)
+                else:
+                    joins.append((flag, fd))
+            pipes = PipeSet(stdio)
+            plan = InitPlan(spec=spec, rootfs=prepared.path,
+                            cgroup_procs=cgroup.procs_path if cgroup is not None else None,
+                            joins=tuple(joins), new_namespaces=new_flags,
+                            stdio=ChildStdio(tuple(pipes.child_fds), stdio.terminal, spec.process.console_size))
+            pid, exit_future, channel = self._launcher.fork(lambda sock: run_init(sock, plan), pid_ns)
+            pipes.close_child_ends()
+            try:
+                master = await channel.expect_ready()
+            except BaseException:
+                channel.close()
+                _kill(pid)
+                await asyncio.shield(exit_future)
+                raise
+            init = Process(container_id, "", pid, exit_future, pipes.process_io(master))
+            ns_names = tuple(ns.BY_OCI_TYPE[n.type][1] for n in spec.namespaces)
+            return Container(container_id, spec, prepared, cgroup, init, channel, ns_names)
+        except BaseException:
+            if pipes is not None:
+                pipes.close()
+            if cgroup is not None:
+                await cgroup.remove()
+            prepared.cleanup()
+            raise
+        finally:
+            for fd in opened:
+                os.close(fd)
+
+    async def start(self, container_id: str) -> int:
+        container = self.get(container_id)
+        if container.state != CREATED or container.channel is None:
+            raise FailedPrecondition(f"container {container_id} is {container.state}, not created")
+        channel, container.channel = container.channel, None
+        container.started = True
+        try:
+            channel.send_start()
+            await channel.expect_exec()
+        finally:
+            channel.close()
+        return container.init.pid
+
+    async def exec(self, container_id: str, exec_id: str, process_json: bytes, stdio: StdioConfig) -> int:
+        container = self.get(container_id)
+        if not exec_id:
+            raise InvalidArgument("exec_id", "must not be empty (it names the exec)")
+        check_id(exec_id, "exec_id")
+        process = parse_process_document(process_json)
+        container.reserve_exec(exec_id)
+        try:
+            proc = await self._exec(container, exec_id, process, stdio)
+        finally:
+            container.reserved_exec_ids.discard(exec_id)
+        container.execs[exec_id] = proc
+        return proc.pid
+
+    async def _exec(self, container: Container, exec_id: str, process, stdio: StdioConfig) -> Process:
+        init_pid = container.init.pid
+        opened: list[int] = []
+        pipes = None
+        try:
+            joins, pid_ns = [], PidNamespace()
+            # Mount last: the other namespace files are found through the agent's /proc.
+            for name in sorted(container.ns_names, key=lambda n: n == "mnt"):
+                fd = _open_namespace(f"/proc/{init_pid}/ns/{name}", "container_id", missing_is_stopped=True)
+                opened.append(fd)
+                flag = next(f for f, n in ns.BY_OCI_TYPE.values() if n == name)
+                if name == "pid":
+                    pid_ns = PidNamespace(join_fd=fd)
+                else:
+                    joins.append((flag, fd))
+            root_fd = os.open(f"/proc/{init_pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            opened.append(root_fd)
+            pipes = PipeSet(stdio)
+            cgroup = container.cgroup
+            plan = ExecPlan(process=process, cgroup_procs=cgroup.procs_path if cgroup is not None else None,
+                            joins=tuple(joins), root_fd=root_fd,
+                            stdio=ChildStdio(tuple(pipes.child_fds), stdio.terminal, process.console_size))
+            pid, exit_future, channel = self._launcher.fork(lambda sock: run_exec(sock, plan), pid_ns)
+            pipes.close_child_ends()
+            try:
+                master = await channel.expect_ready()
+                await channel.expect_exec()
+            except BaseException:
+                _kill(pid)
+                await asyncio.shield(exit_future)
+                raise
+            finally:
+                channel.close()
+            return Process(container.id, exec_id, pid, exit_future, pipes.process_io(master))
+        except BaseException:
+            if pipes is not None:
+                pipes.close()
+            raise
+        finally:
+            for fd in opened:
+                os.close(fd)
+
+    async def remove(self, container_id: str, force: bool) -> None:
+        container = self.get(container_id)
+        if container.state == RUNNING and not force:
+            raise FailedPrecondition(f"container {container_id} is running; kill it first or remove with force")
+        container.kill_all(signal.SIGKILL)
+        try:
+            await asyncio.wait_for(asyncio.shield(container.init.exit), REMOVE_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise SetupFailed("remove", f"init of {container_id} did not exit after SIGKILL") from None
+        del self._containers[container_id]
+        if container.channel is not None:
+            container.channel.close()
+        for process in (container.init, *container.execs.values()):
+            process.io.close()
+        self._oom.unwatch(container_id)
+        if container.cgroup is not None:
+            await container.cgroup.remove()
+        container.rootfs.cleanup()
+
+    async def remove_all(self) -> None:
+        for container_id in list(self._containers):
+            await self.remove(container_id, force=True)
+
+    # ---- processes ---------------------------------------------------------------------------
+
+    def signal(self, container_id: str, exec_id: str, signum: int, all_processes: bool) -> None:
+        if not 1 <= signum <= 64:
+            raise InvalidArgument("signal", f"not a signal number: {signum}")
+        container = self.get(container_id)
+        if all_processes:
+            if container.init.exited:
+                raise FailedPrecondition(f"container {container_id} has stopped")
+            container.kill_all(signum)
+            return
+        container.process(exec_id).signal(signum)
+
+    async def wait(self, container_id: str, exec_id: str) -> ExitInfo:
+        return await self.get(container_id).process(exec_id).wait()
+
+    def process(self, container_id: str, exec_id: str) -> Process:
+        return self.get(container_id).process(exec_id)
+
+    # ---- resources ---------------------------------------------------------------------------
+
+    def update(self, container_id: str, resources_json: bytes) -> None:
+        container = self.get(container_id)
+        resources = parse_resources_document(resources_json)
+        if container.cgroup is None:
+            raise FailedPrecondition(f"this agent runs without cgroups ({self._cgroups.describe()})")
+        container.cgroup.apply(resources, field="resources_json")
+
+    def stats(self, container_id: str) -> ContainerStats:
+        container = self.get(container_id)
+        return container.cgroup.stats() if container.cgroup is not None else ContainerStats()
+
+    def pids(self, container_id: str) -> list[int]:
+        return self.get(container_id).pids()
+
+
+def _open_namespace(path: str, field: str, missing_is_stopped: bool = False) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if missing_is_stopped:
+            raise FailedPrecondition("the container's init has exited") from None
+        raise InvalidArgument(field, f"{path}: {exc.strerror}") from None
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

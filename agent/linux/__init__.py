@@ -1,0 +1,1 @@
+"""Thin ctypes bindings for the Linux syscalls Python 3.11 does not wrap."""

@@ -1,0 +1,107 @@
+"""Apply a NetworkConfig to this (network) namespace over an rtnetlink socket."""
+import os
+import socket
+
+from ..errors import InvalidArgument, SetupFailed
+from . import rtnetlink as rt
+from .types import Interface, NetworkConfig, Route, mac_bytes, resolv_conf
+
+
+class Rtnl:
+    """A NETLINK_ROUTE socket doing one request at a time (kernel answers in microseconds)."""
+
+    def __init__(self):
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        self._sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def request(self, data: bytes, what: str) -> None:
+        """Send one ACKed request; OSError(errno) if the kernel refused it."""
+        self._sock.send(data)
+        seq = rt.HEADER.unpack_from(data)[3]
+        while True:
+            for kind, _flags, got_seq, payload in rt.split(self._sock.recv(65536)):
+                if kind == rt.NLMSG_ERROR and got_seq == seq:
+                    code = rt.error_code(payload)
+                    if code:
+                        raise OSError(code, f"{what}: {os.strerror(code)}")
+                    return
+
+    def dump(self, data: bytes) -> list[bytes]:
+        self._sock.send(data)
+        payloads = []
+        while True:
+            for kind, _flags, _seq, payload in rt.split(self._sock.recv(1 << 16)):
+                if kind == rt.NLMSG_DONE:
+                    return payloads
+                if kind == rt.NLMSG_ERROR:
+                    code = rt.error_code(payload)
+                    raise OSError(code, os.strerror(code))
+                payloads.append(payload)
+
+
+def apply(config: NetworkConfig, resolv_conf_path: str | None) -> None:
+    rtnl = Rtnl()
+    try:
+        for i, iface in enumerate(config.interfaces):
+            _configure_interface(rtnl, iface, f"network.interfaces[{i}]")
+        for i, r in enumerate(config.routes):
+            _add_route(rtnl, r, f"network.routes[{i}]")
+    finally:
+        rtnl.close()
+    if resolv_conf_path and (config.dns_servers or config.dns_searches):
+        os.makedirs(os.path.dirname(resolv_conf_path), exist_ok=True)
+        tmp = resolv_conf_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(resolv_conf(config))
+        os.replace(tmp, resolv_conf_path)
+
+
+def _index(name: str, field: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        raise InvalidArgument(field, f"no interface {name!r} in the guest") from None
+
+
+def _configure_interface(rtnl: Rtnl, iface: Interface, field: str) -> None:
+    index = _index(iface.name, f"{field}.name")
+    try:
+        # Down first: not every driver takes a new MAC while up.
+        rtnl.request(rt.set_link(rtnl.next_seq(), index, up=False), f"{iface.name} down")
+        if iface.mac or iface.mtu:
+            mac = mac_bytes(iface.mac, f"{field}.mac") if iface.mac else b""
+            rtnl.request(rt.set_link(rtnl.next_seq(), index, mac=mac, mtu=iface.mtu), f"{iface.name} mac/mtu")
+        for family, prefix, scope, owner, packed in map(rt.parse_address, rtnl.dump(rt.dump_addresses(rtnl.next_seq()))):
+            if owner == index and scope != rt.RT_SCOPE_LINK:
+                rtnl.request(rt.address(rtnl.next_seq(), False, index, family, prefix, packed, scope),
+                             f"{iface.name} flush")
+        for j, addr in enumerate(iface.addresses):
+            rtnl.request(rt.address(rtnl.next_seq(), True, index, addr.family, addr.prefix_length, addr.packed()),
+                         f"{field}.addresses[{j}]")
+        rtnl.request(rt.set_link(rtnl.next_seq(), index, up=True), f"{iface.name} up")
+    except OSError as exc:
+        raise SetupFailed(f"configuring {iface.name}", str(exc)) from None
+
+
+def _add_route(rtnl: Rtnl, r: Route, field: str) -> None:
+    if r.is_default:
+        family = socket.AF_INET6 if ":" in r.gateway else socket.AF_INET
+        dst, dst_len = b"", 0
+    else:
+        address, _, prefix = r.destination.partition("/")
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        dst, dst_len = socket.inet_pton(family, address), int(prefix)
+    gateway = socket.inet_pton(family, r.gateway) if r.gateway else b""
+    oif = _index(r.device, f"{field}.device") if r.device else 0
+    try:
+        rtnl.request(rt.route(rtnl.next_seq(), family, dst, dst_len, gateway, oif), field)
+    except OSError as exc:
+        raise InvalidArgument(field, str(exc)) from None

@@ -1,0 +1,1 @@
+"""OCI runtime-spec documents (JSON bytes) validated into frozen dataclasses. Pure: no I/O."""
