@@ -200,11 +200,11 @@ def test_release_twice_is_refused(make_pool):
 
 
 def test_an_empty_pool_falls_back_to_creating_a_cgroup_with_a_warning(make_pool, caplog):
-    pool = make_pool(size=0)
+    pool = make_pool(size=1)  # not filled yet: empty
     with caplog.at_level(logging.WARNING, logger="rund.resources.cgroups.pool"):
         lease = pool.acquire("sb-fallback", LIMITS)
     assert lease.fallback
-    assert any("empty" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert [r.levelno for r in caplog.records if "empty" in r.getMessage()] == [logging.WARNING]
     assert read(lease, "pids", "pids.max") == "77"
     stats = pool.statistics()
     assert (stats.free, stats.leased, stats.created, stats.reused, stats.fallbacks) == (0, 1, 1, 0, 1)
@@ -213,6 +213,16 @@ def test_an_empty_pool_falls_back_to_creating_a_cgroup_with_a_warning(make_pool,
     again = pool.acquire("sb-again")
     assert again.slot == lease.slot and not again.fallback
     pool.release(again)
+
+
+def test_without_a_pool_each_sandbox_gets_a_new_cgroup_that_release_removes(make_pool, caplog):
+    pool = make_pool(size=0)
+    with caplog.at_level(logging.WARNING, logger="rund.resources.cgroups.pool"):
+        lease = pool.acquire("sb-nopool")
+    assert lease.fallback and not caplog.records  # no pool is the plan, not a warning
+    pool.release(lease)
+    assert not any(os.path.exists(p) for p in lease.paths)
+    assert pool.statistics().free == 0
 
 
 def _lease_and_die(pool, ready):
@@ -253,7 +263,7 @@ def _start_creating_and_die(pool, ready):
 
 
 def test_a_half_created_slot_of_a_dead_creator_is_completed_and_orphans_removed(make_pool):
-    pool = make_pool(size=0)
+    pool = make_pool(size=1)
     ready, child_end = FORK.Pipe(duplex=False)
     proc = FORK.Process(target=_start_creating_and_die, args=(pool, child_end))
     proc.start()

@@ -34,7 +34,7 @@ from .registry import DEFAULT_STATE_DIR, Registry
 @dataclass(frozen=True)
 class PoolConfig:
     parent: str = "rund"  # created under the root of every hierarchy
-    size: int = 16  # free cgroups the refiller keeps ready
+    size: int = 16  # free cgroups the refiller keeps ready; 0 = no pool (mkdir/rmdir per sandbox)
     version: str = AUTO  # "auto", "v1" or "v2"
     kill_timeout_s: float = 5.0
     mountinfo: str = MOUNTINFO

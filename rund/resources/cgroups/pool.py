@@ -55,18 +55,20 @@ class CgroupPool:
         """Take a free cgroup for `sandbox_id` (creating one if the pool is empty) and apply `limits`."""
         names.check_sandbox_id(sandbox_id)
         owner = current_owner()
-        free = [e for e in self.registry.entries() if e.state == names.FREE]
+        free = self.registry.free_slots()
         start = random.randrange(len(free)) if free else 0  # spread racing processes over the list
         lease = None
         for i in range(len(free)):
-            current = free[(start + i) % len(free)]
-            held = names.lease(current.slot, owner, sandbox_id)
-            if self.registry.move(current, held):
+            slot = free[(start + i) % len(free)]
+            held = names.lease(slot, owner, sandbox_id)
+            if self.registry.move(names.free(slot), held):
                 self._count("reused")
                 lease = self._lease(held, fallback=False)
                 break
         if lease is None:
-            log.warning("cgroup pool %s is empty: creating a cgroup for %s", self.registry.path, sandbox_id)
+            # size 0 is "no pool" (config cgroups.pool = false): creating on demand is then the plan.
+            log.log(logging.WARNING if self.size else logging.DEBUG,
+                    "cgroup pool %s is empty: creating a cgroup for %s", self.registry.path, sandbox_id)
             held = names.lease(names.new_slot(), owner, sandbox_id)
             self._create(held)
             self._count("fallbacks")
@@ -86,9 +88,15 @@ class CgroupPool:
         self.driver.apply(lease.paths, limits)
 
     def release(self, lease: CgroupLease) -> None:
-        """Kill what is left inside, reset limits, reclaim memory, and put the cgroup back in the pool."""
+        """Kill what is left inside, reset limits, reclaim memory, and put the cgroup back in the pool.
+
+        A pool of size 0 (no pool) removes the cgroup instead.
+        """
         held = self._check_held(lease)
-        self._return(held)
+        if self.size == 0:
+            self._remove(held)
+        else:
+            self._return(held)
 
     # --- keeping it full ---------------------------------------------------------------------------
 
@@ -106,11 +114,11 @@ class CgroupPool:
         self._listeners.append(callback)
 
     def statistics(self) -> PoolStatistics:
-        entries = self.registry.entries()
+        listing = self.registry.listing()
         with self._counts_lock:
             return PoolStatistics(
-                free=sum(e.state == names.FREE for e in entries),
-                leased=sum(e.state == names.LEASE for e in entries),
+                free=sum(n.startswith(names.FREE + "-") for n in listing),
+                leased=sum(n.startswith(names.LEASE + "-") for n in listing),
                 **self._counts,
             )
 

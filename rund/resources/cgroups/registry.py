@@ -38,12 +38,19 @@ class Registry:
             if boot != current:
                 shutil.rmtree(os.path.join(boots, boot), ignore_errors=True)
 
-    def entries(self) -> list[Entry]:
+    def listing(self) -> list[str]:
         try:
-            listing = os.listdir(self.path)
+            return os.listdir(self.path)
         except FileNotFoundError as e:
             raise CgroupUnavailable(f"cgroup pool registry {self.path} does not exist (pool not prepared)") from e
-        return [e for e in map(names.parse, listing) if e is not None]
+
+    def entries(self) -> list[Entry]:
+        return [e for e in map(names.parse, self.listing()) if e is not None]
+
+    def free_slots(self) -> list[str]:
+        """Slots of the free records, without parsing every name (the acquire fast path)."""
+        prefix = names.FREE + "-"
+        return [n[len(prefix):] for n in self.listing() if n.startswith(prefix)]
 
     def create(self, entry: Entry) -> None:
         """Record a new slot; fails if the record exists (slots are random, so that is a collision)."""

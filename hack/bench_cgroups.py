@@ -1,0 +1,294 @@
+"""The cgroup pool against plain mkdir/rmdir, side by side in one run, on this host's real cgroups.
+
+    python3 hack/bench_cgroups.py [--concurrency 200] [--rounds 3] [--cycles 10000] [--cache-kib 16]
+
+1. Latency: --concurrency processes start together and each takes one sandbox cgroup with a pod's limits
+   (pool: acquire by rename + configure; baseline: mkdir in every hierarchy + the same configure), then
+   all give it back together (pool: release; baseline: rmdir). Each process times its own call.
+   Rounds alternate which side goes first; p50/p99 are over every sample of every round.
+2. Dying cgroups: --cycles create/destroy cycles each way. In every cycle a process joins the cgroup,
+   reads --cache-kib of a file not yet cached (clean page cache charged to that cgroup) and exits.
+   Growth is counted as nr_dying_descendants on a v2 pool, else the memory line's num_cgroups in
+   /proc/cgroups (which counts dying memory cgroups too), from before to right after the cycles.
+
+Prints a table, then as the last line one JSON object:
+{"pool_p99_ms", "mkdir_p99_ms", "speedup_p99", "dying_growth_pool", "dying_growth_mkdir"}.
+Needs root. Removes every cgroup, file and process it made, also when interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import struct
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from rund.resources.cgroups import CgroupLimits, PoolConfig, names, open_pool, select_driver  # noqa: E402
+from rund.resources.cgroups.lease import CgroupPlacement  # noqa: E402
+
+# What a small pod asks for: half a core, one cpu, 256 MiB, 512 pids.
+LIMITS = CgroupLimits(cpu_quota_us=50_000, cpu_period_us=100_000, cpu_shares=512, cpuset_cpus="0",
+                      cpuset_mems="0", memory_limit_bytes=256 << 20, pids_limit=512)
+# Wall seconds, seconds of it spent waiting for a CPU (run queue), voluntary and involuntary context switches.
+SAMPLE = struct.Struct("ddII")
+
+
+# -- 1. latency under concurrency --------------------------------------------------------------
+
+
+def _run_delay() -> float:
+    """Seconds this process has waited on a run queue so far (/proc/self/schedstat, second field)."""
+    with open("/proc/self/schedstat", "rb") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
+def _timed(call, *args):
+    """Run call(*args); return its result and a SAMPLE for it.
+
+    The run-queue wait lets the report separate what the call costs (CPU work, sleeping on kernel
+    locks) from waiting for one of this host's CPUs behind the other workers; the context switch
+    counts say whether the call slept (e.g. on a kernel mutex) or was preempted.
+    """
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    waited = _run_delay()
+    result = call(*args)
+    waited = _run_delay() - waited
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return result, SAMPLE.pack(elapsed, waited, after.ru_nvcsw - before.ru_nvcsw, after.ru_nivcsw - before.ru_nivcsw)
+
+
+def _worker(take, give, go_r: int, out_w: int) -> None:
+    """Child: warm up, wait for go, time take(), report; wait for go, time give(), report; exit."""
+    # One untimed round first: a forked Python child pays copy-on-write faults on the first run of any
+    # code path, which is a cost of this harness, not of cgroups (and is larger for the longer path).
+    _timed(give, take())
+    os.read(go_r, 1)
+    held, sample = _timed(take)
+    os.write(out_w, sample)
+    os.read(go_r, 1)
+    _, sample = _timed(give, held)
+    os.write(out_w, sample)
+
+
+def _concurrent(n: int, take, give) -> tuple[list[float], list[float]]:
+    go_r, go_w = os.pipe()
+    out_r, out_w = os.pipe()
+    children = []
+    try:
+        for _ in range(n):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    os.close(go_w)
+                    os.close(out_r)
+                    _worker(take, give, go_r, out_w)
+                    code = 0
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        os.close(go_r)
+        os.close(out_w)
+        time.sleep(0.5 + n * 0.005)  # let every child warm up and block on the go pipe
+        phases = []
+        for _ in range(2):
+            os.write(go_w, b"g" * n)
+            data = b""
+            while len(data) < n * SAMPLE.size:
+                chunk = os.read(out_r, n * SAMPLE.size - len(data))
+                if not chunk:
+                    raise RuntimeError("a benchmark worker died; see its traceback above")
+                data += chunk
+            phases.append(list(SAMPLE.iter_unpack(data)))
+            time.sleep(0.1)
+        return phases[0], phases[1]
+    finally:
+        os.close(go_w)
+        os.close(out_r)
+        for pid in children:
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"benchmark worker {pid} failed")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3
+
+
+def _row(label: str, samples: list[tuple[float, float, int, int]]) -> str:
+    wall = [s[0] for s in samples]
+    busy = [max(s[0] - s[1], 0.0) for s in samples]  # wall minus run-queue wait
+    slept = 100.0 * sum(1 for s in samples if s[2]) / len(samples)
+    preempted = 100.0 * sum(1 for s in samples if s[3]) / len(samples)
+    return (f"{label:<26}{_pct(wall, 0.5):>9.3f}{_pct(wall, 0.99):>9.3f}{_pct(wall, 1):>9.3f}"
+            f"{_pct(busy, 0.5):>11.3f}{_pct(busy, 0.99):>9.3f}{slept:>9.1f}{preempted:>11.1f}")
+
+
+# -- 2. dying cgroups ---------------------------------------------------------------------------
+
+
+def _memory_cgroups() -> int:
+    with open("/proc/cgroups") as f:
+        return next(int(line.split()[2]) for line in f if line.startswith("memory\t"))
+
+
+def _dying_v2(hierarchy: str) -> int:
+    with open(os.path.join(os.path.dirname(hierarchy), "cgroup.stat")) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("nr_dying_descendants"))
+
+
+def _touch_cache(placement: CgroupPlacement, fd: int, offset: int, size: int) -> None:
+    """Fork a process into the cgroup that reads [offset, offset+size) of fd: page cache charged there."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            placement()
+            os.pread(fd, size, offset)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError("page cache toucher failed")
+
+
+def _cache_file(directory: str, size: int) -> int:
+    """A file of `size` bytes on disk, written, synced and dropped from the page cache."""
+    path = os.path.join(directory, "cache-toucher.bin")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    block = os.urandom(1 << 20)
+    for offset in range(0, size, len(block)):
+        os.pwrite(fd, block[: min(len(block), size - offset)], offset)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    return fd
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=10_000)
+    parser.add_argument("--cache-kib", type=int, default=16)
+    parser.add_argument("--version", default="auto", choices=["auto", "v1", "v2"])
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_cgroups needs root")
+
+    tag = f"rund-bench-{os.getpid()}"
+    scratch = tempfile.mkdtemp(prefix=f"{tag}-", dir="/var/tmp")  # disk-backed: tmpfs pages are not page cache
+    # Records on tmpfs, as /run is on most hosts (here / is ext4, so /run would not be).
+    state = tempfile.mkdtemp(prefix=f"{tag}-", dir="/dev/shm")
+    pool = open_pool(PoolConfig(parent=tag, size=args.concurrency, version=args.version, state_dir=state))
+    plain = select_driver(f"{tag}-mkdir", args.version)
+    plain.prepare()  # same parent setup as the pool (v1 cpuset inheritance, v2 subtree_control)
+    fd = -1
+    try:
+        pool.fill()
+
+        def pool_take():
+            return pool.acquire(f"bench-{os.getpid()}", LIMITS)
+
+        def mkdir_take():
+            paths = plain.paths(names.new_slot())
+            for path in paths:
+                os.mkdir(path)
+            plain.apply(paths, LIMITS)
+            return paths
+
+        def mkdir_give(paths):
+            for path in paths:
+                os.rmdir(path)
+
+        samples = {"pool": ([], []), "mkdir": ([], [])}
+        sides = {"pool": (pool_take, pool.release), "mkdir": (mkdir_take, mkdir_give)}
+        for r in range(args.rounds):
+            for side in (("pool", "mkdir") if r % 2 == 0 else ("mkdir", "pool")):
+                take, give = _concurrent(args.concurrency, *sides[side])
+                samples[side][0].extend(take)
+                samples[side][1].extend(give)
+
+        print(f"cgroup v{pool.driver.version}, {len(pool.driver.hierarchies)} hierarchies, "
+              f"{args.concurrency} concurrent processes x {args.rounds} rounds, {os.cpu_count()} cpus")
+        print(f"{'':<26}{'-------- wall ms --------':>27}{'- minus run-queue wait -':>20}")
+        print(f"{'operation':<26}{'p50':>9}{'p99':>9}{'max':>9}{'p50':>11}{'p99':>9}{'slept %':>9}{'preempted %':>11}")
+        print(_row("pool acquire+configure", samples["pool"][0]))
+        print(_row("mkdir+configure", samples["mkdir"][0]))
+        print(_row("pool release", samples["pool"][1]))
+        print(_row("rmdir", samples["mkdir"][1]))
+
+        size = args.cache_kib << 10
+        fd = _cache_file(scratch, 2 * args.cycles * size)
+        count = (lambda: _dying_v2(pool.driver.hierarchies[0])) if pool.driver.version == 2 else _memory_cgroups
+        what = "nr_dying_descendants" if pool.driver.version == 2 else "memory num_cgroups (/proc/cgroups)"
+
+        before = count()
+        start = time.perf_counter()
+        for i in range(args.cycles):
+            lease = pool.acquire(f"cycle-{i}", LIMITS)
+            _touch_cache(lease.placement(), fd, i * size, size)
+            pool.release(lease)
+        pool_s = time.perf_counter() - start
+        growth_pool = count() - before
+
+        before = count()
+        start = time.perf_counter()
+        for i in range(args.cycles):
+            paths = mkdir_take()
+            _touch_cache(CgroupPlacement(tuple(os.path.join(p, "cgroup.procs") for p in paths)), fd,
+                         (args.cycles + i) * size, size)
+            mkdir_give(paths)
+        mkdir_s = time.perf_counter() - start
+        growth_mkdir = count() - before
+
+        print(f"\n{args.cycles} create/destroy cycles each way, {args.cache_kib} KiB of page cache per cycle; "
+              f"growth of {what}")
+        print(f"{'way':<34}{'growth':>10}{'ms/cycle':>10}")
+        print(f"{'pool (acquire ... release)':<34}{growth_pool:>10}{pool_s / args.cycles * 1e3:>10.3f}")
+        print(f"{'mkdir ... rmdir':<34}{growth_mkdir:>10}{mkdir_s / args.cycles * 1e3:>10.3f}")
+        stats = pool.statistics()
+        print(f"pool statistics: {stats}")
+
+        pool_p99 = _pct([s[0] for s in samples["pool"][0]], 0.99)
+        mkdir_p99 = _pct([s[0] for s in samples["mkdir"][0]], 0.99)
+        print(json.dumps({
+            "pool_p99_ms": round(pool_p99, 3),
+            "mkdir_p99_ms": round(mkdir_p99, 3),
+            "speedup_p99": round(mkdir_p99 / pool_p99, 1),
+            "dying_growth_pool": growth_pool,
+            "dying_growth_mkdir": growth_mkdir,
+        }))
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        pool.destroy()
+        for hierarchy in plain.hierarchies:
+            for name in os.listdir(hierarchy):
+                if name.startswith("slot-"):
+                    os.rmdir(os.path.join(hierarchy, name))
+            os.rmdir(hierarchy)
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
