@@ -17,18 +17,18 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError
 
+from rund.hypervisor import migration
 from rund.hypervisor.accel import AccelDecision, detect_accel
 from rund.hypervisor.argv import build_argv
 from rund.hypervisor.base import Hypervisor, PreExec, VirtualMachine
 from rund.hypervisor.errors import (
     HypervisorError,
-    MigrationError,
     QMPCommandError,
     QMPConnectionLost,
     VMDied,
@@ -44,7 +44,6 @@ from rund.hypervisor.spec import VMSpec, VsockChannel
 log = logging.getLogger(__name__)
 
 QEMU_BINARY = "qemu-system-x86_64"
-_STATE_FD_NAME = "rund-state"
 _T = TypeVar("_T")
 
 
@@ -287,10 +286,6 @@ class QemuVM(VirtualMachine):
         if self._state not in allowed:
             raise VMNotRunning(f"VM {self.spec.name} is {self._state.value}")
 
-    async def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
-        """Run any QMP command (for queries and tests); typed errors as for every other call."""
-        return await self._execute(command, arguments)
-
     async def query_status(self) -> str:
         """QEMU's run state: 'running', 'paused', 'inmigrate', 'postmigrate', ..."""
         return (await self._execute("query-status"))["status"]
@@ -304,80 +299,36 @@ class QemuVM(VirtualMachine):
     # ---- templates ---------------------------------------------------------------------------
 
     async def save_state(self, path: Path) -> None:
-        """Pause the guest and write its device state to `path`; the VM stays paused.
-
-        RAM in a shared file backend is skipped (x-ignore-shared): the clone maps that file.
-        QEMU writes through an fd we hand it, so the file is complete when 'completed' arrives
-        (with exec:cat the event can come before cat has finished writing).
-        """
-        path = Path(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            await self._set_migration_capabilities()
-            await self._execute("stop")
-            await self._migrate("migrate", fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                path.unlink()  # a partial state file would be restored as garbage
-            raise
-        finally:
-            os.close(fd)
+        """Pause the guest and write its device state to `path` (see migration.save_state)."""
+        await migration.save_state(self, Path(path), self._migration_timeout)
 
     async def restore_state(self, path: Path) -> None:
-        """Load state saved by save_state into this VM (started with incoming_defer), then run it.
-
-        On failure QEMU itself exits ("load of migration failed"); the error carries its log tail.
-        """
+        """Load a saved state into this VM (started with incoming_defer), then run it."""
         if not self.spec.incoming_defer:
             raise HypervisorError(f"VM {self.spec.name} was not started with incoming_defer")
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise MigrationError("refused", f"cannot open {path}: {exc.strerror}") from exc
-        try:
-            await self._set_migration_capabilities()
-            await self._migrate("migrate-incoming", fd)
-        finally:
-            os.close(fd)
-        # The clone arrives in the template's run state, which was paused for the save.
-        await self._execute("cont")
+        await migration.restore_state(self, Path(path), self._migration_timeout)
 
-    async def _set_migration_capabilities(self) -> None:
-        await self._execute("migrate-set-capabilities", {"capabilities": [
-            {"capability": "x-ignore-shared", "state": True},
-            {"capability": "events", "state": True},  # MIGRATION events instead of polling
-        ]})
+    # The narrow surface rund.hypervisor.migration drives; execute() also serves queries and tests.
 
-    async def _migrate(self, command: str, fd: int) -> None:
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Run any QMP command; typed errors (QMPCommandError, VMDied, VMTimeout, ...)."""
+        return await self._execute(command, arguments)
+
+    async def until_exit(self, aw: Awaitable[_T], timeout: float | None = None) -> _T:
+        return await self._until_exit(aw, timeout)
+
+    @contextlib.contextmanager
+    def events(self, *names: str) -> Iterator[EventListener]:
+        self._require_running()
         assert self._qmp is not None
-        with self._qmp.listener("MIGRATION") as events:
-            self._require_running()
-            self._qmp.send_fd_scm(fd)
-            await self._execute("getfd", {"fdname": _STATE_FD_NAME})
-            try:
-                await self._execute(command, {"uri": f"fd:{_STATE_FD_NAME}"})
-                await self._until_exit(self._migration_end(events), timeout=self._migration_timeout)
-            except QMPCommandError as exc:
-                with contextlib.suppress(HypervisorError):  # do not leave the fd parked in QEMU
-                    await self._execute("closefd", {"fdname": _STATE_FD_NAME})
-                raise MigrationError("refused", exc.description) from exc
-            except VMDied as exc:
-                raise MigrationError("failed", exc.log_tail) from exc
-            except VMTimeout as exc:
-                if command == "migrate":  # an incoming load cannot be cancelled; the caller stops that VM
-                    with contextlib.suppress(HypervisorError):
-                        await self._execute("migrate_cancel")
-                raise MigrationError("timeout", f"not completed within {self._migration_timeout} s") from exc
+        with self._qmp.listener(names) as listener:
+            yield listener
 
-    async def _migration_end(self, events: EventListener) -> None:
-        while True:
-            event = await events.get()
-            status = event.get("data", {}).get("status")
-            if status == "completed":
-                return
-            if status in ("failed", "cancelled"):
-                info = await self._execute("query-migrate")
-                raise MigrationError(status, info.get("error-desc", ""))
+    def send_fd(self, fd: int) -> None:
+        """Pass `fd` over the QMP socket (SCM_RIGHTS); the next getfd names it."""
+        self._require_running()
+        assert self._qmp is not None
+        self._qmp.send_fd_scm(fd)
 
 
 def _log_rmtree_error(function: Any, path: str, exc_info: Any) -> None:

@@ -258,7 +258,7 @@ def test_q35_pmem_slots_land_at_the_pinned_addresses(dirs):
         vm = QemuVM(minimal_spec(dirs, Machine.Q35, pmem=tuple(slots)))
         await vm.start()
         try:
-            devices = await vm.qmp("query-memory-devices")
+            devices = await vm.execute("query-memory-devices")
         finally:
             await vm.stop()
         found = sorted((d["data"]["memaddr"], d["data"]["size"]) for d in devices if d["type"] == "virtio-pmem")
@@ -293,7 +293,7 @@ def test_every_device_kind_is_accepted_by_qemu(dirs, machine):
         vm = QemuVM(spec)
         await vm.start()
         try:
-            blocks = await vm.qmp("query-block")
+            blocks = await vm.execute("query-block")
         finally:
             await vm.stop()
         assert [b["inserted"]["ro"] for b in blocks] == [True]

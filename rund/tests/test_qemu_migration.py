@@ -62,7 +62,7 @@ def test_save_then_restore_into_a_clone(work, machine):
             assert await clone.query_status() == "inmigrate"
             await clone.restore_state(state)
             assert await clone.query_status() == "running"
-            info = await clone.qmp("query-migrate")
+            info = await clone.execute("query-migrate")
             assert info["status"] == "completed"
         finally:
             assert await clone.stop() == 0
@@ -190,7 +190,7 @@ def test_a_migration_that_does_not_finish_in_time_is_cancelled(work):
                 await vm.save_state(base / "slow.state")
             assert err.value.status == "timeout"
             assert not (base / "slow.state").exists()
-            assert (await vm.qmp("query-migrate"))["status"] in ("cancelling", "cancelled")
+            assert (await vm.execute("query-migrate"))["status"] in ("cancelling", "cancelled")
         finally:
             await vm.stop()
 

@@ -46,7 +46,7 @@ async def run_with_net(dirs: VMDirs, machine: Machine, net: TapNetwork) -> None:
     await vm.start()
     try:
         assert Path(f"/sys/class/net/{net.tap}").exists()
-        filters = await vm.qmp("query-rx-filter")
+        filters = await vm.execute("query-rx-filter")
         assert [f["main-mac"] for f in filters] == [MAC]
     finally:
         await vm.stop()
