@@ -31,7 +31,9 @@ def ensure_built(progress: Callable[[str], None] = silent, out_dir: Path = OUT_D
 
 
 def build(progress: Callable[[str], None] = silent, out_dir: Path = OUT_DIR, force: bool = False,
-          repo: Path = REPO) -> GuestArtifacts:
+          repo: Path = REPO, cache: Path | None = None) -> GuestArtifacts:
+    """Build (or find) the guest for the current inputs; repo and cache are for tests (default: this repo,
+    out_dir/cache)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with _locked(out_dir):
         progress("resolving inputs (apt-cache, host protobuf, source hashes)")
@@ -43,14 +45,13 @@ def build(progress: Callable[[str], None] = silent, out_dir: Path = OUT_DIR, for
         else:
             if final.exists():
                 shutil.rmtree(final)
-            _build_into(final, ins, key, out_dir, repo, progress)
+            _build_into(final, ins, key, out_dir, cache or out_dir / "cache", repo, progress)
         _point_current(out_dir, key)
         return from_dir(final)
 
 
-def _build_into(final: Path, ins: inputs.Inputs, key: str, out_dir: Path, repo: Path,
+def _build_into(final: Path, ins: inputs.Inputs, key: str, out_dir: Path, cache: Path, repo: Path,
                 progress: Callable[[str], None]) -> None:
-    cache = out_dir / "cache"
     work = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".build-{key}-"))
     try:
         result = work / "result"

@@ -1,0 +1,86 @@
+"""The real build: outputs, manifest, caching by input hash (vm: needs apt's mirror once, then the cache)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from guest import artifacts, build, manifest, spec, vmlinux
+from guest.artifacts import OUT_DIR
+from guest.kmod import SIGNATURE_MAGIC
+from guest.sources import REPO
+
+pytestmark = pytest.mark.vm
+
+
+def test_outputs_match_the_manifest_and_current_points_at_them(built):
+    m = manifest.load(built.directory)
+    manifest.verify(built.directory, m, deep=True)
+    assert artifacts.current() == built
+    assert built.rootfs_size % spec.ROOTFS_ALIGN == 0
+    assert built.rootfs_content_size <= built.rootfs_size < built.rootfs_content_size + spec.ROOTFS_ALIGN
+    kinds = {d["kind"] for d in m["downloads"].values()}
+    assert kinds == {"deb", "wheel"}
+    assert {d["name"] for d in m["downloads"].values()} >= {"busybox-static", "protobuf", f"linux-image-{built.kernel_release}"}
+    assert all(len(d["sha256"]) == 64 for d in m["downloads"].values())
+
+
+def test_vmlinux_is_an_elf_with_a_pvh_entry(built):
+    data = built.vmlinux.read_bytes()
+    assert data[:4] == b"\x7fELF" and vmlinux.has_pvh_entry(data)
+
+
+def test_initramfs_holds_init_busybox_and_unsigned_modules_in_groups(built, tmp_path):
+    subprocess.run(["cpio", "-idm", "--quiet"], stdin=open(built.initrd, "rb"), cwd=tmp_path, check=True)
+    assert (tmp_path / "init").read_bytes().startswith(b"#!/bin/busybox sh")
+    assert os.access(tmp_path / "bin/busybox", os.X_OK)
+    groups = manifest.load(built.directory)["initrd"]["groups"]
+    assert groups["pmem"] == ["libnvdimm", "nd_virtio", "virtio_pmem", "nd_btt", "nd_pmem"]
+    assert groups["core"] == ["virtio_ring", "virtio"]
+    for group, names in groups.items():
+        listed = (tmp_path / f"lib/modules/{group}.list").read_text().split()
+        assert listed == [f"/lib/modules/{n}.ko" for n in names]
+        for n in names:
+            assert not (tmp_path / f"lib/modules/{n}.ko").read_bytes().endswith(SIGNATURE_MAGIC)
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    """A frozen copy of the sources (the real tree changes under parallel work)."""
+    repo = tmp_path / "repo"
+    for pkg in ("proto", "agent", "guest"):
+        shutil.copytree(REPO / pkg, repo / pkg, ignore=shutil.ignore_patterns("out", "__pycache__", ".pytest_cache"))
+    return repo
+
+
+def test_same_inputs_build_once_changed_sources_build_anew_and_move_current(built, repo_copy, tmp_path):
+    out = tmp_path / "out"
+    first = build.build(out_dir=out, repo=repo_copy, cache=OUT_DIR / "cache")
+    stamp = first.manifest.stat().st_mtime_ns
+    t = time.monotonic()
+    assert build.build(out_dir=out, repo=repo_copy, cache=OUT_DIR / "cache") == first
+    assert first.manifest.stat().st_mtime_ns == stamp  # nothing was rebuilt
+    assert time.monotonic() - t < 10
+
+    with open(repo_copy / "agent" / "__init__.py", "a") as f:
+        f.write("# changed\n")
+    second = build.build(out_dir=out, repo=repo_copy, cache=OUT_DIR / "cache")
+    assert second.key != first.key
+    m1, m2 = manifest.load(first.directory), manifest.load(second.directory)
+    assert m2["outputs"]["rootfs.erofs"]["sha256"] != m1["outputs"]["rootfs.erofs"]["sha256"]
+    assert m2["outputs"]["vmlinux"] == m1["outputs"]["vmlinux"]
+    assert m2["outputs"]["initrd.cpio"] == m1["outputs"]["initrd.cpio"]
+    assert os.readlink(out / "current") == second.key
+    assert first.directory.exists()  # older builds stay until pruned
+    assert build.prune(out) == [first.directory]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(["current", second.key])
+
+
+def test_the_build_is_reproducible(built, repo_copy, tmp_path):
+    first = build.build(out_dir=tmp_path / "a", repo=repo_copy, cache=OUT_DIR / "cache")
+    second = build.build(out_dir=tmp_path / "b", repo=repo_copy, cache=OUT_DIR / "cache")
+    assert manifest.load(first.directory)["outputs"] == manifest.load(second.directory)["outputs"]

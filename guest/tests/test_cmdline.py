@@ -1,0 +1,53 @@
+"""The kernel command line contract with guest/init.sh."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from guest import cmdline
+from guest.errors import CmdlineError
+
+
+def _params(line):
+    return dict(w.split("=", 1) if "=" in w else (w, None) for w in line.split())
+
+
+def test_pmem_root_with_dax_and_the_tcg_flags():
+    p = _params(cmdline.kernel_cmdline(root=cmdline.PMEM_ROOT, rootflags=cmdline.DAX_FLAGS, tsc_khz=2299998))
+    assert p["rund.root"] == "/dev/pmem0"
+    assert p["rund.rootflags"] == "dax=always"
+    assert p["tsc_early_khz"] == "2299998" and p["tsc"] == "reliable"
+    assert p["console"] == "ttyS0" and p["panic"] == "-1" and "quiet" in p
+    assert "rund.initcmd" not in p and "rund.trace" not in p
+
+
+def test_initcmd_travels_as_base64():
+    script = "echo 'a b'; poweroff -f"
+    p = _params(cmdline.kernel_cmdline(root=cmdline.BLK_ROOT, initcmd=script, trace=True))
+    assert base64.b64decode(p["rund.initcmd"]).decode() == script
+    assert p["rund.trace"] == "1"
+    assert "tsc_early_khz" not in p
+
+
+@pytest.mark.parametrize("kwargs", [{"root": "/dev/vda x"}, {"root": ""}, {"root": "/dev/vda", "init": '/a"b'},
+                                    {"root": "/dev/vda", "extra": ["a b"]}])
+def test_values_that_would_split_are_rejected(kwargs):
+    with pytest.raises(CmdlineError):
+        cmdline.kernel_cmdline(**kwargs)
+
+
+def test_too_long_is_rejected():
+    with pytest.raises(CmdlineError, match="limit"):
+        cmdline.kernel_cmdline(root="/dev/vda", initcmd="x" * 1600)
+
+
+def test_host_tsc_khz(tmp_path):
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nmodel name\t: X\ncpu MHz\t\t: 2299.998\n")
+    assert cmdline.host_tsc_khz(f) == 2299998
+    f.write_text("processor\t: 0\n")
+    with pytest.raises(CmdlineError):
+        cmdline.host_tsc_khz(f)
+    assert cmdline.host_tsc_khz() > 100_000  # this machine's real /proc/cpuinfo
