@@ -1,0 +1,89 @@
+"""Agent test harness: async tests in a bounded event loop, busybox rootfs dirs, a real agent subprocess."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from .agent_process import AgentProcess
+
+ASYNC_TEST_TIMEOUT = 30.0
+
+
+async def _run_bounded(coro) -> None:
+    async with asyncio.timeout(ASYNC_TEST_TIMEOUT):
+        await coro
+    await asyncio.sleep(0)
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    for task in left:
+        task.cancel()
+    assert not left, f"tasks left running: {left}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    asyncio.run(_run_bounded(pyfuncitem.obj(**args)))
+    return True
+
+
+def make_busybox_rootfs(path: str) -> str:
+    """A minimal container rootfs: Debian's static busybox and its applets, /etc/passwd, empty mount points."""
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o755)
+    for sub in ("bin", "proc", "dev", "sys", "tmp", "etc", "root", "home/user"):
+        os.makedirs(os.path.join(path, sub), exist_ok=True)
+    os.chmod(os.path.join(path, "tmp"), 0o1777)
+    shutil.copy2("/bin/busybox", os.path.join(path, "bin", "busybox"))
+    applets = os.popen("/bin/busybox --list").read().split()
+    for applet in applets:
+        link = os.path.join(path, "bin", applet)
+        if applet != "busybox" and not os.path.lexists(link):
+            os.symlink("busybox", link)
+    with open(os.path.join(path, "etc", "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n")
+    with open(os.path.join(path, "etc", "group"), "w") as f:
+        f.write("root:x:0:\nuser:x:1000:\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs() -> str:
+    """Shared read-mostly rootfs; tests that write into it use their own (fresh_rootfs)."""
+    top = tempfile.mkdtemp(prefix="agent-rootfs-", dir="/tmp")
+    yield make_busybox_rootfs(os.path.join(top, "rootfs"))
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_rootfs() -> str:
+    top = tempfile.mkdtemp(prefix="agent-rootfs-", dir="/tmp")
+    yield make_busybox_rootfs(os.path.join(top, "rootfs"))
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def _root_or_skip() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (namespaces, mounts)")
+
+
+@pytest.fixture(scope="module")
+def agent() -> AgentProcess:
+    """One agent per test module, in its own mount/uts/net namespaces, without cgroups."""
+    _root_or_skip()
+    with AgentProcess() as process:
+        yield process
+
+
+@pytest.fixture
+def own_agent() -> AgentProcess:
+    """An agent for one test (sandbox identity, network: state that tests must not share)."""
+    _root_or_skip()
+    with AgentProcess() as process:
+        yield process

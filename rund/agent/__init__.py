@@ -1,0 +1,13 @@
+"""The host's client of the in-guest agent: domain dataclasses in, ttrpc + protobuf underneath."""
+from .client import AgentClient
+from .errors import AgentFailed
+from .types import (
+    AgentHealth, ContainerStats, CpuStats, ExitStatus, Interface, IPAddress, LayeredRootfs, MemoryStats,
+    NetworkConfig, PathRootfs, PidsStats, Rootfs, Route, StdioConfig, StreamChunk,
+)
+
+__all__ = [
+    "AgentClient", "AgentFailed", "AgentHealth", "ContainerStats", "CpuStats", "ExitStatus", "Interface",
+    "IPAddress", "LayeredRootfs", "MemoryStats", "NetworkConfig", "PathRootfs", "PidsStats", "Rootfs", "Route",
+    "StdioConfig", "StreamChunk",
+]
