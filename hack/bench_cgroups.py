@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:
 
 from rund.resources.cgroups import CgroupLimits, PoolConfig, names, open_pool, select_driver  # noqa: E402
 from rund.resources.cgroups.lease import CgroupPlacement  # noqa: E402
+from rund.resources.cgroups.mounts import read_mounts  # noqa: E402
 
 # What a small pod asks for: half a core, one cpu, 256 MiB, 512 pids.
 LIMITS = CgroupLimits(cpu_quota_us=50_000, cpu_period_us=100_000, cpu_shares=512, cpuset_cpus="0",
@@ -105,14 +106,22 @@ def _concurrent(n: int, take, give) -> tuple[list[float], list[float]]:
         os.close(out_w)
         time.sleep(0.5 + n * 0.005)  # let every child warm up and block on the go pipe
         phases = []
+        os.set_blocking(out_r, False)
         for _ in range(2):
             os.write(go_w, b"g" * n)
             data = b""
+            # Collect by polling, not by a blocking read: waking up on every worker's report would
+            # make this process preempt the workers still being timed. The reports fit in the pipe.
+            deadline = time.monotonic() + 120
             while len(data) < n * SAMPLE.size:
-                chunk = os.read(out_r, n * SAMPLE.size - len(data))
-                if not chunk:
+                time.sleep(0.1)
+                try:
+                    chunk = os.read(out_r, n * SAMPLE.size - len(data))
+                except BlockingIOError:
+                    chunk = None
+                if chunk == b"" or time.monotonic() > deadline:
                     raise RuntimeError("a benchmark worker died; see its traceback above")
-                data += chunk
+                data += chunk or b""
             phases.append(list(SAMPLE.iter_unpack(data)))
             time.sleep(0.1)
         return phases[0], phases[1]
@@ -142,9 +151,13 @@ def _row(label: str, samples: list[tuple[float, float, int, int]]) -> str:
 # -- 2. dying cgroups ---------------------------------------------------------------------------
 
 
-def _memory_cgroups() -> int:
+def _dying_v1() -> int:
+    """Dying memory cgroups: /proc/cgroups counts live and dying ones, the mounted tree only live ones."""
     with open("/proc/cgroups") as f:
-        return next(int(line.split()[2]) for line in f if line.startswith("memory\t"))
+        counted = next(int(line.split()[2]) for line in f if line.startswith("memory\t"))
+    mount = next(m.path for m in read_mounts() if m.version == 1 and "memory" in m.controllers)
+    live = sum(1 for _ in os.walk(mount))
+    return counted - live
 
 
 def _dying_v2(hierarchy: str) -> int:
@@ -177,6 +190,8 @@ def _cache_file(directory: str, size: int) -> int:
         os.pwrite(fd, block[: min(len(block), size - offset)], offset)
     os.fsync(fd)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    # No readahead: otherwise one cycle's read caches (and charges) the next cycles' ranges.
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
     return fd
 
 
@@ -238,8 +253,9 @@ def main() -> None:
 
         size = args.cache_kib << 10
         fd = _cache_file(scratch, 2 * args.cycles * size)
-        count = (lambda: _dying_v2(pool.driver.hierarchies[0])) if pool.driver.version == 2 else _memory_cgroups
-        what = "nr_dying_descendants" if pool.driver.version == 2 else "memory num_cgroups (/proc/cgroups)"
+        count = (lambda: _dying_v2(pool.driver.hierarchies[0])) if pool.driver.version == 2 else _dying_v1
+        what = ("nr_dying_descendants" if pool.driver.version == 2
+                else "dying memory cgroups (/proc/cgroups num_cgroups minus live directories)")
 
         before = count()
         start = time.perf_counter()
@@ -265,8 +281,15 @@ def main() -> None:
         print(f"{'way':<34}{'growth':>10}{'ms/cycle':>10}")
         print(f"{'pool (acquire ... release)':<34}{growth_pool:>10}{pool_s / args.cycles * 1e3:>10.3f}")
         print(f"{'mkdir ... rmdir':<34}{growth_mkdir:>10}{mkdir_s / args.cycles * 1e3:>10.3f}")
-        stats = pool.statistics()
-        print(f"pool statistics: {stats}")
+        print(f"pool statistics: {pool.statistics()}")
+        os.close(fd)
+        fd = -1
+        os.unlink(os.path.join(scratch, "cache-toucher.bin"))  # drops the page cache that pins them
+        dying = count()
+        deadline = time.monotonic() + 10
+        while count() > dying - growth_mkdir and time.monotonic() < deadline:
+            time.sleep(0.2)
+        print(f"dying cgroups {dying} right after the cycles, {count()} once the cached file is deleted")
 
         pool_p99 = _pct([s[0] for s in samples["pool"][0]], 0.99)
         mkdir_p99 = _pct([s[0] for s in samples["mkdir"][0]], 0.99)

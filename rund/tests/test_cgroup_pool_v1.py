@@ -174,6 +174,25 @@ def test_the_vmm_starts_inside_the_cgroup_and_its_memory_is_charged_there(make_p
     assert int(read(lease, "memory", "memory.usage_in_bytes")) < 1 << 20
 
 
+def test_a_running_process_can_be_moved_in_whole(make_pool):
+    pool = make_pool(size=1)
+    pool.fill()
+    lease = pool.acquire("sb-move")
+    proc = subprocess.Popen([sys.executable, "-c", "import threading, time; "
+                             "threading.Thread(target=time.sleep, args=(300,)).start(); time.sleep(300)"])
+    try:
+        deadline = time.monotonic() + 5
+        while len(os.listdir(f"/proc/{proc.pid}/task")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lease.placement().move(proc.pid)
+        for tid in os.listdir(f"/proc/{proc.pid}/task"):  # every thread, not only the leader
+            with open(f"/proc/{proc.pid}/task/{tid}/cgroup") as f:
+                assert f"pids:/{os.path.basename(os.path.dirname(lease.paths[0]))}/slot-{lease.slot}" in f.read()
+    finally:
+        pool.release(lease)
+    assert proc.wait(5) == -signal.SIGKILL
+
+
 def test_release_kills_leftover_processes_and_their_children(make_pool):
     pool = make_pool(size=1)
     pool.fill()

@@ -17,6 +17,7 @@ SLOT_PREFIX = "slot-"
 
 class CgroupDriver(ABC):
     version: int
+    join_file: str  # what a process writes "0" to in order to join a cgroup (see CgroupPlacement)
 
     def __init__(self, hierarchies: tuple[str, ...]) -> None:
         self.hierarchies = hierarchies

@@ -59,6 +59,10 @@ class Entry:
         return f"{self.state}-{self.slot}-{self.owner}"
 
 
+def is_slot(text: str) -> bool:
+    return bool(_SLOT.match(text))
+
+
 def new_slot() -> str:
     return secrets.token_hex(6)
 

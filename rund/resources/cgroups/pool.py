@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -55,11 +54,8 @@ class CgroupPool:
         """Take a free cgroup for `sandbox_id` (creating one if the pool is empty) and apply `limits`."""
         names.check_sandbox_id(sandbox_id)
         owner = current_owner()
-        free = self.registry.free_slots()
-        start = random.randrange(len(free)) if free else 0  # spread racing processes over the list
         lease = None
-        for i in range(len(free)):
-            slot = free[(start + i) % len(free)]
+        for slot in self.registry.free_slots():
             held = names.lease(slot, owner, sandbox_id)
             if self.registry.move(names.free(slot), held):
                 self._count("reused")
@@ -172,7 +168,8 @@ class CgroupPool:
 
     def _lease(self, entry: Entry, fallback: bool) -> CgroupLease:
         assert entry.sandbox_id is not None
-        return CgroupLease(entry.sandbox_id, entry.slot, entry.name, self.driver.paths(entry.slot), fallback)
+        return CgroupLease(entry.sandbox_id, entry.slot, entry.name, self.driver.paths(entry.slot), fallback,
+                           self.driver.join_file)
 
     def _check_held(self, lease: CgroupLease) -> Entry:
         entry = names.parse(lease.record)

@@ -22,6 +22,7 @@ DEFAULT_SHARES = 1024
 
 class V1Driver(CgroupDriver):
     version = 1
+    join_file = "tasks"  # one thread, no global threadgroup lock; after fork that thread is the process
 
     def __init__(self, mounts: tuple[CgroupMount, ...], parent: str) -> None:
         roots: list[str] = []

@@ -21,6 +21,7 @@ DEFAULT_WEIGHT = 100
 
 class V2Driver(CgroupDriver):
     version = 2
+    join_file = "cgroup.procs"  # cgroup.threads only works in threaded subtrees
 
     def __init__(self, mounts: tuple[CgroupMount, ...], parent: str) -> None:
         mount = next((m for m in mounts if m.version == 2), None)
