@@ -2,17 +2,23 @@
 
     python3 hack/bench_cgroups.py [--concurrency 200] [--rounds 3] [--cycles 10000] [--cache-kib 16]
 
-1. Latency: --concurrency processes start together and each takes one sandbox cgroup with a pod's limits
-   (pool: acquire by rename + configure; baseline: mkdir in every hierarchy + the same configure), then
-   all give it back together (pool: release; baseline: rmdir). Each process times its own call.
-   Rounds alternate which side goes first; p50/p99 are over every sample of every round.
+1. Latency: --concurrency forked processes each take one sandbox cgroup with a pod's limits at the
+   same moment (pool: acquire + configure; baseline: mkdir in every hierarchy + the same configure),
+   then all give it back at the same moment (pool: release; baseline: rmdir). Each process times its
+   own call, after one untimed warm-up round. Rounds alternate which side goes first; p50/p99 are
+   over every sample of every round. Besides wall time the table shows wall time minus the call's
+   run-queue wait (/proc/self/schedstat), and how many calls slept (voluntary context switch, e.g.
+   on a kernel mutex) or were preempted: on a 2-cpu host with 200 runnable workers, waiting for a
+   CPU is most of any tail.
 2. Dying cgroups: --cycles create/destroy cycles each way. In every cycle a process joins the cgroup,
-   reads --cache-kib of a file not yet cached (clean page cache charged to that cgroup) and exits.
-   Growth is counted as nr_dying_descendants on a v2 pool, else the memory line's num_cgroups in
-   /proc/cgroups (which counts dying memory cgroups too), from before to right after the cycles.
+   reads --cache-kib of a file not yet cached (clean page cache charged to that cgroup, no readahead)
+   and exits. Dying cgroups are counted as nr_dying_descendants on a v2 pool, else as the memory
+   line's num_cgroups in /proc/cgroups (live and dying) minus the live directories of the memory
+   hierarchy; growth is from before to right after the cycles (other activity on the host moves the
+   count by a few).
 
-Prints a table, then as the last line one JSON object:
-{"pool_p99_ms", "mkdir_p99_ms", "speedup_p99", "dying_growth_pool", "dying_growth_mkdir"}.
+Prints tables, then as the last line one JSON object:
+{"pool_p99_ms", "mkdir_p99_ms", "speedup_p99", "dying_growth_pool", "dying_growth_mkdir"} (wall p99).
 Needs root. Removes every cgroup, file and process it made, also when interrupted.
 """
 from __future__ import annotations
@@ -270,8 +276,8 @@ def main() -> None:
         start = time.perf_counter()
         for i in range(args.cycles):
             paths = mkdir_take()
-            _touch_cache(CgroupPlacement(tuple(os.path.join(p, "cgroup.procs") for p in paths)), fd,
-                         (args.cycles + i) * size, size)
+            joins = tuple(os.path.join(p, plain.join_file) for p in paths)  # joined the same way as the pool's
+            _touch_cache(CgroupPlacement(joins, joins), fd, (args.cycles + i) * size, size)
             mkdir_give(paths)
         mkdir_s = time.perf_counter() - start
         growth_mkdir = count() - before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from .errors import CgroupBusy, CgroupUnavailable, LimitRejected
 
@@ -56,7 +57,7 @@ def signal_all(pids: set[int]) -> None:
             pass
 
 
-def wait_until(predicate, timeout_s: float, what: str) -> None:
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll a cheap kernel state with a short back-off; CgroupBusy when it never holds."""
     deadline = time.monotonic() + timeout_s
     delay = 0.0005

@@ -183,16 +183,22 @@ class CgroupPool:
 
     def _create(self, entry: Entry) -> None:
         """Record a new slot, then mkdir its cgroup in every hierarchy."""
-        self.registry.create(entry)
+        try:
+            self.registry.create(entry)
+        except OSError as e:
+            raise CgroupUnavailable(f"cannot record slot {entry.slot} in {self.registry.path}: {e}") from e
         made: list[str] = []
         try:
             for path in self.driver.paths(entry.slot):
                 os.mkdir(path)
                 made.append(path)
         except OSError as e:
-            for path in reversed(made):
-                os.rmdir(path)
-            self.registry.remove(entry)
+            try:
+                for path in reversed(made):
+                    os.rmdir(path)
+                self.registry.remove(entry)
+            except OSError:
+                pass  # left for reconcile: the record names this process, which it will find gone
             raise CgroupUnavailable(f"cannot create the cgroups of slot {entry.slot}: {e}") from e
         self._count("created")
 

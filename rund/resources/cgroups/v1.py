@@ -8,7 +8,7 @@ import os
 
 from . import files
 from .driver import CgroupDriver
-from .errors import CgroupUnavailable, ControllerMissing, LimitRejected
+from .errors import CgroupBusy, CgroupUnavailable, ControllerMissing, LimitRejected
 from .limits import CgroupLimits
 from .mounts import CgroupMount
 
@@ -96,25 +96,27 @@ class V1Driver(CgroupDriver):
             files.write(os.path.join(self._dir(paths, "pids"), "pids.max"), "max")
 
     def kill(self, paths: tuple[str, ...], timeout_s: float) -> None:
-        pids = files.procs_of(paths)
-        if not pids:
+        if not files.procs_of(paths):
             return
         freezer = paths[self._index["freezer"]] if "freezer" in self._index else None
-        if freezer is not None:
+        if freezer is None:
+            files.signal_all(files.procs_of(paths))
+        else:
             # Frozen tasks cannot fork, so the set we kill is the whole set.
             state = os.path.join(freezer, "freezer.state")
             files.write(state, "FROZEN")
-            files.wait_until(lambda: files.read(state).strip() == "FROZEN", timeout_s, f"{freezer} to freeze")
-            pids = files.procs_of(paths)
-        try:
-            files.signal_all(pids)
-        finally:
-            if freezer is not None:
-                files.write(os.path.join(freezer, "freezer.state"), "THAWED")  # killed tasks die once thawed
+            try:
+                try:
+                    files.wait_until(lambda: files.read(state).strip() == "FROZEN", timeout_s, f"{freezer} to freeze")
+                except CgroupBusy:
+                    log.warning("cgroup %s did not freeze; killing what is there", freezer)
+                files.signal_all(files.procs_of(paths))
+            finally:
+                files.write(state, "THAWED")  # killed tasks only die once thawed
 
         def empty() -> bool:
             left = files.procs_of(paths)
-            files.signal_all(left)  # without a freezer a late fork may have escaped the first round
+            files.signal_all(left)  # a fork that escaped the first round (no freezer, or it timed out)
             return not left
 
         files.wait_until(empty, timeout_s, f"{paths[0]} to empty")
