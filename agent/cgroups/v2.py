@@ -37,14 +37,16 @@ class CgroupV2:
         unified = dict(resources.unified)
         for name, value in files_for(resources):
             path = os.path.join(self.path, name)
+            where = f"{field}.unified.{name}" if name in unified else field
+            if not os.path.exists(path):  # cgroupfs answers EACCES, not ENOENT, for a missing file
+                if name in unified:
+                    raise InvalidArgument(where, "no such cgroup file")
+                log.warning("cgroup %s: %s is not available here, limit %r not applied", self.path, name, value)
+                continue
             try:
                 _write(path, value)
-            except FileNotFoundError:
-                if name in unified:
-                    raise InvalidArgument(f"{field}.unified.{name}", "no such cgroup file") from None
-                log.warning("cgroup %s: %s is not available here, limit %r not applied", self.path, name, value)
             except OSError as exc:
-                raise InvalidArgument(field, f"writing {value!r} to {name}: {exc.strerror}") from None
+                raise InvalidArgument(where, f"writing {value!r} to {name}: {exc.strerror}") from None
 
     def pids(self) -> list[int]:
         try:

@@ -1,0 +1,127 @@
+"""Pure pieces: cgroup v2 conversions and stats, module lists, rtnetlink encoding, secure_join, child status."""
+import os
+import socket
+import struct
+
+import pytest
+
+from agent.cgroups import stats, v2_files
+from agent.container import status
+from agent.container.securejoin import secure_join
+from agent.errors import InvalidArgument, SetupFailed
+from agent.init import modules
+from agent.linux.entropy import rand_pool_info
+from agent.linux.system import timespec_from_ns
+from agent.network import rtnetlink as rt
+from agent.network.types import Interface, IPAddress, NetworkConfig, Route, resolv_conf, validate
+from agent.oci.resources import MAX, Resources
+from agent.reaper import exit_status
+
+
+def test_cgroup_v2_files_follow_runc_conversions():
+    files = v2_files.files_for(Resources(
+        memory_limit=1 << 30, memory_swap=(1 << 30) + (1 << 29), memory_reservation=MAX, cpu_shares=1024,
+        cpu_quota=50_000, pids_limit=0, blkio_weight=10, hugepage_limits=(("2MB", 4 << 20),),
+        unified=(("memory.high", "900M"),)))
+    assert files == [("memory.low", "max"), ("memory.max", str(1 << 30)), ("memory.swap.max", str(1 << 29)),
+                     ("cpu.weight", "39"), ("cpu.max", "50000 100000"), ("pids.max", "max"),
+                     ("io.weight", "default 1"), ("hugetlb.2MB.max", str(4 << 20)), ("memory.high", "900M")]
+    assert v2_files.cpu_weight_from_shares(2) == 1 and v2_files.cpu_weight_from_shares(262144) == 10000
+    assert v2_files.files_for(Resources(cpu_period=200_000)) == [("cpu.max", "max 200000")]
+    assert v2_files.files_for(Resources(memory_limit=MAX, memory_swap=MAX)) == [
+        ("memory.max", "max"), ("memory.swap.max", "max")]
+    assert v2_files.files_for(Resources()) == []
+
+
+def test_cgroup_stats_parse():
+    parsed = stats.parse({
+        "cpu.stat": "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 9\nnr_throttled 3\n"
+                    "throttled_usec 40\n",
+        "memory.current": "4096\n", "memory.peak": "8192\n", "memory.max": "max\n",
+        "memory.stat": "anon 100\nfile 200\ninactive_file 50\n", "memory.events": "low 0\noom 2\noom_kill 1\n",
+        "pids.current": "3\n", "pids.max": "max\n"})
+    assert parsed.cpu.usage_total_ns == 1_500_000 and parsed.cpu.throttled_periods == 3
+    assert parsed.cpu.throttled_time_ns == 40_000
+    assert (parsed.memory.usage_bytes, parsed.memory.max_usage_bytes, parsed.memory.limit_bytes) == (4096, 8192, 0)
+    assert (parsed.memory.rss_bytes, parsed.memory.cache_bytes, parsed.memory.oom_events) == (100, 200, 1)
+    assert (parsed.pids.current, parsed.pids.limit) == (3, 0)
+    assert stats.parse({}).memory.usage_bytes == 0
+
+
+def test_module_names_lists_and_deps():
+    assert modules.module_name("kernel/fs/overlayfs/overlay.ko") == "overlay"
+    assert modules.module_name("kernel/drivers/virtio/virtio-mmio.ko.xz") == "virtio_mmio"
+    assert modules.parse_list("# comment\nkernel/a.ko\n\n  kernel/b.ko  \n") == ["kernel/a.ko", "kernel/b.ko"]
+    assert modules.parse_proc_modules("overlay 151552 0 - Live 0x0\nerofs 1 0 - Live 0x0\n") == {"overlay", "erofs"}
+    table = modules.parse_modules_dep("kernel/c.ko: kernel/b.ko kernel/a.ko\nkernel/a.ko:\n")
+    assert table["c"] == ["kernel/a.ko", "kernel/b.ko", "kernel/c.ko"] and table["a"] == ["kernel/a.ko"]
+
+
+def test_rtnetlink_messages_encode_and_split():
+    packed = socket.inet_aton("10.0.0.5")
+    msg = rt.address(7, True, 3, socket.AF_INET, 24, packed)
+    [(kind, flags, seq, payload)] = rt.split(msg)
+    assert (kind, seq) == (rt.RTM_NEWADDR, 7)
+    assert flags & rt.NLM_F_CREATE and flags & rt.NLM_F_ACK
+    assert rt.parse_address(payload) == (socket.AF_INET, 24, 0, 3, packed)
+    route = rt.route(8, socket.AF_INET, b"", 0, socket.inet_aton("10.0.0.1"), 3)
+    [(kind, _, _, payload)] = rt.split(route + rt.set_link(9, 3, up=True))[:1]
+    attrs = rt.attributes(payload, rt.RTMSG.size)
+    assert attrs[rt.RTA_GATEWAY] == socket.inet_aton("10.0.0.1") and struct.unpack("=i", attrs[rt.RTA_OIF]) == (3,)
+    ack = rt.message(rt.NLMSG_ERROR, 0, 8, struct.pack("=i", -17) + route[:16])
+    assert rt.error_code(rt.split(ack)[0][3]) == 17
+    assert len(rt.split(route + rt.set_link(9, 3, up=True))) == 2
+
+
+@pytest.mark.parametrize("config, field", [
+    (NetworkConfig(interfaces=(Interface("eth0", mac="02:00:00:00:00"),)), "network.interfaces[0].mac"),
+    (NetworkConfig(interfaces=(Interface("eth0", mtu=10),)), "network.interfaces[0].mtu"),
+    (NetworkConfig(interfaces=(Interface("eth0", addresses=(IPAddress("10.0.0.300", 8),)),)),
+     "network.interfaces[0].addresses[0].address"),
+    (NetworkConfig(interfaces=(Interface("eth0", addresses=(IPAddress("10.0.0.3", 33),)),)),
+     "network.interfaces[0].addresses[0].prefix_length"),
+    (NetworkConfig(routes=(Route("10.0.0.0", "10.0.0.1"),)), "network.routes[0].destination"),
+    (NetworkConfig(routes=(Route("default"),)), "network.routes[0]"),
+    (NetworkConfig(dns_servers=("dns.example",)), "network.dns_servers[0]"),
+])
+def test_network_validation_names_the_field(config, field):
+    with pytest.raises(InvalidArgument) as info:
+        validate(config)
+    assert info.value.field == field
+
+
+def test_resolv_conf():
+    config = NetworkConfig(dns_servers=("10.0.0.2", "fd00::2"), dns_searches=("svc.local", "local"))
+    assert resolv_conf(validate(config)) == "nameserver 10.0.0.2\nnameserver fd00::2\nsearch svc.local local\n"
+
+
+def test_secure_join_keeps_symlinks_inside_the_root(tmp_path):
+    root = str(tmp_path)
+    os.makedirs(tmp_path / "etc")
+    os.symlink("/etc", tmp_path / "abs")
+    os.symlink("../../../../etc", tmp_path / "up")
+    os.symlink("loop", tmp_path / "loop")
+    assert secure_join(root, "/abs/passwd") == os.path.join(root, "etc/passwd")
+    assert secure_join(root, "/up/passwd") == os.path.join(root, "etc/passwd")
+    assert secure_join(root, "/../../x/./y") == os.path.join(root, "x/y")
+    with pytest.raises(OSError):
+        secure_join(root, "/loop/x")
+
+
+def test_child_status_messages_round_trip():
+    assert status.decode(status.READY) is None
+    error = status.decode(status.encode_error(InvalidArgument("process.cwd", "no such dir")))
+    assert isinstance(error, InvalidArgument) and error.field == "process.cwd"
+    error = status.decode(status.encode_error(ValueError("embedded null byte")))
+    assert isinstance(error, SetupFailed) and "ValueError" in str(error)
+
+
+def test_exit_status_is_code_or_128_plus_signal():
+    assert exit_status(3 << 8) == 3
+    assert exit_status(9) == 137 and exit_status(15) == 143
+
+
+def test_clock_and_entropy_structs():
+    ts = timespec_from_ns(1_700_000_000_123_456_789)
+    assert (ts.tv_sec, ts.tv_nsec) == (1_700_000_000, 123_456_789)
+    assert rand_pool_info(b"abcd") == struct.pack("ii", 32, 4) + b"abcd"
