@@ -45,7 +45,7 @@ bin-links: python-packages
 	done
 
 guest-image: python-packages
-	@$(PY) -m guest.build --quiet-if-cached
+	@$(PY) -m guest.build
 
 proto: python-packages
 	$(PY) -m proto.generate
