@@ -6,10 +6,13 @@ per machine, QEMU's serial on a pipe, the process killed by its pid if it outliv
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import selectors
+import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -39,7 +42,8 @@ print("MARKER",json.dumps(dict(uptime=float(open("/proc/uptime").read().split()[
 
 # PID 1 after switch_root: the python check, then load /etc/rund/modules.list in order as the agent will.
 SMOKE_SH = f"""/usr/bin/python3.11 -I -c '{SMOKE_PY}'
-f=0;while read -r m;do insmod $m||f=$((f+1));done</etc/rund/modules.list;echo {MODULES_MARKER} failed=$f
+d=/lib/modules/$(uname -r);f=0;while read -r m;do insmod $d/$m||f=$((f+1));done</etc/rund/modules.list
+echo {MODULES_MARKER} failed=$f
 poweroff -f"""
 
 
@@ -50,6 +54,14 @@ class BootResult:
     report: dict  # what the guest printed after the marker
     modules_failed: int | None  # insmod failures for modules.list (None if the script stopped before)
     serial: str  # the whole console output
+
+
+@dataclass(frozen=True)
+class AgentBoot:
+    machine: str
+    seconds_to_ready: float  # from QEMU exec to the first answered Health call
+    health: dict
+    serial: str
 
 
 def qemu_argv(art: GuestArtifacts, machine: str, append: str, memory_mib: int = 256) -> list[str]:
@@ -73,11 +85,19 @@ def qemu_argv(art: GuestArtifacts, machine: str, append: str, memory_mib: int = 
     raise ValueError(f"unknown machine {machine!r}; expected one of {MACHINES}")
 
 
+def agent_channel_argv(machine: str, socket_path: str) -> list[str]:
+    """The agent's virtio-serial port (named "agent"), backed by a unix socket on the host."""
+    bus = "virtio-serial-pci" if machine == "q35" else "virtio-serial-device"
+    return ["-chardev", f"socket,id=agent,path={socket_path},server=on,wait=off",
+            "-device", f"{bus},id=vs0", "-device", "virtserialport,bus=vs0.0,chardev=agent,name=agent"]
+
+
+def root_params(machine: str) -> tuple[str, str]:
+    return (cmdline.PMEM_ROOT, cmdline.DAX_FLAGS) if machine == "q35" else (cmdline.BLK_ROOT, "")
+
+
 def smoke_cmdline(machine: str, script: str = SMOKE_SH, trace: bool = False) -> str:
-    if machine == "q35":
-        root, flags = cmdline.PMEM_ROOT, cmdline.DAX_FLAGS
-    else:
-        root, flags = cmdline.BLK_ROOT, ""
+    root, flags = root_params(machine)
     return cmdline.kernel_cmdline(root=root, rootflags=flags, initcmd=script, tsc_khz=cmdline.host_tsc_khz(),
                                   trace=trace)
 
@@ -128,3 +148,56 @@ def boot(art: GuestArtifacts, machine: str, timeout: float = 90.0, wait_modules:
         raise BootError(f"{machine}: QEMU exited {proc.returncode} before {MARKER}:\n"
                         + serial.decode(errors="replace")[-3000:])
     return BootResult(machine, at_marker, report, modules_failed, serial.decode(errors="replace"))
+
+
+def boot_to_agent(art: GuestArtifacts, machine: str, timeout: float = 120.0) -> AgentBoot:
+    """Boot the image's real init (the agent as PID 1) and time until it answers Health over virtio-serial."""
+    root, flags = root_params(machine)
+    append = cmdline.kernel_cmdline(root=root, rootflags=flags, tsc_khz=cmdline.host_tsc_khz(), trace=True)
+    rundir = tempfile.mkdtemp(prefix="rund-guest-boot-")
+    sock = os.path.join(rundir, "agent.sock")
+    console = open(os.path.join(rundir, "console.log"), "w+b")
+    argv = qemu_argv(art, machine, append) + agent_channel_argv(machine, sock)
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
+    try:
+        health = asyncio.run(asyncio.wait_for(_health(sock, proc), timeout))
+        ready = time.monotonic() - start
+    except (TimeoutError, ConnectionError, OSError) as exc:
+        console.seek(0)
+        raise BootError(f"{machine}: agent not ready ({type(exc).__name__}: {exc}):\n"
+                        + console.read().decode(errors="replace")[-3000:]) from exc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        console.seek(0)
+        serial = console.read().decode(errors="replace")
+        console.close()
+        shutil.rmtree(rundir, ignore_errors=True)
+    return AgentBoot(machine, ready, health, serial)
+
+
+async def _health(sock: str, proc: subprocess.Popen) -> dict:
+    from google.protobuf.json_format import MessageToDict
+
+    from proto import ttrpc
+    from proto.gen.rund.agent.v1 import agent_pb2
+
+    while not os.path.exists(sock):
+        if proc.poll() is not None:
+            raise ConnectionError(f"QEMU exited {proc.returncode}")
+        await asyncio.sleep(0.005)
+    client = await ttrpc.Client.connect_unix(sock)
+    try:
+        stub = ttrpc.Stub(client, agent_pb2.DESCRIPTOR.services_by_name["Agent"])
+        while True:  # requests wait in the socket until the guest opens its port; retry in case one is lost
+            if proc.poll() is not None:
+                raise ConnectionError(f"QEMU exited {proc.returncode}")
+            try:
+                reply = await stub.Health(agent_pb2.HealthRequest(), timeout=1.0)
+                return MessageToDict(reply, preserving_proto_field_name=True)
+            except ttrpc.DeadlineExceeded:
+                continue
+    finally:
+        await client.close()

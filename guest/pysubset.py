@@ -7,6 +7,7 @@ binaries) in isolated mode, imports the roots, and reports every module it loade
 from __future__ import annotations
 
 import ast
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,14 +96,15 @@ def trace(sysroot: Path, required: Iterable[str], optional: Iterable[str], path:
     return Trace(modules)
 
 
-def check_imports(root: Path, names: Iterable[str], path: Iterable[Path]) -> None:
-    """Import names with the interpreter in root (a staged image tree); raise if any import fails."""
-    argv = interpreter_argv(root) + [
-        "-I", "-B", "-c", _TRACE_CHILD,
-        "--deny", "", "--path", ":".join(str(p) for p in path),
-        "--require", ",".join(sorted(set(names))), "--optional", "",
-    ]
+def check_in_chroot(root: Path, names: Iterable[str], agent_module: str | None) -> None:
+    """Inside a chroot of root (a staged image tree), exactly as the guest will: import every name with
+    `python3.11 -I`, then run `python3.11 -I -m <agent_module> --help`. Raises StdlibTraceError on failure."""
+    userns = [] if os.geteuid() == 0 else ["unshare", "--map-root-user"]  # chroot needs (namespaced) root
+    chroot = [*userns, "chroot", str(root), spec.PYTHON_BIN, "-I", "-B"]
     try:
-        run(argv)
+        run(chroot + ["-c", _TRACE_CHILD, "--deny", "", "--path", "", "--require", ",".join(sorted(set(names))),
+                      "--optional", ""])
+        if agent_module:
+            run(chroot + ["-m", agent_module, "--help"])
     except ToolError as exc:
-        raise StdlibTraceError(f"the staged image cannot import its own modules: {exc}") from exc
+        raise StdlibTraceError(f"the staged image cannot run its own Python: {exc}") from exc

@@ -45,13 +45,14 @@ def build(*, sysroot: Path, wheel_dir: Path, tree: ModuleTree, kernel_release: s
     stage = work / "stage"
     stage.mkdir()
     shipped = {pkg: sources.shipped_files(pkg, repo) for pkg in spec.SHIPPED_PACKAGES}
-    proto_modules = sources.module_names(shipped["proto"], repo)
+    our_modules = [m for files in shipped.values() for m in sources.module_names(files, repo)]
+    required = [*spec.STDLIB_ROOTS, *spec.EXTRA_ROOTS, *our_modules]
 
     progress("tracing the stdlib imports of agent/ and proto/ in Debian's python3.11")
     ours = [f for files in shipped.values() for f in files]
     traced = pysubset.trace(
         sysroot,
-        required=[*spec.STDLIB_ROOTS, *spec.EXTRA_ROOTS, *proto_modules],
+        required=required,
         optional=pysubset.stdlib_only(pysubset.imported_names(ours)),
         path=[wheel_dir, repo],
     )
@@ -86,8 +87,9 @@ def build(*, sysroot: Path, wheel_dir: Path, tree: ModuleTree, kernel_release: s
     if stale:
         raise StdlibTraceError(f"{len(stale)} .pyc do not match their sources, e.g. {stale[0]}")
 
-    progress("checking that the staged python imports everything")
-    pysubset.check_imports(stage, [*spec.STDLIB_ROOTS, *spec.EXTRA_ROOTS, *proto_modules], path=[opt])
+    progress("checking the staged tree in a chroot: imports, and the agent's command line")
+    pysubset.check_in_chroot(stage, required, agent_module=spec.AGENT_MODULE if _has_module(opt, spec.AGENT_MODULE)
+                             else None)
 
     progress("packing erofs")
     _normalize_times(stage)  # compiling touched __pycache__ dirs
@@ -124,6 +126,10 @@ def stale_pycs(root: Path) -> list[Path]:
                 or size != st.st_size & 0xFFFFFFFF:
             stale.append(src)
     return sorted(stale)
+
+
+def _has_module(root: Path, dotted: str) -> bool:
+    return (root / (dotted.replace(".", "/") + ".py")).is_file()
 
 
 def _make_dirs(stage: Path) -> None:
@@ -168,17 +174,23 @@ def _find_library(sysroot: Path, soname: str) -> str:
 
 
 def _stage_modules(tree: ModuleTree, kernel_release: str, stage: Path) -> list[str]:
+    """The non-initramfs modules under /lib/modules/<release>/, listed in load order (MODULES_LIST) and with a
+    modules.dep restricted to themselves (their other dependencies are in the initramfs "core" group)."""
     from guest.initramfs import module_groups
 
     initrd = {m for names in module_groups(tree).values() for m in names}
     names = tree.order(spec.ROOTFS_MODULES, already=initrd)
-    lines = []
+    moddir = stage / "lib/modules" / kernel_release
+    rel = {name: str(tree.path(name).relative_to(tree.root)) for name in names}
     for name in names:
-        rel = tree.path(name).relative_to(tree.root)
-        guest_path = f"/lib/modules/{kernel_release}/{rel}"
-        _write(stage / guest_path.lstrip("/"), strip_signature(tree.path(name).read_bytes()))
-        lines.append(guest_path + "\n")
-    _write(stage / spec.MODULES_LIST.lstrip("/"), "".join(lines).encode())
+        _write(moddir / rel[name], strip_signature(tree.path(name).read_bytes()))
+    _write(stage / spec.MODULES_LIST.lstrip("/"), "".join(rel[n] + "\n" for n in names).encode())
+    dep_lines = []
+    for name in names:
+        deps = tree.order([name], already=initrd)[:-1]
+        # modules.dep lists the deepest dependency last (modprobe loads the list back to front)
+        dep_lines.append(f"{rel[name]}: {' '.join(rel[d] for d in reversed(deps))}".rstrip() + "\n")
+    _write(moddir / "modules.dep", "".join(dep_lines).encode())
     return names
 
 

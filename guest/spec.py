@@ -57,6 +57,7 @@ STDLIB_ROOTS = (
     "encodings.latin_1", "encodings.utf_8", "enum", "errno", "fcntl", "fnmatch", "functools", "glob",
     "grp", "hashlib", "heapq", "io", "ipaddress", "itertools", "json", "logging", "logging.handlers",
     "math", "mmap", "operator", "os", "pathlib", "pty", "pwd", "queue", "random", "re", "resource",
+    "runpy",  # `python3 -m` needs it (and importlib.util/_abc behind it)
     "secrets", "select", "selectors", "shlex", "shutil", "signal", "socket", "stat", "string", "struct",
     "subprocess", "tempfile", "termios", "textwrap", "threading", "time", "traceback", "tty", "types",
     "typing", "uuid", "warnings", "weakref",
@@ -75,10 +76,11 @@ PYTHON_BIN = "/usr/bin/python3.11"
 PYTHON_LIB = "/usr/lib/python3.11"
 OPT_DIR = "/opt/rund"  # proto/, agent/ and google/protobuf live here
 SITE_PTH = "/usr/lib/python3/dist-packages/rund.pth"  # puts OPT_DIR on sys.path, also under `python3 -I`
-MODULES_LIST = "/etc/rund/modules.list"
+MODULES_LIST = "/etc/rund/modules.list"  # paths relative to /lib/modules/<release>/, load order
 IMAGE_INFO = "/etc/rund/image.json"
 INIT = "/sbin/init"
-AGENT_ARGV = (PYTHON_BIN, "-I", "-m", "agent.main", "--pid1")
+AGENT_MODULE = "agent.main"
+AGENT_ARGV = (PYTHON_BIN, "-I", "-m", AGENT_MODULE, "--pid1")
 # Mount points the initramfs or the agent mount over (the image itself stays read-only).
 MOUNT_POINTS = ("/proc", "/sys", "/dev", "/tmp", "/run", "/var", "/mnt", "/root")
 

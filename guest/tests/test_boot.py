@@ -49,3 +49,9 @@ def test_init_reports_a_bad_root_and_powers_off(built):
     assert "rund-init: FATAL: unsupported root device /dev/sdz" in console
     assert "Kernel panic" not in console
     assert proc.returncode == 0  # QEMU exited because the guest powered off
+
+
+def test_the_images_own_init_starts_the_agent_and_it_answers_health(built):
+    r = bootcheck.boot_to_agent(built, "microvm")
+    assert r.health["kernel_release"] == built.kernel_release
+    assert int(r.health["uptime_ns"]) > 0

@@ -84,3 +84,56 @@ def test_the_build_is_reproducible(built, repo_copy, tmp_path):
     first = build.build(out_dir=tmp_path / "a", repo=repo_copy, cache=OUT_DIR / "cache")
     second = build.build(out_dir=tmp_path / "b", repo=repo_copy, cache=OUT_DIR / "cache")
     assert manifest.load(first.directory)["outputs"] == manifest.load(second.directory)["outputs"]
+
+
+@pytest.fixture(scope="module")
+def image_tree(built, tmp_path_factory):
+    """The rootfs extracted by erofs-utils' own fsck (which also checks the image's integrity)."""
+    out = tmp_path_factory.mktemp("rootfs") / "x"
+    subprocess.run(["fsck.erofs", f"--extract={out}", str(built.rootfs)], check=True, capture_output=True)
+    return out
+
+
+def test_image_pycs_match_their_sources_as_stored_in_erofs(image_tree):
+    from guest.rootfs import stale_pycs
+
+    assert stale_pycs(image_tree) == []
+    assert (image_tree / "usr/lib/python3.11/__pycache__/os.cpython-311.pyc").is_file()
+
+
+def test_image_starts_the_agent_and_finds_opt_rund(image_tree):
+    init = (image_tree / "sbin/init").read_text()
+    assert init.startswith("#!/bin/sh") and "exec /usr/bin/python3.11 -I -m agent.main --pid1" in init
+    assert os.access(image_tree / "sbin/init", os.X_OK)
+    assert (image_tree / "usr/lib/python3/dist-packages/rund.pth").read_text() == "/opt/rund\n"
+    for pkg in ("opt/rund/proto/ttrpc", "opt/rund/agent", "opt/rund/google/protobuf", "opt/rund/google/_upb"):
+        assert (image_tree / pkg).is_dir(), pkg
+    assert not list(image_tree.glob("opt/rund/*/tests"))
+    assert os.readlink(image_tree / "bin/sh") == "/bin/busybox"
+    for d in spec.MOUNT_POINTS:
+        assert (image_tree / d.lstrip("/")).is_dir()
+
+
+def test_image_leaves_out_what_the_guest_does_not_need(image_tree):
+    dynload = {p.name.split(".")[0] for p in (image_tree / "usr/lib/python3.11/lib-dynload").iterdir()}
+    assert "_ctypes" in dynload
+    assert not dynload & {"_hashlib", "_ssl", "_sqlite3", "_bz2", "_lzma", "_decimal"}
+    assert not list(image_tree.rglob("libssl*")) and not list(image_tree.rglob("libcrypto*"))
+    assert not (image_tree / "usr/lib/python3.11/unittest").exists()
+
+
+def test_image_modules_list_and_dep_agree_and_every_file_is_there(built, image_tree):
+    moddir = image_tree / "lib/modules" / built.kernel_release
+    listed = (image_tree / spec.MODULES_LIST.lstrip("/")).read_text().split()
+    assert listed[0].endswith("/virtio_console.ko")  # the agent's channel first
+    assert {p.rsplit("/", 1)[1] for p in listed} >= {"vsock.ko", "vmw_vsock_virtio_transport.ko", "virtio_net.ko",
+                                                      "overlay.ko", "fuse.ko", "virtiofs.ko"}
+    for rel in listed:
+        assert not (moddir / rel).read_bytes().endswith(SIGNATURE_MAGIC)
+    deps = {}
+    for line in (moddir / "modules.dep").read_text().splitlines():
+        path, _, rest = line.partition(":")
+        deps[path] = rest.split()
+    assert set(deps) == set(listed)
+    for rel, needs in deps.items():  # every dependency is listed (and so loaded) before the module
+        assert all(listed.index(d) < listed.index(rel) for d in needs)
