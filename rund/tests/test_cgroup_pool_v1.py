@@ -273,6 +273,41 @@ def test_a_lease_whose_owner_died_is_taken_back_on_reconcile(make_pool):
     pool.release(live)
 
 
+def _hold_and_die(pool, count):
+    for i in range(count):
+        pool.acquire(f"sb-dead-{i}")
+    os._exit(0)
+
+
+def _reconcile(pool, barrier, pipe):
+    barrier.wait()
+    pipe.send(pool.reconcile())
+    os._exit(0)
+
+
+def test_racing_reconcilers_take_each_dead_lease_back_exactly_once(make_pool):
+    pool = make_pool(size=12)
+    pool.fill()
+    holder = FORK.Process(target=_hold_and_die, args=(pool, 12))
+    holder.start()
+    holder.join(30)
+    assert pool.statistics().leased == 12
+    barrier = FORK.Barrier(3)
+    pipes, procs = [], []
+    for _ in range(3):
+        ours, theirs = FORK.Pipe(duplex=False)
+        procs.append(FORK.Process(target=_reconcile, args=(pool, barrier, theirs)))
+        pipes.append(ours)
+    for p in procs:
+        p.start()
+    taken = [pipe.recv() for pipe in pipes if pipe.poll(30)]
+    for p in procs:
+        p.join(30)
+    assert len(taken) == 3 and sum(taken) == 12
+    stats = pool.statistics()
+    assert (stats.free, stats.leased) == (12, 0)
+
+
 def _start_creating_and_die(pool, ready):
     slot = names.new_slot()
     pool.registry.create(names.claimed(names.NEW, slot, current_owner()))

@@ -1,10 +1,14 @@
-"""The cgroup pool: pre-created sandbox cgroups handed out by atomic rename (cgroup v1 and v2).
+"""The cgroup pool: pre-created sandbox cgroups handed out by an atomic rename (cgroup v1 and v2).
 
-    pool = open_pool(PoolConfig(parent="rund", size=16))
-    lease = pool.acquire(sandbox_id, limits_from_oci(spec["linux"]["resources"]))
-    subprocess.Popen(qemu_argv, preexec_fn=lease.placement())   # the VMM starts inside the cgroup
-    ...
-    pool.release(lease)
+    pool = open_pool(PoolConfig(parent="rund", size=16))       # detects v1 / v2 / hybrid
+    async with PoolRefiller(pool):                              # reconciles once, keeps `size` free
+        lease = pool.acquire(sandbox_id, limits_from_oci(spec["linux"]["resources"]))
+        spawn(qemu_argv, log_fd=fd, pre_exec=lease.placement())  # the VMM starts inside the cgroup
+        ...
+        pool.release(lease)                                     # killed, reset, reclaimed, back in the pool
+
+The rename is of a record file in a registry directory (registry.py), not of the cgroup: cgroup v2
+refuses rename(2) of cgroup directories (EPERM), and on v1 it takes the kernel-global cgroup_mutex.
 """
 
 from __future__ import annotations
