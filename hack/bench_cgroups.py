@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,13 @@ LIMITS = CgroupLimits(cpu_quota_us=50_000, cpu_period_us=100_000, cpu_shares=512
                       cpuset_mems="0", memory_limit_bytes=256 << 20, pids_limit=512)
 # Wall seconds, seconds of it spent waiting for a CPU (run queue), voluntary and involuntary context switches.
 SAMPLE = struct.Struct("ddII")
+
+
+def _limits_for(controllers: frozenset[str]) -> CgroupLimits:
+    """LIMITS without the fields whose controller this layout lacks (e.g. v2 on a hybrid host)."""
+    needs = {"cpu_quota_us": "cpu", "cpu_period_us": "cpu", "cpu_shares": "cpu", "cpuset_cpus": "cpuset",
+             "cpuset_mems": "cpuset", "memory_limit_bytes": "memory", "pids_limit": "pids"}
+    return replace(LIMITS, **{field: None for field, c in needs.items() if c not in controllers})
 
 
 # -- 1. latency under concurrency --------------------------------------------------------------
@@ -224,16 +232,17 @@ def main() -> None:
     plain.prepare()  # same parent setup as the pool (v1 cpuset inheritance, v2 subtree_control)
     fd = -1
     try:
+        limits = _limits_for(pool.driver.controllers)
         pool.fill()
 
         def pool_take():
-            return pool.acquire(f"bench-{os.getpid()}", LIMITS)
+            return pool.acquire(f"bench-{os.getpid()}", limits)
 
         def mkdir_take():
             paths = plain.paths(names.new_slot())
             for path in paths:
                 os.mkdir(path)
-            plain.apply(paths, LIMITS)
+            plain.apply(paths, limits)
             return paths
 
         def mkdir_give(paths):
@@ -249,7 +258,9 @@ def main() -> None:
                 samples[side][1].extend(give)
 
         print(f"cgroup v{pool.driver.version}, {len(pool.driver.hierarchies)} hierarchies, "
-              f"{args.concurrency} concurrent processes x {args.rounds} rounds, {os.cpu_count()} cpus")
+              f"{args.concurrency} concurrent processes x {args.rounds} rounds, {os.cpu_count()} cpus, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        print(f"limits applied: {limits}")
         print(f"{'':<26}{'-------- wall ms --------':>27}{'- minus run-queue wait -':>20}")
         print(f"{'operation':<26}{'p50':>9}{'p99':>9}{'max':>9}{'p50':>11}{'p99':>9}{'slept %':>9}{'preempted %':>11}")
         print(_row("pool acquire+configure", samples["pool"][0]))
@@ -266,7 +277,7 @@ def main() -> None:
         before = count()
         start = time.perf_counter()
         for i in range(args.cycles):
-            lease = pool.acquire(f"cycle-{i}", LIMITS)
+            lease = pool.acquire(f"cycle-{i}", limits)
             _touch_cache(lease.placement(), fd, i * size, size)
             pool.release(lease)
         pool_s = time.perf_counter() - start

@@ -6,7 +6,6 @@ one on v2). A slot's cgroup has the same fixed name in every one of them and is 
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 
 from .limits import CgroupLimits
@@ -24,8 +23,7 @@ class CgroupDriver(ABC):
 
     def paths(self, slot: str) -> tuple[str, ...]:
         """The slot's cgroup directory in every hierarchy."""
-        name = SLOT_PREFIX + slot
-        return tuple(os.path.join(h, name) for h in self.hierarchies)
+        return tuple(f"{h}/{SLOT_PREFIX}{slot}" for h in self.hierarchies)  # f-strings: this is the hot path
 
     @property
     @abstractmethod

@@ -61,7 +61,7 @@ class Registry:
         prefix = names.FREE + "-"
         first = random.randrange(len(SHELVES))
         for i in range(len(SHELVES)):
-            shelf = os.path.join(self.path, SHELVES[(first + i) % len(SHELVES)])
+            shelf = f"{self.path}/{SHELVES[(first + i) % len(SHELVES)]}"
             try:
                 listing = os.listdir(shelf)
             except FileNotFoundError as e:
@@ -97,4 +97,4 @@ class Registry:
                 break
 
     def _file(self, entry: Entry) -> str:
-        return os.path.join(self.path, entry.slot[0], entry.name)
+        return f"{self.path}/{entry.slot[0]}/{entry.name}"

@@ -66,34 +66,37 @@ class V1Driver(CgroupDriver):
             files.write(os.path.join(level, "cgroup.clone_children"), "1")
 
     def apply(self, paths: tuple[str, ...], limits: CgroupLimits) -> None:
+        writes: list[tuple[str, str, str]] = []  # (controller, file, value), in the order the kernel needs
         if limits.cpu_period_us is not None:
-            files.write(os.path.join(self._dir(paths, "cpu"), "cpu.cfs_period_us"), str(limits.cpu_period_us))
+            writes.append(("cpu", "cpu.cfs_period_us", str(limits.cpu_period_us)))
         if limits.cpu_quota_us is not None:
-            files.write(os.path.join(self._dir(paths, "cpu"), "cpu.cfs_quota_us"), str(limits.cpu_quota_us))
+            writes.append(("cpu", "cpu.cfs_quota_us", str(limits.cpu_quota_us)))
         if limits.cpu_shares is not None:
-            files.write(os.path.join(self._dir(paths, "cpu"), "cpu.shares"), str(limits.cpu_shares))
+            writes.append(("cpu", "cpu.shares", str(limits.cpu_shares)))
         if limits.cpuset_cpus is not None:
-            files.write(os.path.join(self._dir(paths, "cpuset"), "cpuset.cpus"), limits.cpuset_cpus)
+            writes.append(("cpuset", "cpuset.cpus", limits.cpuset_cpus))
         if limits.cpuset_mems is not None:
-            files.write(os.path.join(self._dir(paths, "cpuset"), "cpuset.mems"), limits.cpuset_mems)
+            writes.append(("cpuset", "cpuset.mems", limits.cpuset_mems))
         if limits.memory_limit_bytes is not None:
-            files.write(os.path.join(self._dir(paths, "memory"), "memory.limit_in_bytes"),
-                        str(limits.memory_limit_bytes))
+            writes.append(("memory", "memory.limit_in_bytes", str(limits.memory_limit_bytes)))
         if limits.pids_limit is not None:
-            files.write(os.path.join(self._dir(paths, "pids"), "pids.max"), str(limits.pids_limit))
+            writes.append(("pids", "pids.max", str(limits.pids_limit)))
+        for controller, name, value in writes:
+            files.write(f"{self._dir(paths, controller)}/{name}", value)
 
     def reset(self, paths: tuple[str, ...]) -> None:
         cpu = self._dir(paths, "cpu")
-        files.write(os.path.join(cpu, "cpu.cfs_quota_us"), "-1")  # quota first: a period change may conflict
-        files.write(os.path.join(cpu, "cpu.cfs_period_us"), str(DEFAULT_PERIOD_US))
-        files.write(os.path.join(cpu, "cpu.shares"), str(DEFAULT_SHARES))
+        files.write(f"{cpu}/cpu.cfs_quota_us", "-1")  # quota first: the old quota may not fit a new period
+        files.write(f"{cpu}/cpu.cfs_period_us", str(DEFAULT_PERIOD_US))
+        files.write(f"{cpu}/cpu.shares", str(DEFAULT_SHARES))
         if "cpuset" in self._index:
             cpuset = self._dir(paths, "cpuset")
+            parent = os.path.dirname(cpuset)
             for name in ("cpuset.mems", "cpuset.cpus"):
-                files.write(os.path.join(cpuset, name), files.read(os.path.join(os.path.dirname(cpuset), name)).strip())
-        files.write(os.path.join(self._dir(paths, "memory"), "memory.limit_in_bytes"), "-1")
+                files.write(f"{cpuset}/{name}", files.read(f"{parent}/{name}").strip())
+        files.write(f"{self._dir(paths, 'memory')}/memory.limit_in_bytes", "-1")
         if "pids" in self._index:
-            files.write(os.path.join(self._dir(paths, "pids"), "pids.max"), "max")
+            files.write(f"{self._dir(paths, 'pids')}/pids.max", "max")
 
     def kill(self, paths: tuple[str, ...], timeout_s: float) -> None:
         if not files.procs_of(paths):
