@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 log = logging.getLogger("agent")
 GUEST_STATE_DIR = "/run/rund"
@@ -14,8 +14,7 @@ GUEST_CGROUP_ROOT = "/sys/fs/cgroup/rund"
 MODULES_LIST = "/etc/rund/modules.list"
 
 
-@dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(NamedTuple):
     listen: tuple[str, ...]
     state_dir: str
     cgroup_root: str | None

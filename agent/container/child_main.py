@@ -9,7 +9,7 @@ import signal
 import socket
 import struct
 import termios
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..linux import namespaces as ns
 from ..linux.prctl import PR_SET_PDEATHSIG, prctl
@@ -24,15 +24,13 @@ TIOCGPTPEER = 0x5441
 TIOCSPTLCK = 0x40045431
 
 
-@dataclass(frozen=True)
-class ChildStdio:
+class ChildStdio(NamedTuple):
     fds: tuple[int, int, int]  # become 0, 1, 2 (ignored with a terminal)
     terminal: bool
     console_size: tuple[int, int] | None = None
 
 
-@dataclass(frozen=True)
-class InitPlan:
+class InitPlan(NamedTuple):
     spec: ContainerSpec
     rootfs: str
     cgroup_procs: str | None
@@ -41,8 +39,7 @@ class InitPlan:
     stdio: ChildStdio
 
 
-@dataclass(frozen=True)
-class ExecPlan:
+class ExecPlan(NamedTuple):
     process: ProcessSpec
     cgroup_procs: str | None
     joins: tuple[tuple[int, int], ...]  # the container's namespaces, mount last

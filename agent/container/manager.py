@@ -1,6 +1,5 @@
 """All containers of the sandbox: the operations the agent API exposes, on domain values."""
 import asyncio
-import dataclasses
 import logging
 import os
 import re
@@ -69,7 +68,7 @@ class ContainerManager:
         opened: list[int] = []
         pipes = None
         try:
-            spec = dataclasses.replace(spec, readonly_root=spec.readonly_root or prepared.readonly)
+            spec = spec._replace(readonly_root=spec.readonly_root or prepared.readonly)
             cgroup = self._cgroups.create(container_id)
             if cgroup is not None:
                 cgroup.apply(spec.resources)

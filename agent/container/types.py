@@ -1,24 +1,21 @@
 """Domain values the agent's container layer takes and returns (no protobuf here)."""
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class StdioConfig:
+class StdioConfig(NamedTuple):
     terminal: bool = False
     stdin: bool = False
     stdout: bool = False
     stderr: bool = False
 
 
-@dataclass(frozen=True)
-class PathRootfs:
+class PathRootfs(NamedTuple):
     """A directory that already exists where the agent runs."""
     path: str
     readonly: bool = False
 
 
-@dataclass(frozen=True)
-class LayeredRootfs:
+class LayeredRootfs(NamedTuple):
     """A read-only base image on a device with a writable overlay upper on tmpfs or a device."""
     base_device: str
     base_fstype: str = "erofs"
@@ -32,14 +29,12 @@ class LayeredRootfs:
 Rootfs = PathRootfs | LayeredRootfs
 
 
-@dataclass(frozen=True)
-class ExitInfo:
+class ExitInfo(NamedTuple):
     status: int       # exit code, or 128 + signal
     exited_at_ns: int  # wall clock, ns since the epoch
 
 
-@dataclass(frozen=True)
-class CpuStats:
+class CpuStats(NamedTuple):
     usage_total_ns: int = 0
     usage_user_ns: int = 0
     usage_kernel_ns: int = 0
@@ -47,8 +42,7 @@ class CpuStats:
     throttled_time_ns: int = 0
 
 
-@dataclass(frozen=True)
-class MemoryStats:
+class MemoryStats(NamedTuple):
     usage_bytes: int = 0
     max_usage_bytes: int = 0
     limit_bytes: int = 0
@@ -58,14 +52,12 @@ class MemoryStats:
     oom_events: int = 0
 
 
-@dataclass(frozen=True)
-class PidsStats:
+class PidsStats(NamedTuple):
     current: int = 0
     limit: int = 0
 
 
-@dataclass(frozen=True)
-class ContainerStats:
+class ContainerStats(NamedTuple):
     cpu: CpuStats = CpuStats()
     memory: MemoryStats = MemoryStats()
     pids: PidsStats = PidsStats()

@@ -1,7 +1,6 @@
 """The libc handle and the one helper every binding uses to turn -1 into OSError."""
 import ctypes
 import os
-import platform
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -11,7 +10,7 @@ _SYSCALLS = {
     "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "finit_module": 313},
     "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "finit_module": 273},
 }
-SYSCALL_NUMBERS = _SYSCALLS[platform.machine()]
+SYSCALL_NUMBERS = _SYSCALLS[os.uname().machine]
 
 
 def check(result: int, what: str) -> int:

@@ -1,12 +1,11 @@
 """Network identity as the agent applies it (validated, packed where the kernel wants bytes)."""
 import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import InvalidArgument
 
 
-@dataclass(frozen=True)
-class IPAddress:
+class IPAddress(NamedTuple):
     address: str
     prefix_length: int
 
@@ -18,16 +17,14 @@ class IPAddress:
         return socket.inet_pton(self.family, self.address)
 
 
-@dataclass(frozen=True)
-class Interface:
+class Interface(NamedTuple):
     name: str
     mac: str = ""
     mtu: int = 0
     addresses: tuple[IPAddress, ...] = ()
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     destination: str = ""  # CIDR; "" or "default" for the default route
     gateway: str = ""
     device: str = ""
@@ -37,8 +34,7 @@ class Route:
         return self.destination in ("", "default")
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(NamedTuple):
     interfaces: tuple[Interface, ...] = ()
     routes: tuple[Route, ...] = ()
     dns_servers: tuple[str, ...] = ()

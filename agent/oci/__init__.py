@@ -1,1 +1,1 @@
-"""OCI runtime-spec documents (JSON bytes) validated into frozen dataclasses. Pure: no I/O."""
+"""OCI runtime-spec documents (JSON bytes) validated into immutable NamedTuples (cheaper to define than dataclasses under TCG). Pure: no I/O."""

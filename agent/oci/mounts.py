@@ -1,5 +1,5 @@
 """OCI mount entries: options split into mount(2) flags, propagation and filesystem data."""
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import InvalidArgument
 from ..linux import mounts as m
@@ -27,8 +27,7 @@ PROPAGATION = {
 _IGNORED = {"tmpcopyup", "nofail"}
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     destination: str
     type: str
     source: str

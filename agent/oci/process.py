@@ -1,5 +1,5 @@
 """The OCI `process` object: what to run and as whom."""
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import InvalidArgument
 from ..linux.capabilities import NUMBER as CAPABILITY_NUMBER
@@ -14,16 +14,14 @@ U64_MAX = 2**64 - 1
 _CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
 
-@dataclass(frozen=True)
-class User:
+class User(NamedTuple):
     uid: int
     gid: int
     umask: int | None = None
     additional_gids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class Capabilities:
+class Capabilities(NamedTuple):
     """Capability numbers per set."""
     bounding: tuple[int, ...] = ()
     effective: tuple[int, ...] = ()
@@ -32,15 +30,13 @@ class Capabilities:
     ambient: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class Rlimit:
+class Rlimit(NamedTuple):
     resource: int
     soft: int
     hard: int
 
 
-@dataclass(frozen=True)
-class ProcessSpec:
+class ProcessSpec(NamedTuple):
     args: tuple[str, ...]
     env: tuple[str, ...]
     cwd: str

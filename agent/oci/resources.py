@@ -1,5 +1,5 @@
 """The OCI `linux.resources` object (LinuxResources), limited to what a cgroup v2 guest applies."""
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import InvalidArgument
 from .fields import Fields, check_int
@@ -7,8 +7,7 @@ from .fields import Fields, check_int
 MAX = -1  # "no limit" as the OCI spec writes it
 
 
-@dataclass(frozen=True)
-class Resources:
+class Resources(NamedTuple):
     memory_limit: int | None = None        # bytes, or MAX
     memory_reservation: int | None = None  # bytes, or MAX
     memory_swap: int | None = None         # memory+swap bytes (v1 meaning), or MAX

@@ -1,6 +1,6 @@
 """The OCI runtime spec (config.json) of a container, validated."""
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import InvalidArgument
 from ..linux import mounts as m
@@ -16,15 +16,13 @@ _SYSCTL_KEY = re.compile(r"^[A-Za-z0-9_\-]+([./][A-Za-z0-9_\-]+)*$")
 _DEVICE_TYPES = ("c", "b", "u", "p")
 
 
-@dataclass(frozen=True)
-class Namespace:
+class Namespace(NamedTuple):
     type: str
     path: str | None = None  # None: a new namespace
     field: str = ""          # "linux.namespaces[2]", for error messages
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):
     path: str
     type: str  # c, b, u (unbuffered char) or p (fifo)
     major: int
@@ -34,8 +32,7 @@ class Device:
     gid: int = 0
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
+class ContainerSpec(NamedTuple):
     process: ProcessSpec
     hostname: str = ""
     mounts: tuple[Mount, ...] = ()

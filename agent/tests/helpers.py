@@ -3,17 +3,19 @@ from __future__ import annotations
 
 from rund.agent import AgentClient
 
+PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+
 
 def spec(args: list[str], hostname: str = "box", **process_extra) -> dict:
     """A minimal OCI runtime spec; the agent adds /proc, /dev and /sys."""
     process = {"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0},
-               "env": ["PATH=/bin", "TERM=xterm"], **process_extra}
+               "env": [PATH, "TERM=xterm"], **process_extra}
     return {"ociVersion": "1.0.2", "process": process, "hostname": hostname,
             "linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts")]}}
 
 
 def process(args: list[str], **extra) -> dict:
-    return {"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"], **extra}
+    return {"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": [PATH], **extra}
 
 
 async def read_all(client: AgentClient, container_id: str, exec_id: str = "", stream: str = "stdout") -> bytes:
