@@ -34,11 +34,11 @@ def module_names(files: list[Path], root: Path = REPO) -> list[str]:
 
 
 def recipe_files(guest_dir: Path = GUEST_DIR) -> list[Path]:
-    """The build scripts themselves: every file of the guest package except its tests and its output."""
+    """The build scripts themselves: every file of the guest package except its tests, output and docs."""
     out = []
     for path in sorted(guest_dir.rglob("*")):
         rel = path.relative_to(guest_dir).parts
-        if not path.is_file() or rel[0] in ("tests", "out") or "__pycache__" in rel:
+        if not path.is_file() or rel[0] in ("tests", "out") or "__pycache__" in rel or path.suffix == ".md":
             continue
         out.append(path)
     return out
