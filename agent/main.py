@@ -50,19 +50,25 @@ def parse_args(argv: list[str] | None) -> tuple[AgentConfig, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--pid1" in argv:
+        _pid1(argv)
     config, level = parse_args(argv)
+    _setup_logging(level)
+    asyncio.run(serve(config))
+
+
+def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s rund-agent[%(process)d] %(levelname)s %(name)s: %(message)s")
-    if config.pid1:
-        _pid1(config)
-    else:
-        asyncio.run(serve(config))
 
 
-def _pid1(config: AgentConfig) -> None:
+def _pid1(argv: list[str]) -> None:
     """Never returns and never exits: a fatal error powers the guest off after a last message."""
     from .init.pid1 import early_mounts, ensure_standard_fds, last_word
     try:
+        config, level = parse_args(argv)
+        _setup_logging(level)
         early_mounts()
         ensure_standard_fds()
         from .init.modules import ModuleLoader

@@ -79,7 +79,8 @@ def _configure_interface(rtnl: Rtnl, iface: Interface, field: str) -> None:
         if iface.mac or iface.mtu:
             mac = mac_bytes(iface.mac, f"{field}.mac") if iface.mac else b""
             rtnl.request(rt.set_link(rtnl.next_seq(), index, mac=mac, mtu=iface.mtu), f"{iface.name} mac/mtu")
-        for family, prefix, scope, owner, packed in map(rt.parse_address, rtnl.dump(rt.dump_addresses(rtnl.next_seq()))):
+        existing = map(rt.parse_address, rtnl.dump(rt.dump_addresses(rtnl.next_seq())))
+        for family, prefix, scope, owner, packed in existing:
             if owner == index and scope != rt.RT_SCOPE_LINK:
                 rtnl.request(rt.address(rtnl.next_seq(), False, index, family, prefix, packed, scope),
                              f"{iface.name} flush")

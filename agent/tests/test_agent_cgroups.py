@@ -9,7 +9,7 @@ from rund import errors
 from rund.agent import AgentClient, PathRootfs, StdioConfig
 
 from .agent_process import AgentProcess
-from .helpers import process, read_all, spec
+from .helpers import process, spec
 
 pytestmark = pytest.mark.root
 

@@ -145,3 +145,33 @@ async def test_post_restore_sets_the_guest_clock(vm):
         await client.remove_container("clock")
         assert abs(guest_seconds - target / 1e9) < 30
         await client.post_restore(time.time_ns(), os.urandom(64))
+
+
+def test_a_fatal_error_as_pid1_says_why_and_powers_off():
+    """PID 1 must never just exit (the kernel would panic): it prints a last word and powers the guest off."""
+    import base64
+
+    from guest.build import ensure_built
+    from rund.hypervisor import BlockDevice, Machine, QemuVM, host_tsc_khz
+    from rund.hypervisor.testing import VMDirs, minimal_spec, scratch_dir
+
+    art = ensure_built()
+    script = base64.b64encode(b"exec /usr/bin/python3.11 -I -m agent.main --pid1 --listen bogus:1").decode()
+    with scratch_dir() as base:
+        spec_ = minimal_spec(VMDirs(base), Machine.MICROVM, memory_mib=256, kernel=art.vmlinux, initrd=art.initrd,
+                             cmdline=f"console=ttyS0 panic=-1 rund.root=/dev/vda rund.initcmd={script}",
+                             tsc_khz=host_tsc_khz(), disks=(BlockDevice(art.rootfs, serial="root"),))
+
+        async def boot() -> int:
+            vm = QemuVM(spec_)
+            await vm.start()
+            try:
+                return await asyncio.wait_for(vm.wait(), BOOT_TIMEOUT)
+            finally:
+                if vm.returncode is None:
+                    await vm.stop()
+
+        assert asyncio.run(boot()) == 0  # powered off, not a panic
+        console = spec_.console_log.read_text(errors="replace")
+    assert "rund-agent: fatal: ValueError: unknown listen address 'bogus:1'" in console
+    assert "Attempted to kill init" not in console
