@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import NamedTuple
 
 log = logging.getLogger("agent")
@@ -69,11 +70,12 @@ def _pid1(argv: list[str]) -> None:
     try:
         config, level = parse_args(argv)
         _setup_logging(level)
+        log.debug("uptime %.2f s: agent started", time.monotonic())
         early_mounts()
         ensure_standard_fds()
         from .init.modules import ModuleLoader
         loaded = ModuleLoader().load_list(config.modules_list)
-        log.info("loaded modules: %s", " ".join(loaded) or "none")
+        log.info("uptime %.2f s: loaded modules: %s", time.monotonic(), " ".join(loaded) or "none")
         asyncio.run(serve(config))
         last_word("the agent's main loop ended")
     except BaseException as exc:  # noqa: BLE001 - PID 1 must report anything, even SystemExit
@@ -97,7 +99,7 @@ async def serve(config: AgentConfig) -> None:
     reaper.install()
     cgroups = CgroupV2Driver(config.cgroup_root) if config.cgroup_root else NoCgroups()
     cgroups.setup()
-    log.info("containers get %s", cgroups.describe())
+    log.info("uptime %.2f s: containers get %s", time.monotonic(), cgroups.describe())
     os.makedirs(config.state_dir, exist_ok=True)
     oom = OomWatcher()
     manager = ContainerManager(Launcher(reaper), cgroups, oom, config.state_dir)
