@@ -89,14 +89,17 @@ def erofs_device(busybox_rootfs):
     if not shutil.which("mkfs.erofs") or not shutil.which("losetup"):
         pytest.skip("needs erofs-utils and losetup")
     workdir = tempfile.mkdtemp(prefix="agent-erofs-", dir="/tmp")
-    image = os.path.join(workdir, "base.erofs")
-    subprocess.run(["mkfs.erofs", "--quiet", "--all-root", "-Enoinline_data", image, busybox_rootfs], check=True)
-    device = subprocess.run(["losetup", "--find", "--show", "--read-only", image], check=True,
-                            capture_output=True, text=True).stdout.strip()
+    device = None
     try:
+        image = os.path.join(workdir, "base.erofs")
+        subprocess.run(["mkfs.erofs", "--quiet", "--all-root", "-Enoinline_data", image, busybox_rootfs],
+                       check=True)
+        device = subprocess.run(["losetup", "--find", "--show", "--read-only", image], check=True,
+                                capture_output=True, text=True).stdout.strip()
         yield device
     finally:
-        subprocess.run(["losetup", "-d", device], check=False)
+        if device:
+            subprocess.run(["losetup", "-d", device], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
