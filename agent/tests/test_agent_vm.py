@@ -98,6 +98,15 @@ async def test_reconnecting_hosts_get_a_working_connection(vm):
         assert (await client.health()).agent_version
 
 
+async def test_setup_sandbox_checks_kernel_modules_in_the_guest(vm):
+    async with await AgentClient.connect_unix(vm.socket, timeout=60.0) as client:
+        with pytest.raises(errors.InvalidArgument) as info:
+            await client.setup_sandbox("sb", hostname="guest-sb", kernel_modules=("overlay", "no_such_module"))
+        assert "kernel_modules[1]" in str(info.value)
+        await client.setup_sandbox("sb", hostname="guest-sb", kernel_modules=("overlay", "virtio_net"))
+        await client.destroy_sandbox("sb")
+
+
 async def test_container_on_a_layered_erofs_rootfs_in_the_guest(vm):
     async with await AgentClient.connect_unix(vm.socket, timeout=60.0) as client:
         args = ["sh", "-c", "echo $$ $(hostname); grep ' / ' /proc/mounts; echo x > /written; cat /written; exit 5"]
