@@ -1,8 +1,6 @@
-"""Agent test harness: async tests in a bounded event loop, busybox rootfs dirs, a real agent subprocess."""
+"""Agent test harness: busybox rootfs dirs and a real agent subprocess (async tests run through the root conftest)."""
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import shutil
 import tempfile
@@ -10,28 +8,6 @@ import tempfile
 import pytest
 
 from .agent_process import AgentProcess
-
-ASYNC_TEST_TIMEOUT = 30.0
-
-
-async def _run_bounded(coro) -> None:
-    async with asyncio.timeout(ASYNC_TEST_TIMEOUT):
-        await coro
-    await asyncio.sleep(0)
-    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-    for task in left:
-        task.cancel()
-    assert not left, f"tasks left running: {left}"
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    asyncio.run(_run_bounded(pyfuncitem.obj(**args)))
-    return True
-
 
 def make_busybox_rootfs(path: str) -> str:
     """A minimal container rootfs: Debian's static busybox and its applets, /etc/passwd, empty mount points."""

@@ -1,40 +1,20 @@
-"""Runs ``async def`` tests in a fresh event loop, bounded in time, and fails a test that leaves tasks behind."""
+"""ttrpc test harness: socket dirs, a probe service, and client/server pairs over several byte pipes.
+(Async tests run through the root conftest.)"""
 from __future__ import annotations
 
 import asyncio
-import inspect
+import contextlib
+import json
+import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-ASYNC_TEST_TIMEOUT = 30.0
-
-
-async def _run_bounded(coro) -> None:
-    limit = asyncio.timeout(ASYNC_TEST_TIMEOUT)
-    try:
-        async with limit:
-            await coro
-    except TimeoutError:
-        if limit.expired():
-            pytest.fail(f"test did not finish within {ASYNC_TEST_TIMEOUT}s (a hang)")
-        raise
-    await asyncio.sleep(0)  # let just-finished tasks run their last step
-    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-    for task in left:
-        task.cancel()
-    assert not left, f"tasks left running: {left}"
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    asyncio.run(_run_bounded(pyfuncitem.obj(**args)))
-    return True
+from proto import ttrpc
+from proto.gen.rund.agent.v1 import agent_pb2
 
 
 @pytest.fixture
@@ -46,15 +26,6 @@ def sock_dir() -> Iterator[str]:
 
 
 # -- a probe service and client/server harness over several byte pipes ---------------------------
-
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-from collections.abc import AsyncIterator  # noqa: E402
-
-from proto import ttrpc  # noqa: E402
-from proto.gen.rund.agent.v1 import agent_pb2  # noqa: E402
 
 AGENT = agent_pb2.DESCRIPTOR.services_by_name["Agent"]
 # "inet-listener" (TCP on loopback) stands in for AF_VSOCK, which has no loopback here: both take

@@ -1,0 +1,35 @@
+"""Suite-wide test plumbing: ``async def`` tests run in a fresh event loop, bounded in time, and a test that
+leaves tasks behind fails."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import pytest
+
+ASYNC_TEST_TIMEOUT = 30.0
+
+
+async def _run_bounded(coro) -> None:
+    limit = asyncio.timeout(ASYNC_TEST_TIMEOUT)
+    try:
+        async with limit:
+            await coro
+    except TimeoutError:
+        if limit.expired():
+            pytest.fail(f"test did not finish within {ASYNC_TEST_TIMEOUT}s (a hang)")
+        raise
+    await asyncio.sleep(0)  # let just-finished tasks run their last step
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    for task in left:
+        task.cancel()
+    assert not left, f"tasks left running: {left}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    asyncio.run(_run_bounded(pyfuncitem.obj(**args)))
+    return True
