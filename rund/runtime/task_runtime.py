@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from rund.agent.types import ContainerStats  # the guest's cgroup figures, passed through as the agent reports them
 from rund.runtime.process import Exit, Status, Stdio
+
+__all__ = ["ContainerStats", "CreateRequest", "Mount", "ProcessView", "TaskRuntime"]
 
 
 @dataclass(frozen=True)
@@ -34,21 +37,6 @@ class ProcessView:
     status: Status
     stdio: Stdio
     exit: Exit | None
-
-
-@dataclass(frozen=True)
-class ContainerStats:
-    cpu_usage_ns: int = 0
-    cpu_user_ns: int = 0
-    cpu_kernel_ns: int = 0
-    memory_usage_bytes: int = 0
-    memory_max_usage_bytes: int = 0
-    memory_limit_bytes: int = 0
-    memory_cache_bytes: int = 0
-    memory_rss_bytes: int = 0
-    memory_inactive_file_bytes: int = 0
-    pids_current: int = 0
-    pids_limit: int = 0
 
 
 class TaskRuntime(Protocol):

@@ -222,17 +222,20 @@ class TaskService:
     async def Stats(self, ctx, req: shim_pb2.StatsRequest):
         s = await self._runtime.stats(req.id)
         m = metrics_pb2.Metrics()
-        m.cpu.usage.total = s.cpu_usage_ns
-        m.cpu.usage.user = s.cpu_user_ns
-        m.cpu.usage.kernel = s.cpu_kernel_ns
-        m.memory.usage.usage = s.memory_usage_bytes
-        m.memory.usage.limit = s.memory_limit_bytes
-        m.memory.usage.max = s.memory_max_usage_bytes
-        m.memory.total_inactive_file = s.memory_inactive_file_bytes
-        m.memory.cache = s.memory_cache_bytes
-        m.memory.rss = s.memory_rss_bytes
-        m.pids.current = s.pids_current
-        m.pids.limit = s.pids_limit
+        m.cpu.usage.total = s.cpu.usage_total_ns
+        m.cpu.usage.user = s.cpu.usage_user_ns
+        m.cpu.usage.kernel = s.cpu.usage_kernel_ns
+        m.cpu.throttling.throttled_periods = s.cpu.throttled_periods
+        m.cpu.throttling.throttled_time = s.cpu.throttled_time_ns
+        m.memory.usage.usage = s.memory.usage_bytes
+        m.memory.usage.limit = s.memory.limit_bytes
+        m.memory.usage.max = s.memory.max_usage_bytes
+        m.memory.total_inactive_file = s.memory.inactive_file_bytes
+        m.memory.cache = s.memory.cache_bytes
+        m.memory.rss = s.memory.rss_bytes
+        m.memory_oom_control.oom_kill = s.memory.oom_events
+        m.pids.current = s.pids.current
+        m.pids.limit = s.pids.limit
         return shim_pb2.StatsResponse(stats=any_pb2.Any(type_url=METRICS_URL, value=m.SerializeToString()))
 
     @_translating_errors

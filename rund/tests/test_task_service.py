@@ -15,6 +15,7 @@ from proto.gen.containerd.types.task import task_pb2 as types_pb2
 from rund import errors
 from rund.runtime import events
 from rund.runtime.process import Exit, Status, Stdio
+from rund.agent.types import CpuStats, MemoryStats, PidsStats
 from rund.runtime.task_runtime import ContainerStats, ProcessView
 from rund.shim.task_service import GO_ZERO_TIME, TASK_SERVICE, TaskService, event_message
 
@@ -47,7 +48,8 @@ class MemoryRuntime:
         raise errors.FailedPrecondition("process not created")
 
     async def stats(self, cid):
-        return ContainerStats(cpu_usage_ns=10, memory_usage_bytes=20, memory_inactive_file_bytes=3, pids_current=2)
+        return ContainerStats(cpu=CpuStats(usage_total_ns=10), memory=MemoryStats(usage_bytes=20, inactive_file_bytes=3),
+                              pids=PidsStats(current=2))
 
     async def pids(self, cid):
         return [(7, ""), (9, "e1")]
