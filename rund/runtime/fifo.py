@@ -10,6 +10,18 @@ import asyncio
 import os
 
 
+async def _ready(fd: int, writable: bool) -> None:
+    """Wait until fd is readable (or writable) in the running loop."""
+    loop = asyncio.get_running_loop()
+    add, remove = (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
+    ready = loop.create_future()
+    add(fd, ready.set_result, None)
+    try:
+        await ready
+    finally:
+        remove(fd)
+
+
 class FifoWriter:
     def __init__(self, path: str):
         self.path = path
@@ -21,19 +33,13 @@ class FifoWriter:
             raise
 
     async def write(self, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
         view = memoryview(data)
         while view:
             try:
                 n = os.write(self._fd, view)
                 view = view[n:]
             except BlockingIOError:
-                ready = loop.create_future()
-                loop.add_writer(self._fd, ready.set_result, None)
-                try:
-                    await ready
-                finally:
-                    loop.remove_writer(self._fd)
+                await _ready(self._fd, writable=True)
 
     def close(self) -> None:
         for fd in (self._fd, self._keepalive):
@@ -50,14 +56,8 @@ class FifoReader:
     async def read(self, size: int = 65536) -> bytes:
         """Next chunk, or b"" at EOF (the writer closed)."""
         # Wait for readiness before every read: before any writer connected, read() returns 0 too.
-        loop = asyncio.get_running_loop()
         while True:
-            ready = loop.create_future()
-            loop.add_reader(self._fd, ready.set_result, None)
-            try:
-                await ready
-            finally:
-                loop.remove_reader(self._fd)
+            await _ready(self._fd, writable=False)
             try:
                 return os.read(self._fd, size)
             except BlockingIOError:
