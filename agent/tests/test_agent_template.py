@@ -12,7 +12,7 @@ import pytest
 from rund import errors
 from rund.agent import AgentClient, LayeredRootfs, StdioConfig
 from rund.hypervisor import BlockDevice, FileMemory, Machine, QemuVM, host_tsc_khz
-from rund.hypervisor.testing import VMDirs, minimal_spec, qemu_pids, scratch_dir
+from rund.hypervisor.testing import VMDirs, leak_checked_dirs, minimal_spec
 
 from .helpers import read_all, spec
 
@@ -46,10 +46,8 @@ async def random_bytes(client: AgentClient, cid: str) -> bytes:
 
 @pytest.fixture
 def work():
-    before = qemu_pids()
-    with scratch_dir() as base, scratch_dir(parent="/dev/shm") as shm:
+    with leak_checked_dirs(with_shm=True) as (base, shm):
         yield base, shm
-    assert qemu_pids() <= before, "a QEMU process was left behind"
 
 
 def test_clones_of_a_template_serve_and_diverge(work):

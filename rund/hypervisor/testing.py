@@ -86,3 +86,18 @@ def qemu_pids() -> set[int]:
         if ppid == me and comm.startswith("qemu-system"):
             pids.add(int(entry))
     return pids
+
+
+@contextmanager
+def leak_checked_dirs(with_shm: bool = False) -> Iterator[tuple[Path, Path | None]]:
+    """A scratch dir (and one on tmpfs for template RAM when asked) for a test that runs QEMU; on exit, fail
+    if the test left one of its own QEMU children behind."""
+    before = qemu_pids()
+    with scratch_dir() as base:
+        if with_shm:
+            with scratch_dir(parent="/dev/shm") as shm:
+                yield base, shm
+        else:
+            yield base, None
+    assert qemu_pids() <= before, "a QEMU process was left behind"
+

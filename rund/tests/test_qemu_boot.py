@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rund.hypervisor import BlockDevice, Machine, PmemSlot, QemuVM, host_tsc_khz, pmem_slot_address
-from rund.hypervisor.testing import VMDirs, minimal_spec, qemu_pids, scratch_dir
+from rund.hypervisor.testing import VMDirs, leak_checked_dirs, minimal_spec
 
 pytestmark = pytest.mark.vm
 
@@ -32,10 +32,8 @@ def guest() -> Path:
 
 @pytest.fixture
 def dirs():
-    before = qemu_pids()
-    with scratch_dir() as base:
+    with leak_checked_dirs() as (base, _):
         yield VMDirs(base)
-    assert qemu_pids() <= before, "a QEMU process was left behind"
 
 
 def boot_cmdline(root: str) -> str:

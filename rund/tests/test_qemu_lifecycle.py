@@ -26,17 +26,15 @@ from rund.hypervisor import (
 )
 from rund.hypervisor.layout import MiB
 from rund.hypervisor.spec import BlockDevice
-from rund.hypervisor.testing import VMDirs, minimal_spec, process_alive, qemu_pids, scratch_dir
+from rund.hypervisor.testing import VMDirs, leak_checked_dirs, minimal_spec, process_alive
 
 pytestmark = pytest.mark.vm
 
 
 @pytest.fixture
 def dirs():
-    before = qemu_pids()
-    with scratch_dir() as base:
+    with leak_checked_dirs() as (base, _):
         yield VMDirs(base)
-    assert qemu_pids() <= before, "a QEMU process was left behind"
 
 
 def assert_nothing_left(vm: QemuVM, dirs: VMDirs) -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from rund.hypervisor import FileMemory, HypervisorError, Machine, MigrationError, QemuVM
-from rund.hypervisor.testing import VMDirs, minimal_spec, process_alive, qemu_pids, scratch_dir
+from rund.hypervisor.testing import VMDirs, leak_checked_dirs, minimal_spec, process_alive
 
 pytestmark = pytest.mark.vm
 
@@ -18,10 +18,8 @@ pytestmark = pytest.mark.vm
 @pytest.fixture
 def work():
     """A dir for logs and state on /tmp and one for template RAM on tmpfs, as templates use them."""
-    before = qemu_pids()
-    with scratch_dir() as base, scratch_dir(parent="/dev/shm") as shm:
+    with leak_checked_dirs(with_shm=True) as (base, shm):
         yield base, shm
-    assert qemu_pids() <= before, "a QEMU process was left behind"
 
 
 def template_and_clone_specs(base, shm, machine, **kw):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rund.hypervisor import Machine, QemuVM, TapNetwork
-from rund.hypervisor.testing import VMDirs, minimal_spec, qemu_pids, scratch_dir
+from rund.hypervisor.testing import VMDirs, leak_checked_dirs, minimal_spec
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
@@ -35,10 +35,8 @@ def open_tap(name: str) -> int:
 def dirs():
     if os.geteuid() != 0:
         pytest.skip("needs root for /dev/net/tun")
-    before = qemu_pids()
-    with scratch_dir() as base:
+    with leak_checked_dirs() as (base, _):
         yield VMDirs(base)
-    assert qemu_pids() <= before
 
 
 async def run_with_net(dirs: VMDirs, machine: Machine, net: TapNetwork) -> None:
