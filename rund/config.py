@@ -71,6 +71,15 @@ class CgroupConfig:
 
 
 @dataclass(frozen=True)
+class RootfsConfig:
+    cache_dir: str = "/var/lib/rund/rootfs-cache"   # erofs images of image layer chains, shared by all sandboxes
+    cache_max_mib: int = 8192
+    slots: int = 1                   # container rootfs images per sandbox VM (fixed: templates carry the slots)
+    slot_mib: int = 512              # every image is padded to this size (sparse); at most 1024
+    upper_mib: int = 256             # the writable overlay upper (tmpfs in the guest)
+
+
+@dataclass(frozen=True)
 class Config:
     log_level: str = "info"
     state_dir: str = "/run/rund"
@@ -78,11 +87,12 @@ class Config:
     guest: GuestConfig = field(default_factory=GuestConfig)
     templates: TemplateConfig = field(default_factory=TemplateConfig)
     cgroups: CgroupConfig = field(default_factory=CgroupConfig)
+    rootfs: RootfsConfig = field(default_factory=RootfsConfig)
     source: str = ""                 # the file it came from, "" for built-in defaults
 
 
 _SECTIONS = {"hypervisor": HypervisorConfig, "guest": GuestConfig, "templates": TemplateConfig,
-             "cgroups": CgroupConfig}
+             "cgroups": CgroupConfig, "rootfs": RootfsConfig}
 _LOG_LEVELS = {"trace", "debug", "info", "warn", "warning", "error"}
 
 
@@ -128,4 +138,6 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise InvalidArgument(f"{path}: hypervisor.accel must be auto, kvm or tcg")
     if cfg.hypervisor.vcpus < 1 or cfg.hypervisor.memory_mib < 64:
         raise InvalidArgument(f"{path}: hypervisor needs vcpus >= 1 and memory_mib >= 64")
+    if cfg.rootfs.slots < 1 or not 2 <= cfg.rootfs.slot_mib <= 1024 or cfg.rootfs.slot_mib % 2:
+        raise InvalidArgument(f"{path}: rootfs needs slots >= 1 and an even slot_mib in 2..1024")
     return replace(cfg, source=str(path))

@@ -1,0 +1,121 @@
+"""The shape of a sandbox VM, decided by configuration alone, and the VMSpec for one sandbox of that shape.
+
+Cold boots, templates and clones all take their spec from `sandbox_spec`, so a clone's devices match its template's
+exactly (QEMU restores device state by position and checks nothing about pmem, see reference/qemu-on-this-machine.md).
+Container rootfs images sit in fixed-size slots after the guest OS image: a clone binds its images to the slots the
+template saved empty (bound to a sparse placeholder), so no hotplug is needed on the start path.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rund.config import Config
+from rund.errors import FailedPrecondition, InvalidArgument
+from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, Machine, PmemSlot, SerialChannel,
+                             VMSpec, detect_accel, host_tsc_khz, pmem_slot_address)
+from rund.hypervisor.layout import GiB, MiB, PMEM_ALIGN
+
+GUEST_ROOT_SERIAL = "root"
+
+
+@dataclass(frozen=True)
+class SandboxShape:
+    machine: Machine
+    accel: Accel
+    vcpus: int
+    memory_mib: int
+    tb_size_mib: int
+    kernel: Path
+    initrd: Path
+    image: Path                 # the guest OS erofs image (agent, python): pmem0 / vda
+    image_bytes: int
+    kernel_params: str
+    rootfs_slots: int           # container rootfs images per VM
+    rootfs_slot_bytes: int      # every container image is padded to exactly this size
+    disable_thp: bool = True
+    tsc_khz: int | None = None
+    key_extra: tuple = field(default=())   # anything else a template must be keyed by
+
+    @property
+    def dax(self) -> bool:
+        return self.machine is Machine.Q35
+
+    def rootfs_device(self, slot: int) -> str:
+        """The guest device of container rootfs slot `slot` (0-based)."""
+        if self.machine is Machine.Q35:
+            return f"/dev/pmem{slot + 1}"
+        return "/dev/vd" + chr(ord("b") + slot)
+
+    def cmdline(self) -> str:
+        root = "rund.root=/dev/pmem0 rund.rootflags=dax=always" if self.dax else "rund.root=/dev/vda"
+        return " ".join(w for w in ("console=ttyS0 panic=-1 quiet", root, self.kernel_params) if w)
+
+
+def shape_from_config(cfg: Config) -> SandboxShape:
+    """Resolve the configuration against this host: guest files present, accelerator detected."""
+    hv, guest = cfg.hypervisor, cfg.guest
+    kernel, initrd, image = guest.kernel_path(), guest.initrd_path(), guest.image_path()
+    for what, path in (("guest kernel", kernel), ("guest initrd", initrd), ("guest image", image)):
+        if not path.is_file():
+            raise FailedPrecondition(f"{what} {path} is missing: build it with `make guest-image` "
+                                     f"(or set [guest] in {cfg.source or 'the rund config'})")
+    slot_bytes = cfg.rootfs.slot_mib * MiB
+    if slot_bytes % PMEM_ALIGN or slot_bytes > GiB:
+        raise InvalidArgument(f"rootfs.slot_mib must be a multiple of 2 and at most 1024, got {cfg.rootfs.slot_mib}")
+    if hv.accel == "auto":
+        accel = detect_accel().accel
+    else:
+        accel = Accel(hv.accel)
+    return SandboxShape(
+        machine=Machine(hv.machine), accel=accel, vcpus=hv.vcpus, memory_mib=hv.memory_mib,
+        tb_size_mib=hv.tb_size_mib, kernel=kernel, initrd=initrd, image=image, image_bytes=os.stat(image).st_size,
+        kernel_params=guest.kernel_params, rootfs_slots=cfg.rootfs.slots, rootfs_slot_bytes=slot_bytes,
+        disable_thp=hv.disable_thp, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None)
+
+
+@dataclass(frozen=True)
+class VMPaths:
+    """Where one VM keeps its files: `run` is QEMU's runtime dir (sockets; created by the driver)."""
+    base: Path
+
+    @property
+    def run(self) -> Path:
+        return self.base / "vm"
+
+    @property
+    def console_log(self) -> Path:
+        return self.base / "console.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.base / "qemu.log"
+
+
+def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: tuple[Path, ...],
+                 placeholder: Path | None, memory: AnonymousMemory | FileMemory = AnonymousMemory(),
+                 incoming_defer: bool = False) -> VMSpec:
+    """rootfs_images fill the first slots; the others are bound to `placeholder` (a sparse file of slot size)."""
+    if len(rootfs_images) > shape.rootfs_slots:
+        raise InvalidArgument(f"{len(rootfs_images)} rootfs images for {shape.rootfs_slots} slots")
+    slots = list(rootfs_images)
+    if len(slots) < shape.rootfs_slots:
+        if placeholder is None:
+            raise InvalidArgument("empty rootfs slots need a placeholder image")
+        slots += [placeholder] * (shape.rootfs_slots - len(slots))
+    pmem: tuple[PmemSlot, ...] = ()
+    disks: tuple[BlockDevice, ...] = ()
+    if shape.machine is Machine.Q35:
+        pmem = (PmemSlot(shape.image, shape.image_bytes, pmem_slot_address(shape.memory_mib, 0)),)
+        pmem += tuple(PmemSlot(p, shape.rootfs_slot_bytes, pmem_slot_address(shape.memory_mib, i + 1))
+                      for i, p in enumerate(slots))
+    else:
+        disks = (BlockDevice(shape.image, serial=GUEST_ROOT_SERIAL),)
+        disks += tuple(BlockDevice(p, serial=f"rootfs{i}") for i, p in enumerate(slots))
+    return VMSpec(
+        name=name, machine=shape.machine, accel=shape.accel, vcpus=shape.vcpus, memory_mib=shape.memory_mib,
+        runtime_dir=paths.run, console_log=paths.console_log, qemu_log=paths.qemu_log, agent=SerialChannel(),
+        kernel=shape.kernel, initrd=shape.initrd, cmdline=shape.cmdline(),
+        memory=memory, pmem=pmem, disks=disks, rng=False, incoming_defer=incoming_defer,
+        tb_size_mib=shape.tb_size_mib, tsc_khz=shape.tsc_khz)
