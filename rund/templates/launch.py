@@ -45,9 +45,10 @@ class LaunchedVM:
 
 
 class Launcher:
-    def __init__(self, shape: SandboxShape, work_dir: Path):
+    def __init__(self, shape: SandboxShape, work_dir: Path, templates_dir: Path | None = None):
         self.shape = shape
-        self.work_dir = work_dir                # placeholders (and, with templates, their files)
+        self.work_dir = work_dir                # placeholders
+        self.templates_dir = templates_dir      # None: templates disabled
 
     async def launch(self, req: LaunchRequest) -> LaunchedVM:
         return await self.cold_boot(req)
