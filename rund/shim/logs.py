@@ -28,3 +28,4 @@ def setup(bundle: str, debug: bool, level_name: str = "info") -> None:
     handler = _FifoHandler(stream)
     handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
+    logging.getLogger("qemu.qmp").setLevel(logging.WARNING)   # every QMP message at debug drowns the shim's own

@@ -1,0 +1,95 @@
+"""Release what a dead shim left behind, from its records alone (the `delete` action's work).
+
+Scoped to one container: its rootfs pin is released and its record removed. The VM, its cgroup and the state dir go
+only when that container is the sandbox itself or the last one recorded. A sandbox whose shim is alive (it holds
+the state dir's lock) is left to that shim.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rund import config
+from rund.resources.cgroups import CgroupError, open_pool
+from rund.resources.rootfs import RootfsError
+from rund.runtime.rootfs import cache_for
+from rund.runtime.sandbox import pool_config
+from rund.runtime.sandbox_runtime import BUNDLE_POINTER
+from rund.runtime.state import CorruptRecord, SandboxDir, process_start_ticks
+
+log = logging.getLogger("rund.cleanup")
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    pid: int                 # the VMM pid containerd knew as the task's pid (0 if none)
+
+
+def cleanup_container(bundle: str, container_id: str) -> Cleaned:
+    try:
+        pointer = json.loads((Path(bundle) / BUNDLE_POINTER).read_text())
+    except FileNotFoundError:
+        return Cleaned(0)            # never created, or already cleaned up
+    except ValueError as e:
+        log.warning("%s: unreadable (%s); nothing to clean", Path(bundle) / BUNDLE_POINTER, e)
+        return Cleaned(0)
+    cfg = config.load(pointer.get("config_path") or None)
+    path = Path(pointer["sandbox_dir"])
+    sdir = SandboxDir(path.parent.parent, path.parent.name, path.name)
+    if not sdir.path.exists():
+        return Cleaned(0)
+    if not sdir.lock():
+        log.info("sandbox %s is served by a live shim: leaving container %s to it", sdir.sandbox_id, container_id)
+        return Cleaned(0)
+    try:
+        record = sdir.read_sandbox()
+    except CorruptRecord as e:
+        log.warning("%s", e)
+        record = None
+    pid = record.qemu_pid if record else 0
+    try:
+        crecord = sdir.read_container(container_id)
+    except CorruptRecord as e:
+        log.warning("%s", e)
+        crecord = None
+    cache = cache_for(cfg)
+    if crecord is not None and crecord.rootfs_owner:
+        try:
+            cache.release_owner(crecord.rootfs_owner)
+        except RootfsError as e:
+            log.warning("container %s: releasing its rootfs: %s", container_id, e)
+    sdir.remove_container(container_id)
+    if container_id != sdir.sandbox_id and sdir.container_ids():
+        sdir.unlock()
+        return Cleaned(pid)
+    for other in sdir.container_ids():      # the sandbox goes: so do its other containers' pins
+        try:
+            rec = sdir.read_container(other)
+            if rec is not None and rec.rootfs_owner:
+                cache.release_owner(rec.rootfs_owner)
+        except (CorruptRecord, RootfsError) as e:
+            log.warning("container %s: %s", other, e)
+    if record is not None and record.qemu_pid:
+        _kill_vmm(record.qemu_pid, record.qemu_start_ticks)
+    if record is not None and record.cgroup_leased:
+        try:
+            open_pool(pool_config(cfg)).reconcile()     # takes back the dead shim's lease
+        except CgroupError as e:
+            log.warning("sandbox %s: reclaiming its cgroup: %s", sdir.sandbox_id, e)
+    sdir.remove()
+    return Cleaned(pid)
+
+
+def _kill_vmm(pid: int, start_ticks: int) -> None:
+    ticks = process_start_ticks(pid)
+    if ticks is None or (start_ticks and ticks != start_ticks):
+        return                      # gone, or the pid now names another process
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while process_start_ticks(pid) == ticks and time.monotonic() < deadline:
+        time.sleep(0.01)

@@ -1,0 +1,38 @@
+"""A container in the sandbox: its init and execs, its stdio copies, its rootfs pin."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from rund.errors import NotFound
+from rund.runtime.process import Process
+from rund.runtime.stdio_copy import StdioCopy
+
+
+@dataclass
+class Running:
+    """What a started (or created) process holds on the host."""
+    process: Process
+    stdio: StdioCopy
+    monitor: asyncio.Task | None = None
+
+
+@dataclass
+class Container:
+    id: str
+    bundle: str
+    spec: dict                          # the guest spec (see guest_spec.py)
+    rootfs_image: object | None         # the rootfs cache's image, released at delete
+    init: Running
+    execs: dict[str, Running] = field(default_factory=dict)
+
+    def get(self, exec_id: str) -> Running:
+        if not exec_id:
+            return self.init
+        try:
+            return self.execs[exec_id]
+        except KeyError:
+            raise NotFound(f"process {exec_id} does not exist in container {self.id}") from None
+
+    def running_exec_monitors(self) -> list[asyncio.Task]:
+        return [r.monitor for r in self.execs.values() if r.monitor is not None and not r.monitor.done()]

@@ -1,0 +1,79 @@
+"""Which guest device holds each container's rootfs: images from the rootfs cache, bound to the VM's slots.
+
+The slots are fixed when the VM starts (a clone binds them at restore; there is no hotplug on the start path), so
+the first container's image is bound at launch; a later container of the pod may share an image already bound
+(a read-only base; each container gets its own writable upper in the guest).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from rund import errors
+from rund.config import Config
+from rund.resources.rootfs import RootfsCache, RootfsImage, SnapshotMount
+from rund.runtime.task_runtime import Mount
+
+
+def owner_of(namespace: str, container_id: str) -> str:
+    """The rootfs cache pin owner of a container (no '/': it names a file)."""
+    return f"{namespace}:{container_id}"
+
+
+def cache_for(cfg: Config) -> RootfsCache:
+    return RootfsCache(cfg.rootfs.cache_dir, slot_bytes=cfg.rootfs.slot_mib << 20,
+                       max_bytes=cfg.rootfs.cache_max_mib << 20)
+
+
+def snapshot_mounts(mounts: tuple[Mount, ...], bundle: str) -> list[SnapshotMount]:
+    if mounts:
+        return [SnapshotMount(m.type, m.source, tuple(m.options)) for m in mounts]
+    # No snapshot mounts: the client prepared <bundle>/rootfs itself (`ctr run --rootfs`, or a static bundle).
+    rootfs = os.path.join(bundle, "rootfs")
+    if not os.path.isdir(rootfs) or not os.listdir(rootfs):
+        raise errors.InvalidArgument(f"no rootfs: neither rootfs mounts nor a populated {rootfs}")
+    return [SnapshotMount("bind", rootfs, ("rbind", "ro"))]
+
+
+class RootfsPins:
+    def __init__(self, cfg: Config, sandbox):
+        self._cache = cache_for(cfg)
+        self._sandbox = sandbox
+        self._slots = cfg.rootfs.slots
+        self._bound: list[Path] = []                  # slot i holds this image file
+        self._held: dict[str, tuple[RootfsImage, str]] = {}   # container id -> (image, owner)
+
+    async def _acquire(self, container_id: str, owner: str, mounts: tuple[Mount, ...], bundle: str) -> RootfsImage:
+        image = await asyncio.to_thread(self._cache.acquire, snapshot_mounts(mounts, bundle), owner)
+        self._held[container_id] = (image, owner)
+        return image
+
+    async def prepare_first(self, container_id: str, owner: str, mounts: tuple[Mount, ...],
+                            bundle: str) -> tuple[Path, ...]:
+        """The images to bind at launch: the first container's."""
+        image = await self._acquire(container_id, owner, mounts, bundle)
+        self._bound = [image.path]
+        return tuple(self._bound)
+
+    async def device_for(self, container_id: str, owner: str, mounts: tuple[Mount, ...],
+                         bundle: str) -> tuple[str, RootfsImage]:
+        held = self._held.get(container_id)
+        image = held[0] if held else await self._acquire(container_id, owner, mounts, bundle)
+        try:
+            slot = self._bound.index(image.path)
+        except ValueError:
+            await self.release(container_id)
+            raise errors.FailedPrecondition(
+                f"container {container_id}: its image differs from the ones bound to this sandbox VM's rootfs "
+                f"slots, and adding a rootfs to a running VM is not supported yet") from None
+        return self._sandbox.launched.rootfs_devices[slot], image
+
+    async def release(self, container_id: str) -> None:
+        held = self._held.pop(container_id, None)
+        if held is not None:
+            await asyncio.to_thread(self._cache.release, *held)
+
+    async def release_all(self) -> None:
+        for cid in list(self._held):
+            await self.release(cid)

@@ -1,0 +1,157 @@
+"""The pod's VM and the host resources it holds: its state directory, a cgroup from the pool, the launched VM.
+
+Created once per shim by the first container; torn down when the sandbox container is deleted or the shim exits.
+Every acquisition is recorded on disk before it is made, so `delete` can release it after a shim crash.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Callable
+
+from rund import errors
+from rund.agent import AgentClient
+from rund.config import Config
+from rund.resources.cgroups import CgroupError, CgroupLease, PoolConfig, limits_from_oci, open_pool
+from rund.runtime.state import SandboxDir, SandboxRecord, process_start_ticks
+from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
+from rund.hypervisor import HypervisorError
+
+log = logging.getLogger("rund.runtime.sandbox")
+
+
+def pool_config(cfg: Config) -> PoolConfig:
+    return PoolConfig(parent=cfg.cgroups.parent, size=cfg.cgroups.pool_size if cfg.cgroups.pool else 0,
+                      state_dir=str(Path(cfg.state_dir) / "cgroup-pool"))
+
+
+class Sandbox:
+    def __init__(self, cfg: Config, namespace: str, sandbox_id: str, shim_pid: int):
+        self.cfg = cfg
+        self.id = sandbox_id
+        self.dir = SandboxDir(cfg.state_dir, namespace, sandbox_id)
+        self._record = SandboxRecord(namespace, sandbox_id, shim_pid)
+        self._pool = None
+        self._lease: CgroupLease | None = None
+        self._launched: LaunchedVM | None = None
+        self._watch: asyncio.Task | None = None
+        self._stopping = False
+        self.dead = False
+
+    @property
+    def agent(self) -> AgentClient:
+        if self._launched is None or self.dead:
+            raise errors.Unavailable(f"sandbox {self.id}: its VM is not running")
+        return self._launched.agent
+
+    @property
+    def vmm_pid(self) -> int:
+        return (self._launched.vm.pid or 0) if self._launched else 0
+
+    @property
+    def launched(self) -> LaunchedVM:
+        assert self._launched is not None
+        return self._launched
+
+    @property
+    def started(self) -> bool:
+        return self._launched is not None
+
+    def claim(self) -> None:
+        """Take the sandbox's state dir (and its lifetime lock) before acquiring anything recorded there."""
+        self.dir.create()
+        if not self.dir.lock():
+            raise errors.AlreadyExists(f"sandbox {self.id} is already served by another rund shim")
+        self.dir.write_sandbox(self._record)
+
+    async def start(self, rootfs_images: tuple[Path, ...], resources: dict | None, hostname: str,
+                    on_vm_exit: Callable[[int], None]) -> None:
+        """A cgroup and a VM whose agent answers. On failure, everything is released (the state dir too)."""
+        try:
+            await self._acquire_cgroup(resources)
+            shape = shape_from_config(self.cfg)
+            templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
+            launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
+            placement = self._lease.placement() if self._lease else None
+            self._launched = await launcher.launch(LaunchRequest(
+                name=self.id[:32], dir=self.dir.path, rootfs_images=rootfs_images, pre_exec=placement,
+                hostname=hostname))
+            pid = self._launched.vm.pid or 0
+            self._record = SandboxRecord(**{**self._record.__dict__, "qemu_pid": pid,
+                                            "qemu_start_ticks": process_start_ticks(pid) or 0})
+            self.dir.write_sandbox(self._record)
+            await self.agent.setup_sandbox(self.id, hostname=hostname)
+        except BaseException:
+            await self.stop()
+            raise
+        self._watch = asyncio.create_task(self._watch_vm(on_vm_exit), name=f"vm-watch-{self.id}")
+
+    async def _acquire_cgroup(self, resources: dict | None) -> None:
+        try:
+            self._pool = await asyncio.to_thread(open_pool, pool_config(self.cfg))
+            # The VMM's cgroup gets the pod's CPU limits; memory is bounded by the VM's size (the guest enforces
+            # the container's own limit in its cgroups).
+            oci = {k: v for k, v in (resources or {}).items() if k in ("cpu",)}
+            self._record = SandboxRecord(**{**self._record.__dict__, "cgroup_leased": True})
+            self.dir.write_sandbox(self._record)
+            self._lease = await asyncio.to_thread(self._pool.acquire, _cgroup_name(self.id), limits_from_oci(oci))
+        except CgroupError as e:
+            log.warning("sandbox %s runs without a cgroup of its own: %s", self.id, e)
+            self._lease = None
+
+    async def _watch_vm(self, on_vm_exit: Callable[[int], None]) -> None:
+        code = await self.launched.vm.wait()
+        if self._stopping:
+            return
+        self.dead = True
+        log.error("sandbox %s: VM (pid %d) exited unexpectedly with %s; console tail:\n%s", self.id,
+                  self.vmm_pid, code, _tail(self.dir.path / "console.log"))
+        await self.launched.agent.close()     # every pending agent call now fails Unavailable
+        on_vm_exit(code)
+
+    async def pause(self) -> None:
+        try:
+            await self.launched.vm.pause()
+        except HypervisorError as e:
+            raise errors.Unavailable(f"sandbox {self.id}: pause failed: {e}") from e
+
+    async def resume(self) -> None:
+        try:
+            await self.launched.vm.resume()
+        except HypervisorError as e:
+            raise errors.Unavailable(f"sandbox {self.id}: resume failed: {e}") from e
+
+    async def stop(self) -> None:
+        """Release everything (idempotent): the VM, the cgroup, the state dir."""
+        self._stopping = True
+        if self._launched is not None:
+            await self._launched.agent.close()
+            try:
+                await self._launched.vm.stop(timeout=2.0)
+            except HypervisorError as e:
+                log.warning("sandbox %s: stopping the VM: %s", self.id, e)
+        if self._watch is not None:
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
+        if self._lease is not None and self._pool is not None:
+            try:
+                await asyncio.to_thread(self._pool.release, self._lease)
+            except CgroupError as e:
+                log.warning("sandbox %s: releasing its cgroup: %s", self.id, e)
+            self._lease = None
+        self.dir.remove()
+
+
+def _cgroup_name(sandbox_id: str) -> str:
+    return sandbox_id[:64]
+
+
+def _tail(path: Path, size: int = 2000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - size))
+            return f.read().decode(errors="replace")
+    except OSError as e:
+        return f"(no console log: {e})"

@@ -1,0 +1,142 @@
+"""What a shim must leave on disk so that `delete` can release everything after the shim died.
+
+    <state_dir>/<namespace>/<sandbox_id>/
+        sandbox.json            the VM (QEMU pid + start time), the shim (pid), whether a cgroup lease is held
+        containers/<id>.json    one per container: its bundle and its rootfs pin owner
+        shim.lock               flock held by the live shim for its whole life (delete leaves a live sandbox alone)
+        vm/, console.log, qemu.log
+
+Every record is written to a temp file, fsynced and renamed into place: a crash leaves the old or the new record.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class SandboxRecord:
+    namespace: str
+    sandbox_id: str
+    shim_pid: int
+    qemu_pid: int = 0
+    qemu_start_ticks: int = 0       # /proc/<pid>/stat starttime: a reused pid is not our QEMU
+    cgroup_leased: bool = False
+    format: int = FORMAT
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    id: str
+    bundle: str
+    rootfs_owner: str = ""
+
+
+def write_json_atomic(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _read(path: Path, cls):
+    try:
+        doc = json.loads(path.read_text())
+        return cls(**doc)
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as e:   # a record from another format: treat as absent, but say so
+        raise CorruptRecord(f"{path}: {e}") from None
+
+
+class CorruptRecord(Exception):
+    pass
+
+
+class SandboxDir:
+    def __init__(self, state_dir: str | Path, namespace: str, sandbox_id: str):
+        self.path = Path(state_dir) / namespace / sandbox_id
+        self.namespace, self.sandbox_id = namespace, sandbox_id
+        self._lock_fd = -1
+
+    @property
+    def containers(self) -> Path:
+        return self.path / "containers"
+
+    def create(self) -> None:
+        self.containers.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def lock(self) -> bool:
+        """Take the shim's lifetime lock (non-blocking); False if another live process holds it."""
+        fd = os.open(self.path / "shim.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def write_sandbox(self, record: SandboxRecord) -> None:
+        write_json_atomic(self.path / "sandbox.json", asdict(record))
+
+    def read_sandbox(self) -> SandboxRecord | None:
+        return _read(self.path / "sandbox.json", SandboxRecord)
+
+    def write_container(self, record: ContainerRecord) -> None:
+        write_json_atomic(self.containers / f"{record.id}.json", asdict(record))
+
+    def read_container(self, container_id: str) -> ContainerRecord | None:
+        return _read(self.containers / f"{container_id}.json", ContainerRecord)
+
+    def remove_container(self, container_id: str) -> None:
+        (self.containers / f"{container_id}.json").unlink(missing_ok=True)
+
+    def container_ids(self) -> list[str]:
+        try:
+            return sorted(p.stem for p in self.containers.glob("*.json"))
+        except FileNotFoundError:
+            return []
+
+    def remove(self) -> None:
+        self.unlock()
+        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            self.path.parent.rmdir()   # the namespace dir, once empty
+        except OSError:
+            pass
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """starttime from /proc/<pid>/stat, or None if there is no such (live) process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    rest = stat[stat.rindex(b")") + 2:].split()
+    if rest[0] == b"Z":
+        return None
+    return int(rest[19])
