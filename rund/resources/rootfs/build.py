@@ -24,6 +24,9 @@ MOUNT_DATA_MAX = 4000
 # `cd` first so that long chains can be given relative to their common parent (as containerd's mount helper does).
 _MOUNT_THEN_EXEC = 'cd "$1" && mount -r -t overlay -o "$2" overlay "$3" && shift 3 && exec "$@"'
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# If the process that builds dies, the build dies with it instead of running on as an orphan (setpriv sets the
+# parent-death signal, which survives the execs into unshare, sh and mkfs.erofs).
+_DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,10 @@ def build_image(source: ImageSource, out: str, scratch: str, slot_bytes: int) ->
         mnt = os.path.join(scratch, "merged")
         os.mkdir(mnt)
         cwd, lowerdir = _lowerdir(source, scratch)
-        argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _MOUNT_THEN_EXEC, "sh",
+        argv = [*_DIE_WITH_PARENT, "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _MOUNT_THEN_EXEC, "sh",
                 cwd, f"lowerdir={lowerdir}", mnt, *mkfs, mnt]
     else:
-        argv = [*mkfs, source.paths[0]]
+        argv = [*_DIE_WITH_PARENT, *mkfs, source.paths[0]]
     result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
     if result.returncode != 0:
         if _nearly_full(scratch):
