@@ -4,9 +4,9 @@ The launcher owns the VM until it returns: on any failure the VM is stopped and 
 """
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +15,19 @@ from typing import Callable
 from rund import errors
 from rund.agent import AgentClient
 from rund.hypervisor import HypervisorError, QemuVM
+from rund.templates.builder import spawn_builder
+from rund.templates.clone import clone_vm
+from rund.templates.ensure import ensure_template
+from rund.templates.errors import TemplateCorrupt, TemplateMissing
+from rund.templates.key import TemplateKey, template_key
 from rund.templates.placeholder import ensure_placeholder
 from rund.templates.shape import SandboxShape, VMPaths, sandbox_spec
+from rund.templates.store import Template, TemplateStore
+from rund.templates.wait import wait_for_agent
 
 log = logging.getLogger("rund.templates")
 
 COLD_BOOT_TIMEOUT = 300.0     # TCG boots of the Python agent take 10-30 s on a loaded 2-core host
-HEALTH_POLL = 2.0
 PR_SET_THP_DISABLE = 41
 
 
@@ -42,20 +48,90 @@ class LaunchedVM:
     rootfs_devices: tuple[str, ...]            # guest device of each rootfs image, in order
     dax: bool
     timings: dict[str, float] = field(default_factory=dict)
+    template: str = ""                         # the template's key, for a clone
 
 
 class Launcher:
-    def __init__(self, shape: SandboxShape, work_dir: Path, templates_dir: Path | None = None):
+    """launch(): a clone of the valid template for this shape, else a cold boot; a missing or corrupt template is
+    rebuilt by a detached builder process after the cold boot (see builder.py), so the next sandbox clones."""
+
+    def __init__(self, shape: SandboxShape, work_dir: Path, templates_dir: Path | None = None, *,
+                 warm_templates: bool = True, build_templates: bool = True):
         self.shape = shape
         self.work_dir = work_dir                # placeholders
         self.templates_dir = templates_dir      # None: templates disabled
+        self.store = TemplateStore(templates_dir) if templates_dir is not None else None
+        self.warm_templates = warm_templates    # run one container in the template before saving it
+        self.build_templates = build_templates  # False: never start a builder (benchmarks, tests)
+        self.builder: subprocess.Popen | None = None   # the last builder started (tests wait for it)
+        self._key: TemplateKey | None = None
+
+    def template_key(self) -> TemplateKey:
+        if self._key is None:
+            assert self.store is not None
+            self._key = template_key(self.shape, self.store.digests, self.warm_templates)
+        return self._key
+
+    def placeholder(self) -> Path:
+        return ensure_placeholder(self.work_dir, self.shape.rootfs_slot_bytes)
 
     async def launch(self, req: LaunchRequest) -> LaunchedVM:
-        return await self.cold_boot(req)
+        if self.store is None:
+            return await self.cold_boot(req)
+        t0 = time.monotonic()
+        rebuild_reason = None
+        try:
+            key = self.template_key()
+            template = self.store.get(key.key)
+        except TemplateMissing:
+            rebuild_reason = "no template yet"
+            log.info("sandbox %s: no template %s yet; booting cold", req.name, self._key.key if self._key else "?")
+        except TemplateCorrupt as e:
+            rebuild_reason = str(e)
+            log.warning("sandbox %s: template unusable (%s); booting cold and rebuilding it", req.name, e)
+        except (errors.RundError, OSError) as e:
+            log.warning("sandbox %s: templates unavailable (%s); booting cold", req.name, e)
+        else:
+            t_checked = time.monotonic()
+            try:
+                launched = await self.clone(req, template)
+            except (errors.RundError, OSError) as e:
+                log.warning("sandbox %s: clone of template %s failed (%s); booting cold", req.name, key.key, e)
+            else:
+                launched.timings["template_check"] = t_checked - t0
+                return launched
+        launched = await self.cold_boot(req)
+        if rebuild_reason is not None and self.build_templates:
+            self._start_builder(rebuild_reason)
+        return launched
+
+    async def clone(self, req: LaunchRequest, template: Template) -> LaunchedVM:
+        vm, agent, timings = await clone_vm(self.shape, template, req.name, req.dir, req.rootfs_images,
+                                            self.placeholder(), hostname=req.hostname,
+                                            pre_exec=self._pre_exec(req.pre_exec))
+        log.info("sandbox VM %s cloned from template %s (pid %s): ready in %.3f s", req.name, template.key,
+                 vm.pid, timings["ready"])
+        return LaunchedVM(vm, agent, "clone", self._devices(req), self.shape.dax, timings, template.key)
+
+    async def ensure_template(self, wait: bool = True) -> tuple[str, Template | None]:
+        """Build the template here unless a valid one exists: ("present"|"built"|"busy", template)."""
+        if self.store is None:
+            raise errors.FailedPrecondition("templates are disabled (no templates dir)")
+        return await ensure_template(self.shape, self.store, self.template_key(), self.placeholder(),
+                                     warm=self.warm_templates, wait=wait)
+
+    def _start_builder(self, reason: str) -> None:
+        assert self.store is not None and self._key is not None
+        try:
+            self.builder = spawn_builder(self.shape, self.store, self._key, self.placeholder(), self.warm_templates)
+        except (OSError, errors.RundError) as e:
+            log.warning("cannot start the template builder for %s: %s", self._key.key, e)
+            return
+        log.info("template %s: builder pid %d started (%s)", self._key.key, self.builder.pid, reason)
 
     async def cold_boot(self, req: LaunchRequest) -> LaunchedVM:
         t0 = time.monotonic()
-        placeholder = ensure_placeholder(self.work_dir, self.shape.rootfs_slot_bytes)
+        placeholder = self.placeholder()
         spec = sandbox_spec(self.shape, req.name, VMPaths(req.dir), req.rootfs_images, placeholder)
         vm = QemuVM(spec)
         try:
@@ -71,7 +147,7 @@ class Launcher:
         t_ready = time.monotonic()
         log.info("sandbox VM %s booted cold (pid %s): agent ready in %.2f s", req.name, vm.pid, t_ready - t0)
         return LaunchedVM(vm, agent, "cold", self._devices(req), self.shape.dax,
-                          {"qemu_start": t_exec - t0, "agent_ready": t_ready - t_exec})
+                          {"qemu_start": t_exec - t0, "agent_ready": t_ready - t_exec, "ready": t_ready - t0})
 
     def _devices(self, req: LaunchRequest) -> tuple[str, ...]:
         return tuple(self.shape.rootfs_device(i) for i in range(len(req.rootfs_images)))
@@ -85,28 +161,3 @@ class Launcher:
             if disable_thp:  # ~2 MiB less private memory per VM (measured); inherited across exec
                 ctypes.CDLL(None, use_errno=True).prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
         return pre_exec
-
-
-async def wait_for_agent(vm: QemuVM, timeout: float) -> AgentClient:
-    """Connect to the VM's agent port and return once Health answers (requests wait until the guest reads them)."""
-    deadline = time.monotonic() + timeout
-    path = str(vm.agent_address.path)
-    agent = await AgentClient.connect_unix(path)
-    try:
-        while True:
-            if vm.returncode is not None:
-                raise errors.Unavailable(f"sandbox VM exited with {vm.returncode} before its agent answered: "
-                                         f"{vm.log_tail()[-500:]}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise errors.Unavailable(f"the agent of sandbox VM {vm.spec.name} did not answer in {timeout:.0f} s")
-            try:
-                await agent.health(timeout=min(HEALTH_POLL, left))
-                return agent
-            except errors.Unavailable:
-                if agent.closed:
-                    await asyncio.sleep(0.05)
-                    agent = await AgentClient.connect_unix(path)
-    except BaseException:
-        await agent.close()
-        raise

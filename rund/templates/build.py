@@ -1,0 +1,98 @@
+"""Build one template: boot the sandbox shape cold with its RAM in a shared file, warm the agent, save, publish.
+
+The template VM is the same spec as every sandbox (sandbox_spec), with all rootfs slots bound to the sparse
+placeholder and nothing opened or mounted from them: a slot must be closed when saved, or clones read stale blocks
+(reference/qemu-on-this-machine.md, addendum). The host's agent connection is closed before the save so that no
+clone inherits a half-read request.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from rund import errors
+from rund.agent import AgentClient, LayeredRootfs, StdioConfig
+from rund.hypervisor import FileMemory, HypervisorError, QemuVM
+from rund.templates import integrity
+from rund.templates.errors import TemplateBuildFailed
+from rund.templates.key import TemplateKey
+from rund.templates.manifest import Manifest
+from rund.templates.shape import SandboxShape, VMPaths, sandbox_spec
+from rund.templates.store import Template, TemplateStore
+from rund.templates.wait import wait_for_agent
+
+log = logging.getLogger("rund.templates")
+
+BUILD_BOOT_TIMEOUT = 300.0
+WARM_CONTAINER_ID = "rund-template-warmup"
+PATH_ENV = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def guest_os_device(shape: SandboxShape) -> str:
+    return "/dev/pmem0" if shape.dax else "/dev/vda"
+
+
+async def warm_agent(agent: AgentClient, shape: SandboxShape) -> None:
+    """Create, run and remove one container on the guest OS image, so a clone's first container finds the agent's
+    container code imported and its guest pages (overlay, namespaces, exec) already touched."""
+    rootfs = LayeredRootfs(base_device=guest_os_device(shape), base_fstype="erofs", dax=shape.dax,
+                           upper_size_bytes=4 << 20)
+    spec = {"ociVersion": "1.0.2", "hostname": "template",
+            "process": {"args": ["/bin/sh", "-c", "head -c 16 /dev/urandom >/dev/null"], "cwd": "/",
+                        "user": {"uid": 0, "gid": 0}, "env": [PATH_ENV]},
+            "linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts")]}}
+    await agent.create_container(WARM_CONTAINER_ID, spec, rootfs, StdioConfig())
+    await agent.start_container(WARM_CONTAINER_ID)
+    status = await agent.wait_process(WARM_CONTAINER_ID, timeout=120)
+    await agent.remove_container(WARM_CONTAINER_ID)
+    if status.code != 0:
+        raise TemplateBuildFailed(f"the warm-up container exited with {status.code}")
+
+
+async def build_template(shape: SandboxShape, store: TemplateStore, key: TemplateKey, placeholder: Path,
+                         warm: bool = True, boot_timeout: float = BUILD_BOOT_TIMEOUT) -> Template:
+    """Build and publish the template for `key`. The caller holds store.lock(key.key)."""
+    build = store.new_build_dir(key.key)
+    try:
+        timings = await _boot_and_save(shape, build, key.key, placeholder, warm, boot_timeout)
+        t0 = time.monotonic()
+        manifest = Manifest(key=key.key, inputs=key.inputs, created_unix=time.time(),
+                            state=integrity.record_state(build / "state"),
+                            memory=integrity.record_memory(build / "memory"), build=timings)
+        timings["checksums_s"] = round(time.monotonic() - t0, 3)
+        template = store.publish(build, manifest)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    log.info("template %s built: %s", key.key, timings)
+    return template
+
+
+async def _boot_and_save(shape: SandboxShape, build: Path, key: str, placeholder: Path, warm: bool,
+                         boot_timeout: float) -> dict:
+    spec = sandbox_spec(shape, f"template-{key[:12]}", VMPaths(build), (), placeholder,
+                        memory=FileMemory(build / "memory", shared=True))
+    vm = QemuVM(spec)
+    t0 = time.monotonic()
+    try:
+        await vm.start()
+        agent = await wait_for_agent(vm, boot_timeout)
+        t_ready = time.monotonic()
+        try:
+            if warm:
+                await warm_agent(agent, shape)
+        finally:
+            await agent.close()
+        t_warm = time.monotonic()
+        await vm.save_state(build / "state")
+        t_saved = time.monotonic()
+    except (HypervisorError, errors.RundError) as e:
+        raise TemplateBuildFailed(f"template VM for {key}: {e}\n{vm.log_tail()[-500:]}") from e
+    finally:
+        with contextlib.suppress(HypervisorError):   # never started: nothing to stop
+            await vm.stop(timeout=2.0)
+    return {"boot_s": round(t_ready - t0, 3), "warm_s": round(t_warm - t_ready, 3),
+            "save_s": round(t_saved - t_warm, 3), "warm": warm}

@@ -1,0 +1,62 @@
+"""A template's key: the hash of everything it is built from. Change any input and the key (so the template) changes.
+
+Inputs: the content of the guest kernel, initrd and OS image (the image carries the agent, so its version too), the
+QEMU binary's content (its version decides the migration format), rund's version (the host side of PostRestore),
+every SandboxShape field that reaches the VM, whether the template was warmed, and the store's format version.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import rund
+from rund.errors import FailedPrecondition
+from rund.hypervisor.qemu import QEMU_BINARY
+from rund.templates.digests import DigestCache
+from rund.templates.shape import SandboxShape
+
+FORMAT_VERSION = 1
+KEY_HEX_CHARS = 24
+
+
+@dataclass(frozen=True)
+class TemplateKey:
+    key: str          # hex, names the template's directory
+    inputs: dict      # what went into it, recorded in the manifest (JSON-ready)
+
+
+def shape_inputs(shape: SandboxShape) -> dict:
+    """The shape's fields that make a saved VM differ (disable_thp only changes QEMU's host memory, not the guest)."""
+    return {
+        "machine": shape.machine.value, "accel": shape.accel.value, "vcpus": shape.vcpus,
+        "memory_mib": shape.memory_mib, "tb_size_mib": shape.tb_size_mib, "cmdline": shape.cmdline(),
+        "image_bytes": shape.image_bytes, "rootfs_slots": shape.rootfs_slots,
+        "rootfs_slot_bytes": shape.rootfs_slot_bytes, "tsc_khz": shape.tsc_khz,
+        "key_extra": [repr(x) for x in shape.key_extra],
+    }
+
+
+def qemu_binary_path(binary: str | Path = QEMU_BINARY) -> Path:
+    found = shutil.which(str(binary))
+    if found is None:
+        raise FailedPrecondition(f"QEMU binary {binary} not found on PATH")
+    return Path(found).resolve()
+
+
+def template_key(shape: SandboxShape, digests: DigestCache, warm: bool,
+                 qemu_binary: str | Path = QEMU_BINARY) -> TemplateKey:
+    inputs = {
+        "format": FORMAT_VERSION,
+        "rund": rund.__version__,
+        "qemu_sha256": digests.sha256(qemu_binary_path(qemu_binary)),
+        "kernel_sha256": digests.sha256(shape.kernel),
+        "initrd_sha256": digests.sha256(shape.initrd),
+        "image_sha256": digests.sha256(shape.image),
+        "shape": shape_inputs(shape),
+        "warm": warm,
+    }
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
+    return TemplateKey(hashlib.sha256(canonical).hexdigest()[:KEY_HEX_CHARS], inputs)

@@ -1,0 +1,141 @@
+"""The template directory: <root>/<key>/{memory, state, manifest.json, console.log, qemu.log} and <root>/<key>.lock.
+
+A template appears by one rename of a finished build directory and disappears by one rename into a trash name, so a
+reader sees a whole template or none. Clones that still map a removed RAM file keep it alive (tmpfs frees it with
+the last mapping). The RAM file must be on tmpfs (or hugetlbfs): clones map it copy-on-write and rely on the page
+cache being the memory itself, and a disk-backed file would be written back for nothing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from rund.errors import FailedPrecondition
+from rund.templates import integrity
+from rund.templates.atomic import fsync_dir, fsync_file, write_atomic
+from rund.templates.digests import DigestCache
+from rund.templates.errors import TemplateCorrupt, TemplateMissing
+from rund.templates.lock import BuildLock
+from rund.templates.manifest import Manifest
+
+log = logging.getLogger("rund.templates")
+
+MEMORY_FILESYSTEMS = {"tmpfs", "hugetlbfs"}
+BUILD_PREFIX = ".build-"
+TRASH_PREFIX = ".trash-"
+DIGEST_CACHE = ".input-digests.json"
+
+
+@dataclass(frozen=True)
+class Template:
+    key: str
+    dir: Path
+    manifest: Manifest
+
+    @property
+    def memory(self) -> Path:
+        return self.dir / "memory"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state"
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding `path` (longest mount point prefix in /proc/self/mountinfo)."""
+    real = os.path.realpath(path)
+    best, fstype = "", ""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            mount_point = pre.split()[4].replace("\\040", " ")
+            inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) >= len(best):
+                best, fstype = mount_point, post.split()[0]
+    return fstype
+
+
+class TemplateStore:
+    def __init__(self, root: Path):
+        self.root = root
+        self.digests = DigestCache(root / DIGEST_CACHE)
+
+    def ensure_root(self) -> None:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fstype = filesystem_type(self.root)
+        if fstype not in MEMORY_FILESYSTEMS:
+            raise FailedPrecondition(f"templates dir {self.root} is on {fstype or 'an unknown filesystem'}; "
+                                     f"template RAM must live on tmpfs (e.g. under /dev/shm)")
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def lock(self, key: str) -> BuildLock:
+        return BuildLock(self.root / f"{key}.lock")
+
+    def load(self, key: str) -> Template:
+        """The template's manifest, unverified. TemplateMissing / TemplateCorrupt."""
+        directory = self.path(key)
+        try:
+            data = (directory / "manifest.json").read_bytes()
+        except FileNotFoundError:
+            if directory.exists():
+                raise TemplateCorrupt(f"{directory} has no manifest.json") from None
+            raise TemplateMissing(f"no template {key} in {self.root}") from None
+        manifest = Manifest.from_json(data, str(directory / "manifest.json"))
+        if manifest.key != key:
+            raise TemplateCorrupt(f"{directory}: manifest is for key {manifest.key}")
+        return Template(key, directory, manifest)
+
+    def get(self, key: str, samples: int | None = integrity.DEFAULT_SAMPLES) -> Template:
+        """A verified template (samples=None: every RAM chunk). TemplateMissing / TemplateCorrupt."""
+        template = self.load(key)
+        integrity.verify(template.dir, template.manifest, samples)
+        return template
+
+    def keys(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    # ---- building (the caller holds lock(key)) ---------------------------------------------------
+
+    def new_build_dir(self, key: str) -> Path:
+        self.ensure_root()
+        for stale in self.root.glob(f"{BUILD_PREFIX}{key}-*"):   # left by a builder that died holding the lock
+            log.info("removing stale template build %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        build = self.root / f"{BUILD_PREFIX}{key}-{os.getpid()}"
+        build.mkdir(mode=0o700)
+        return build
+
+    def publish(self, build: Path, manifest: Manifest) -> Template:
+        """Write the manifest, make the files read-only and durable, and rename the build into place."""
+        for name in ("memory", "state"):
+            os.chmod(build / name, 0o444)
+            fsync_file(build / name)
+        write_atomic(build / "manifest.json", manifest.to_json(), mode=0o444)
+        fsync_dir(build)
+        target = self.path(manifest.key)
+        if target.exists():
+            self._discard(target)
+        os.rename(build, target)
+        fsync_dir(self.root)
+        return Template(manifest.key, target, manifest)
+
+    def remove(self, key: str, reason: str = "") -> bool:
+        target = self.path(key)
+        if not target.exists():
+            return False
+        log.warning("removing template %s%s", key, f": {reason}" if reason else "")
+        self._discard(target)
+        return True
+
+    def _discard(self, directory: Path) -> None:
+        trash = self.root / f"{TRASH_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(directory, trash)   # gone for readers at once; deleting the files takes a moment
+        shutil.rmtree(trash, ignore_errors=True)
