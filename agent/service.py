@@ -85,6 +85,11 @@ class AgentService:
         return _EMPTY()
 
     @edge
+    async def RemoveProcess(self, ctx, req):
+        self._containers.remove_process(req.container_id, req.exec_id)
+        return _EMPTY()
+
+    @edge
     async def UpdateContainer(self, ctx, req):
         self._containers.update(req.container_id, req.resources_json)
         return _EMPTY()

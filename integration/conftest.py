@@ -26,3 +26,27 @@ def containerd():
         yield d
     finally:
         d.stop()
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory):
+    """A locally built busybox OCI image (no registry is reachable here)."""
+    from hack.busybox_image import build
+    path = tmp_path_factory.mktemp("images") / "busybox.tar"
+    return path, build(path)
+
+
+@pytest.fixture(scope="module")
+def rund_containerd(busybox_tar):
+    """A private containerd with the busybox image imported, shared by a module's end-to-end tests."""
+    _require_root()
+    work = Path(tempfile.mkdtemp(prefix="rund-ctd-", dir="/tmp"))
+    venv_bin = REPO / ".venv" / "bin"
+    d = PrivateContainerd(work, path_prefix=[str(venv_bin)] if venv_bin.is_dir() else [], log_level="info")
+    d.start()
+    try:
+        d.ctr("images", "import", str(busybox_tar[0]))
+        d.image = busybox_tar[1]
+        yield d
+    finally:
+        d.stop()

@@ -222,6 +222,16 @@ class ContainerManager:
             return
         container.process(exec_id).signal(signum)
 
+    def remove_process(self, container_id: str, exec_id: str) -> None:
+        container = self.get(container_id)
+        if not exec_id:
+            raise InvalidArgument("exec_id", "must name an exec (the init goes with RemoveContainer)")
+        process = container.process(exec_id)
+        if not process.exited:
+            raise FailedPrecondition(f"exec {exec_id} of {container_id} is running")
+        process.io.close()
+        del container.execs[exec_id]
+
     async def wait(self, container_id: str, exec_id: str) -> ExitInfo:
         return await self.get(container_id).process(exec_id).wait()
 

@@ -45,6 +45,14 @@ async def test_exec_has_its_own_output_and_exit_code(agent, busybox_rootfs):
                                   StdioConfig(stdout=True))
         assert await read_all(client, "ex", "e1") == b"from exec box\n"
         assert (await client.wait_process("ex", "e1")).code == 7
+        with pytest.raises(errors.AlreadyExists):
+            await client.exec_process("ex", "e1", process(["true"]))
+        await client.remove_process("ex", "e1")          # forgotten: the id may be used again
+        with pytest.raises(errors.NotFound):
+            await client.wait_process("ex", "e1")
+        await client.exec_process("ex", "e1", process(["sleep", "600"]))
+        with pytest.raises(errors.FailedPrecondition):
+            await client.remove_process("ex", "e1")      # still running
         await client.remove_container("ex", force=True)
 
 

@@ -110,6 +110,9 @@ class AgentClient:
         await self._call("SignalProcess", pb.SignalProcessRequest(
             container_id=container_id, exec_id=exec_id, signal=signal, all=all))
 
+    async def remove_process(self, container_id: str, exec_id: str) -> None:
+        await self._call("RemoveProcess", pb.RemoveProcessRequest(container_id=container_id, exec_id=exec_id))
+
     async def wait_process(self, container_id: str, exec_id: str = "", timeout: float | None = None) -> ExitStatus:
         """Returns once the process exited and its output was read to EOF (or closed)."""
         r = await self._call("WaitProcess", pb.WaitProcessRequest(container_id=container_id, exec_id=exec_id),

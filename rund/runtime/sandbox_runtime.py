@@ -69,7 +69,7 @@ class SandboxRuntime:
                 if not sandbox.started:
                     images = await pins.prepare_first(req.id, owner, req.rootfs, req.bundle)
                     await sandbox.start(images, (host_spec.get("linux") or {}).get("resources"),
-                                        host_spec.get("hostname") or "", self._vm_exited)
+                                        _hostname(host_spec, self.sandbox_id), self._vm_exited)
                     self._spawn(self._forward_ooms(), f"oom-{self.sandbox_id}")
                 device, image = await pins.device_for(req.id, owner, req.rootfs, req.bundle)
                 rootfs = LayeredRootfs(base_device=device, base_fstype="erofs", dax=sandbox.launched.dax,
@@ -144,8 +144,16 @@ class SandboxRuntime:
             r = c.get(exec_id)
             if r.process.status is Status.RUNNING:
                 raise errors.FailedPrecondition(f"exec {exec_id} is running; kill it first")
-            r.stdio.close()
+            if r.monitor is not None:
+                await asyncio.gather(r.monitor, return_exceptions=True)
+            await r.stdio.stop()
             del c.execs[exec_id]
+            sandbox = self._sandbox
+            if r.process.status is Status.STOPPED and sandbox is not None and not sandbox.dead:
+                try:
+                    await sandbox.agent.remove_process(container_id, exec_id)
+                except errors.RundError as e:
+                    log.warning("exec %s of %s: removing it in the guest: %s", exec_id, container_id, e)
             return r.process.pid, r.process.exit
         async with self._lock:
             p = c.init.process
@@ -310,3 +318,9 @@ def _read_spec(bundle: str) -> dict:
             return json.load(f)
     except (OSError, ValueError) as e:
         raise errors.InvalidArgument(f"cannot read the bundle's config.json: {e}") from None
+
+
+def _hostname(spec: dict, sandbox_id: str) -> str:
+    """The VM's hostname: the spec's, else the sandbox id (docker's habit; an unset one would read "(none)")."""
+    name = spec.get("hostname") or sandbox_id[:63]
+    return name if isinstance(name, str) else ""

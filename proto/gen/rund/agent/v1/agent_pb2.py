@@ -26,7 +26,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rund/agent/v1/agent.proto\x12\rrund.agent.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n\rHealthRequest\"R\n\x0eHealthResponse\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x16\n\x0ekernel_release\x18\x02 \x01(\t\x12\x11\n\tuptime_ns\x18\x03 \x01(\x04\"3\n\tIPAddress\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rprefix_length\x18\x02 \x01(\r\"`\n\tInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0b\n\x03mtu\x18\x03 \x01(\r\x12+\n\taddresses\x18\x04 \x03(\x0b\x32\x18.rund.agent.v1.IPAddress\"=\n\x05Route\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\"\x8e\x01\n\rNetworkConfig\x12,\n\ninterfaces\x18\x01 \x03(\x0b\x32\x18.rund.agent.v1.Interface\x12$\n\x06routes\x18\x02 \x03(\x0b\x32\x14.rund.agent.v1.Route\x12\x13\n\x0b\x64ns_servers\x18\x03 \x03(\t\x12\x14\n\x0c\x64ns_searches\x18\x04 \x03(\t\"\x82\x01\n\x13SetupSandboxRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12-\n\x07network\x18\x03 \x01(\x0b\x32\x1c.rund.agent.v1.NetworkConfig\x12\x16\n\x0ekernel_modules\x18\x04 \x03(\t\"+\n\x15\x44\x65stroySandboxRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\"\x95\x01\n\x12PostRestoreRequest\x12-\n\thost_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65ntropy\x18\x02 \x01(\x0c\x12-\n\x07network\x18\x03 \x01(\x0b\x32\x1c.rund.agent.v1.NetworkConfig\x12\x10\n\x08hostname\x18\x04 \x01(\t\"e\n\x06Rootfs\x12\x0e\n\x04path\x18\x01 \x01(\tH\x00\x12/\n\x07layered\x18\x02 \x01(\x0b\x32\x1c.rund.agent.v1.LayeredRootfsH\x00\x12\x10\n\x08readonly\x18\x03 \x01(\x08\x42\x08\n\x06source\"\x8c\x01\n\rLayeredRootfs\x12\x13\n\x0b\x62\x61se_device\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61se_fstype\x18\x02 \x01(\t\x12\x0b\n\x03\x64\x61x\x18\x03 \x01(\x08\x12\x18\n\x10upper_size_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cupper_device\x18\x05 \x01(\t\x12\x14\n\x0cupper_fstype\x18\x06 \x01(\t\"N\n\x0bStdioConfig\x12\x10\n\x08terminal\x18\x01 \x01(\x08\x12\r\n\x05stdin\x18\x02 \x01(\x08\x12\x0e\n\x06stdout\x18\x03 \x01(\x08\x12\x0e\n\x06stderr\x18\x04 \x01(\x08\"\x97\x01\n\x16\x43reateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x15\n\roci_spec_json\x18\x02 \x01(\x0c\x12%\n\x06rootfs\x18\x03 \x01(\x0b\x32\x15.rund.agent.v1.Rootfs\x12)\n\x05stdio\x18\x04 \x01(\x0b\x32\x1a.rund.agent.v1.StdioConfig\"&\n\x17\x43reateContainerResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"-\n\x15StartContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"%\n\x16StartContainerResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"=\n\x16RemoveContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"F\n\x16UpdateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x16\n\x0eresources_json\x18\x02 \x01(\x0c\"-\n\x15StatsContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"\x88\x01\n\x08\x43puStats\x12\x16\n\x0eusage_total_ns\x18\x01 \x01(\x04\x12\x15\n\rusage_user_ns\x18\x02 \x01(\x04\x12\x17\n\x0fusage_kernel_ns\x18\x03 \x01(\x04\x12\x19\n\x11throttled_periods\x18\x04 \x01(\x04\x12\x19\n\x11throttled_time_ns\x18\x05 \x01(\x04\"\xa9\x01\n\x0bMemoryStats\x12\x13\n\x0busage_bytes\x18\x01 \x01(\x04\x12\x17\n\x0fmax_usage_bytes\x18\x02 \x01(\x04\x12\x13\n\x0blimit_bytes\x18\x03 \x01(\x04\x12\x13\n\x0b\x63\x61\x63he_bytes\x18\x04 \x01(\x04\x12\x11\n\trss_bytes\x18\x05 \x01(\x04\x12\x1b\n\x13inactive_file_bytes\x18\x06 \x01(\x04\x12\x12\n\noom_events\x18\x07 \x01(\x04\"+\n\tPidsStats\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"\x92\x01\n\x16StatsContainerResponse\x12$\n\x03\x63pu\x18\x01 \x01(\x0b\x32\x17.rund.agent.v1.CpuStats\x12*\n\x06memory\x18\x02 \x01(\x0b\x32\x1a.rund.agent.v1.MemoryStats\x12&\n\x04pids\x18\x03 \x01(\x0b\x32\x18.rund.agent.v1.PidsStats\",\n\x14ListProcessesRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"%\n\x15ListProcessesResponse\x12\x0c\n\x04pids\x18\x01 \x03(\r\"|\n\x12\x45xecProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x14\n\x0cprocess_json\x18\x03 \x01(\x0c\x12)\n\x05stdio\x18\x04 \x01(\x0b\x32\x1a.rund.agent.v1.StdioConfig\"\"\n\x13\x45xecProcessResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"Z\n\x14SignalProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0e\n\x06signal\x18\x03 \x01(\r\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\";\n\x12WaitProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"Y\n\x13WaitProcessResponse\x12\x13\n\x0b\x65xit_status\x18\x01 \x01(\r\x12-\n\texited_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x12WriteStreamRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"%\n\x13WriteStreamResponse\x12\x0e\n\x06length\x18\x01 \x01(\r\":\n\x11\x43loseStdinRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"N\n\x11ReadStreamRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x12\n\nmax_length\x18\x03 \x01(\r\"/\n\x12ReadStreamResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x02 \x01(\x08\"[\n\x13TtyWinResizeRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\r\x12\x0f\n\x07\x63olumns\x18\x04 \x01(\r\"\x14\n\x12GetOOMEventRequest\" \n\x08OOMEvent\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t2\xa8\x0c\n\x05\x41gent\x12\x45\n\x06Health\x12\x1c.rund.agent.v1.HealthRequest\x1a\x1d.rund.agent.v1.HealthResponse\x12J\n\x0cSetupSandbox\x12\".rund.agent.v1.SetupSandboxRequest\x1a\x16.google.protobuf.Empty\x12N\n\x0e\x44\x65stroySandbox\x12$.rund.agent.v1.DestroySandboxRequest\x1a\x16.google.protobuf.Empty\x12H\n\x0bPostRestore\x12!.rund.agent.v1.PostRestoreRequest\x1a\x16.google.protobuf.Empty\x12`\n\x0f\x43reateContainer\x12%.rund.agent.v1.CreateContainerRequest\x1a&.rund.agent.v1.CreateContainerResponse\x12]\n\x0eStartContainer\x12$.rund.agent.v1.StartContainerRequest\x1a%.rund.agent.v1.StartContainerResponse\x12P\n\x0fRemoveContainer\x12%.rund.agent.v1.RemoveContainerRequest\x1a\x16.google.protobuf.Empty\x12P\n\x0fUpdateContainer\x12%.rund.agent.v1.UpdateContainerRequest\x1a\x16.google.protobuf.Empty\x12]\n\x0eStatsContainer\x12$.rund.agent.v1.StatsContainerRequest\x1a%.rund.agent.v1.StatsContainerResponse\x12Z\n\rListProcesses\x12#.rund.agent.v1.ListProcessesRequest\x1a$.rund.agent.v1.ListProcessesResponse\x12T\n\x0b\x45xecProcess\x12!.rund.agent.v1.ExecProcessRequest\x1a\".rund.agent.v1.ExecProcessResponse\x12L\n\rSignalProcess\x12#.rund.agent.v1.SignalProcessRequest\x1a\x16.google.protobuf.Empty\x12T\n\x0bWaitProcess\x12!.rund.agent.v1.WaitProcessRequest\x1a\".rund.agent.v1.WaitProcessResponse\x12S\n\nWriteStdin\x12!.rund.agent.v1.WriteStreamRequest\x1a\".rund.agent.v1.WriteStreamResponse\x12\x46\n\nCloseStdin\x12 .rund.agent.v1.CloseStdinRequest\x1a\x16.google.protobuf.Empty\x12Q\n\nReadStdout\x12 .rund.agent.v1.ReadStreamRequest\x1a!.rund.agent.v1.ReadStreamResponse\x12Q\n\nReadStderr\x12 .rund.agent.v1.ReadStreamRequest\x1a!.rund.agent.v1.ReadStreamResponse\x12J\n\x0cTtyWinResize\x12\".rund.agent.v1.TtyWinResizeRequest\x1a\x16.google.protobuf.Empty\x12I\n\x0bGetOOMEvent\x12!.rund.agent.v1.GetOOMEventRequest\x1a\x17.rund.agent.v1.OOMEventb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rund/agent/v1/agent.proto\x12\rrund.agent.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n\rHealthRequest\"R\n\x0eHealthResponse\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x16\n\x0ekernel_release\x18\x02 \x01(\t\x12\x11\n\tuptime_ns\x18\x03 \x01(\x04\"3\n\tIPAddress\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rprefix_length\x18\x02 \x01(\r\"`\n\tInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0b\n\x03mtu\x18\x03 \x01(\r\x12+\n\taddresses\x18\x04 \x03(\x0b\x32\x18.rund.agent.v1.IPAddress\"=\n\x05Route\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\"\x8e\x01\n\rNetworkConfig\x12,\n\ninterfaces\x18\x01 \x03(\x0b\x32\x18.rund.agent.v1.Interface\x12$\n\x06routes\x18\x02 \x03(\x0b\x32\x14.rund.agent.v1.Route\x12\x13\n\x0b\x64ns_servers\x18\x03 \x03(\t\x12\x14\n\x0c\x64ns_searches\x18\x04 \x03(\t\"\x82\x01\n\x13SetupSandboxRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12-\n\x07network\x18\x03 \x01(\x0b\x32\x1c.rund.agent.v1.NetworkConfig\x12\x16\n\x0ekernel_modules\x18\x04 \x03(\t\"+\n\x15\x44\x65stroySandboxRequest\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\"\x95\x01\n\x12PostRestoreRequest\x12-\n\thost_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65ntropy\x18\x02 \x01(\x0c\x12-\n\x07network\x18\x03 \x01(\x0b\x32\x1c.rund.agent.v1.NetworkConfig\x12\x10\n\x08hostname\x18\x04 \x01(\t\"e\n\x06Rootfs\x12\x0e\n\x04path\x18\x01 \x01(\tH\x00\x12/\n\x07layered\x18\x02 \x01(\x0b\x32\x1c.rund.agent.v1.LayeredRootfsH\x00\x12\x10\n\x08readonly\x18\x03 \x01(\x08\x42\x08\n\x06source\"\x8c\x01\n\rLayeredRootfs\x12\x13\n\x0b\x62\x61se_device\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61se_fstype\x18\x02 \x01(\t\x12\x0b\n\x03\x64\x61x\x18\x03 \x01(\x08\x12\x18\n\x10upper_size_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cupper_device\x18\x05 \x01(\t\x12\x14\n\x0cupper_fstype\x18\x06 \x01(\t\"N\n\x0bStdioConfig\x12\x10\n\x08terminal\x18\x01 \x01(\x08\x12\r\n\x05stdin\x18\x02 \x01(\x08\x12\x0e\n\x06stdout\x18\x03 \x01(\x08\x12\x0e\n\x06stderr\x18\x04 \x01(\x08\"\x97\x01\n\x16\x43reateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x15\n\roci_spec_json\x18\x02 \x01(\x0c\x12%\n\x06rootfs\x18\x03 \x01(\x0b\x32\x15.rund.agent.v1.Rootfs\x12)\n\x05stdio\x18\x04 \x01(\x0b\x32\x1a.rund.agent.v1.StdioConfig\"&\n\x17\x43reateContainerResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"-\n\x15StartContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"%\n\x16StartContainerResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"=\n\x14RemoveProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"=\n\x16RemoveContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"F\n\x16UpdateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x16\n\x0eresources_json\x18\x02 \x01(\x0c\"-\n\x15StatsContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"\x88\x01\n\x08\x43puStats\x12\x16\n\x0eusage_total_ns\x18\x01 \x01(\x04\x12\x15\n\rusage_user_ns\x18\x02 \x01(\x04\x12\x17\n\x0fusage_kernel_ns\x18\x03 \x01(\x04\x12\x19\n\x11throttled_periods\x18\x04 \x01(\x04\x12\x19\n\x11throttled_time_ns\x18\x05 \x01(\x04\"\xa9\x01\n\x0bMemoryStats\x12\x13\n\x0busage_bytes\x18\x01 \x01(\x04\x12\x17\n\x0fmax_usage_bytes\x18\x02 \x01(\x04\x12\x13\n\x0blimit_bytes\x18\x03 \x01(\x04\x12\x13\n\x0b\x63\x61\x63he_bytes\x18\x04 \x01(\x04\x12\x11\n\trss_bytes\x18\x05 \x01(\x04\x12\x1b\n\x13inactive_file_bytes\x18\x06 \x01(\x04\x12\x12\n\noom_events\x18\x07 \x01(\x04\"+\n\tPidsStats\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"\x92\x01\n\x16StatsContainerResponse\x12$\n\x03\x63pu\x18\x01 \x01(\x0b\x32\x17.rund.agent.v1.CpuStats\x12*\n\x06memory\x18\x02 \x01(\x0b\x32\x1a.rund.agent.v1.MemoryStats\x12&\n\x04pids\x18\x03 \x01(\x0b\x32\x18.rund.agent.v1.PidsStats\",\n\x14ListProcessesRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"%\n\x15ListProcessesResponse\x12\x0c\n\x04pids\x18\x01 \x03(\r\"|\n\x12\x45xecProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x14\n\x0cprocess_json\x18\x03 \x01(\x0c\x12)\n\x05stdio\x18\x04 \x01(\x0b\x32\x1a.rund.agent.v1.StdioConfig\"\"\n\x13\x45xecProcessResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"Z\n\x14SignalProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0e\n\x06signal\x18\x03 \x01(\r\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\";\n\x12WaitProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"Y\n\x13WaitProcessResponse\x12\x13\n\x0b\x65xit_status\x18\x01 \x01(\r\x12-\n\texited_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x12WriteStreamRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"%\n\x13WriteStreamResponse\x12\x0e\n\x06length\x18\x01 \x01(\r\":\n\x11\x43loseStdinRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"N\n\x11ReadStreamRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x12\n\nmax_length\x18\x03 \x01(\r\"/\n\x12ReadStreamResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x02 \x01(\x08\"[\n\x13TtyWinResizeRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\r\x12\x0f\n\x07\x63olumns\x18\x04 \x01(\r\"\x14\n\x12GetOOMEventRequest\" \n\x08OOMEvent\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t2\xf6\x0c\n\x05\x41gent\x12\x45\n\x06Health\x12\x1c.rund.agent.v1.HealthRequest\x1a\x1d.rund.agent.v1.HealthResponse\x12J\n\x0cSetupSandbox\x12\".rund.agent.v1.SetupSandboxRequest\x1a\x16.google.protobuf.Empty\x12N\n\x0e\x44\x65stroySandbox\x12$.rund.agent.v1.DestroySandboxRequest\x1a\x16.google.protobuf.Empty\x12H\n\x0bPostRestore\x12!.rund.agent.v1.PostRestoreRequest\x1a\x16.google.protobuf.Empty\x12`\n\x0f\x43reateContainer\x12%.rund.agent.v1.CreateContainerRequest\x1a&.rund.agent.v1.CreateContainerResponse\x12]\n\x0eStartContainer\x12$.rund.agent.v1.StartContainerRequest\x1a%.rund.agent.v1.StartContainerResponse\x12P\n\x0fRemoveContainer\x12%.rund.agent.v1.RemoveContainerRequest\x1a\x16.google.protobuf.Empty\x12P\n\x0fUpdateContainer\x12%.rund.agent.v1.UpdateContainerRequest\x1a\x16.google.protobuf.Empty\x12]\n\x0eStatsContainer\x12$.rund.agent.v1.StatsContainerRequest\x1a%.rund.agent.v1.StatsContainerResponse\x12Z\n\rListProcesses\x12#.rund.agent.v1.ListProcessesRequest\x1a$.rund.agent.v1.ListProcessesResponse\x12T\n\x0b\x45xecProcess\x12!.rund.agent.v1.ExecProcessRequest\x1a\".rund.agent.v1.ExecProcessResponse\x12L\n\rSignalProcess\x12#.rund.agent.v1.SignalProcessRequest\x1a\x16.google.protobuf.Empty\x12L\n\rRemoveProcess\x12#.rund.agent.v1.RemoveProcessRequest\x1a\x16.google.protobuf.Empty\x12T\n\x0bWaitProcess\x12!.rund.agent.v1.WaitProcessRequest\x1a\".rund.agent.v1.WaitProcessResponse\x12S\n\nWriteStdin\x12!.rund.agent.v1.WriteStreamRequest\x1a\".rund.agent.v1.WriteStreamResponse\x12\x46\n\nCloseStdin\x12 .rund.agent.v1.CloseStdinRequest\x1a\x16.google.protobuf.Empty\x12Q\n\nReadStdout\x12 .rund.agent.v1.ReadStreamRequest\x1a!.rund.agent.v1.ReadStreamResponse\x12Q\n\nReadStderr\x12 .rund.agent.v1.ReadStreamRequest\x1a!.rund.agent.v1.ReadStreamResponse\x12J\n\x0cTtyWinResize\x12\".rund.agent.v1.TtyWinResizeRequest\x1a\x16.google.protobuf.Empty\x12I\n\x0bGetOOMEvent\x12!.rund.agent.v1.GetOOMEventRequest\x1a\x17.rund.agent.v1.OOMEventb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -65,50 +65,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTCONTAINERREQUEST']._serialized_end=1461
   _globals['_STARTCONTAINERRESPONSE']._serialized_start=1463
   _globals['_STARTCONTAINERRESPONSE']._serialized_end=1500
-  _globals['_REMOVECONTAINERREQUEST']._serialized_start=1502
-  _globals['_REMOVECONTAINERREQUEST']._serialized_end=1563
-  _globals['_UPDATECONTAINERREQUEST']._serialized_start=1565
-  _globals['_UPDATECONTAINERREQUEST']._serialized_end=1635
-  _globals['_STATSCONTAINERREQUEST']._serialized_start=1637
-  _globals['_STATSCONTAINERREQUEST']._serialized_end=1682
-  _globals['_CPUSTATS']._serialized_start=1685
-  _globals['_CPUSTATS']._serialized_end=1821
-  _globals['_MEMORYSTATS']._serialized_start=1824
-  _globals['_MEMORYSTATS']._serialized_end=1993
-  _globals['_PIDSSTATS']._serialized_start=1995
-  _globals['_PIDSSTATS']._serialized_end=2038
-  _globals['_STATSCONTAINERRESPONSE']._serialized_start=2041
-  _globals['_STATSCONTAINERRESPONSE']._serialized_end=2187
-  _globals['_LISTPROCESSESREQUEST']._serialized_start=2189
-  _globals['_LISTPROCESSESREQUEST']._serialized_end=2233
-  _globals['_LISTPROCESSESRESPONSE']._serialized_start=2235
-  _globals['_LISTPROCESSESRESPONSE']._serialized_end=2272
-  _globals['_EXECPROCESSREQUEST']._serialized_start=2274
-  _globals['_EXECPROCESSREQUEST']._serialized_end=2398
-  _globals['_EXECPROCESSRESPONSE']._serialized_start=2400
-  _globals['_EXECPROCESSRESPONSE']._serialized_end=2434
-  _globals['_SIGNALPROCESSREQUEST']._serialized_start=2436
-  _globals['_SIGNALPROCESSREQUEST']._serialized_end=2526
-  _globals['_WAITPROCESSREQUEST']._serialized_start=2528
-  _globals['_WAITPROCESSREQUEST']._serialized_end=2587
-  _globals['_WAITPROCESSRESPONSE']._serialized_start=2589
-  _globals['_WAITPROCESSRESPONSE']._serialized_end=2678
-  _globals['_WRITESTREAMREQUEST']._serialized_start=2680
-  _globals['_WRITESTREAMREQUEST']._serialized_end=2753
-  _globals['_WRITESTREAMRESPONSE']._serialized_start=2755
-  _globals['_WRITESTREAMRESPONSE']._serialized_end=2792
-  _globals['_CLOSESTDINREQUEST']._serialized_start=2794
-  _globals['_CLOSESTDINREQUEST']._serialized_end=2852
-  _globals['_READSTREAMREQUEST']._serialized_start=2854
-  _globals['_READSTREAMREQUEST']._serialized_end=2932
-  _globals['_READSTREAMRESPONSE']._serialized_start=2934
-  _globals['_READSTREAMRESPONSE']._serialized_end=2981
-  _globals['_TTYWINRESIZEREQUEST']._serialized_start=2983
-  _globals['_TTYWINRESIZEREQUEST']._serialized_end=3074
-  _globals['_GETOOMEVENTREQUEST']._serialized_start=3076
-  _globals['_GETOOMEVENTREQUEST']._serialized_end=3096
-  _globals['_OOMEVENT']._serialized_start=3098
-  _globals['_OOMEVENT']._serialized_end=3130
-  _globals['_AGENT']._serialized_start=3133
-  _globals['_AGENT']._serialized_end=4709
+  _globals['_REMOVEPROCESSREQUEST']._serialized_start=1502
+  _globals['_REMOVEPROCESSREQUEST']._serialized_end=1563
+  _globals['_REMOVECONTAINERREQUEST']._serialized_start=1565
+  _globals['_REMOVECONTAINERREQUEST']._serialized_end=1626
+  _globals['_UPDATECONTAINERREQUEST']._serialized_start=1628
+  _globals['_UPDATECONTAINERREQUEST']._serialized_end=1698
+  _globals['_STATSCONTAINERREQUEST']._serialized_start=1700
+  _globals['_STATSCONTAINERREQUEST']._serialized_end=1745
+  _globals['_CPUSTATS']._serialized_start=1748
+  _globals['_CPUSTATS']._serialized_end=1884
+  _globals['_MEMORYSTATS']._serialized_start=1887
+  _globals['_MEMORYSTATS']._serialized_end=2056
+  _globals['_PIDSSTATS']._serialized_start=2058
+  _globals['_PIDSSTATS']._serialized_end=2101
+  _globals['_STATSCONTAINERRESPONSE']._serialized_start=2104
+  _globals['_STATSCONTAINERRESPONSE']._serialized_end=2250
+  _globals['_LISTPROCESSESREQUEST']._serialized_start=2252
+  _globals['_LISTPROCESSESREQUEST']._serialized_end=2296
+  _globals['_LISTPROCESSESRESPONSE']._serialized_start=2298
+  _globals['_LISTPROCESSESRESPONSE']._serialized_end=2335
+  _globals['_EXECPROCESSREQUEST']._serialized_start=2337
+  _globals['_EXECPROCESSREQUEST']._serialized_end=2461
+  _globals['_EXECPROCESSRESPONSE']._serialized_start=2463
+  _globals['_EXECPROCESSRESPONSE']._serialized_end=2497
+  _globals['_SIGNALPROCESSREQUEST']._serialized_start=2499
+  _globals['_SIGNALPROCESSREQUEST']._serialized_end=2589
+  _globals['_WAITPROCESSREQUEST']._serialized_start=2591
+  _globals['_WAITPROCESSREQUEST']._serialized_end=2650
+  _globals['_WAITPROCESSRESPONSE']._serialized_start=2652
+  _globals['_WAITPROCESSRESPONSE']._serialized_end=2741
+  _globals['_WRITESTREAMREQUEST']._serialized_start=2743
+  _globals['_WRITESTREAMREQUEST']._serialized_end=2816
+  _globals['_WRITESTREAMRESPONSE']._serialized_start=2818
+  _globals['_WRITESTREAMRESPONSE']._serialized_end=2855
+  _globals['_CLOSESTDINREQUEST']._serialized_start=2857
+  _globals['_CLOSESTDINREQUEST']._serialized_end=2915
+  _globals['_READSTREAMREQUEST']._serialized_start=2917
+  _globals['_READSTREAMREQUEST']._serialized_end=2995
+  _globals['_READSTREAMRESPONSE']._serialized_start=2997
+  _globals['_READSTREAMRESPONSE']._serialized_end=3044
+  _globals['_TTYWINRESIZEREQUEST']._serialized_start=3046
+  _globals['_TTYWINRESIZEREQUEST']._serialized_end=3137
+  _globals['_GETOOMEVENTREQUEST']._serialized_start=3139
+  _globals['_GETOOMEVENTREQUEST']._serialized_end=3159
+  _globals['_OOMEVENT']._serialized_start=3161
+  _globals['_OOMEVENT']._serialized_end=3193
+  _globals['_AGENT']._serialized_start=3196
+  _globals['_AGENT']._serialized_end=4850
 # @@protoc_insertion_point(module_scope)
