@@ -22,9 +22,10 @@ def busybox_tree(path: str) -> None:
         os.makedirs(os.path.join(path, sub), exist_ok=True)
     os.chmod(os.path.join(path, "tmp"), 0o1777)
     shutil.copy2("/bin/busybox", os.path.join(path, "bin", "busybox"))
-    for applet in ("sh", "cat", "ls", "stat", "sha256sum", "find", "echo", "grep", "head", "dd", "sync", "wc",
-                   "mount", "readlink", "getfattr", "mknod", "rm", "touch", "sleep", "true", "od", "awk", "sort"):
-        os.symlink("busybox", os.path.join(path, "bin", applet))
+    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            os.symlink("busybox", os.path.join(path, "bin", applet))
     _write(os.path.join(path, "etc", "passwd"), b"root:x:0:0:root:/root:/bin/sh\n")
 
 
@@ -68,6 +69,13 @@ def upper_layer(path: str) -> None:
     os.setxattr(f"{path}/opq", "trusted.overlay.opaque", b"y")
     _write(f"{path}/opq/new", b"the only entry of the opaque dir\n")
     _fixed_mtimes(path)
+
+
+def bulk_layer(path: str, total_bytes: int, files: int = 20) -> None:
+    """`files` files of random bytes under /bulk, `total_bytes` in all: something to read through the base."""
+    os.makedirs(f"{path}/bulk")
+    for i in range(files):
+        _write(f"{path}/bulk/{i:03d}.bin", os.urandom(total_bytes // files))
 
 
 def two_layer_image(top: str) -> tuple[str, str]:
