@@ -1,4 +1,4 @@
-"""`rund`: the admin CLI. `rund --version`, `rund check`."""
+"""`rund`: the admin CLI. `rund --version`, `rund check`, `rund templates ...`."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="config file (default /etc/rund/config.toml if present)")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="report what this host offers rund")
+    tp = sub.add_parser("templates", help="pre-forked VM templates: list, build, verify, remove")
+    tp.add_argument("action", choices=("list", "build", "verify", "remove"))
+    tp.add_argument("key", nargs="?", help="one template (verify/remove); default: all")
     ns = ap.parse_args(argv)
     try:
         cfg = config.load(ns.config)
@@ -27,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
         for f in findings:
             print(f"{'ok ' if f.ok else 'BAD'} {f.name:<{width}}  {f.value}")
         return 0 if all(f.ok for f in findings) else 1
+    if ns.command == "templates":
+        from rund.templates.admin import run
+        try:
+            return run(cfg, ns.action, ns.key)
+        except RundError as e:
+            print(f"rund: {e}", file=sys.stderr)
+            return 1
     return 2
 
 
