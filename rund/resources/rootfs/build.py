@@ -46,7 +46,10 @@ def build_image(source: ImageSource, out: str, scratch: str, slot_bytes: int) ->
                 cwd, f"lowerdir={lowerdir}", mnt, *mkfs, mnt]
     else:
         argv = [*_DIE_WITH_PARENT, *mkfs, source.paths[0]]
-    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
+    try:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
+    except OSError as exc:  # a missing tool (erofs-utils, util-linux) on this host
+        raise BuildFailed(f"cannot run {argv[0]}: {exc.strerror}") from None
     if result.returncode != 0:
         if _nearly_full(scratch):
             raise DiskFull(f"no space left in {scratch} while building the rootfs image")
