@@ -15,6 +15,7 @@ class Running:
     process: Process
     stdio: StdioCopy
     monitor: asyncio.Task | None = None
+    guest_pid: int = 0                  # in the guest's root pid namespace (what Pids lists)
 
 
 @dataclass

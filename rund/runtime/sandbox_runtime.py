@@ -76,7 +76,8 @@ class SandboxRuntime:
                                        upper_size_bytes=sandbox.cfg.rootfs.upper_mib << 20)
                 init = Running(Process(req.id, "", req.stdio), StdioCopy(sandbox.agent, req.id, "", req.stdio))
                 init.stdio.open()
-                await sandbox.agent.create_container(req.id, spec.spec, rootfs, agent_stdio(req.stdio))
+                init.guest_pid = await sandbox.agent.create_container(req.id, spec.spec, rootfs,
+                                                                      agent_stdio(req.stdio))
             except BaseException:
                 if init is not None:
                     init.stdio.close()
@@ -108,7 +109,8 @@ class SandboxRuntime:
                 raise errors.FailedPrecondition(f"container {container_id} is not running")
             r.stdio.open()
             try:
-                await sandbox.agent.exec_process(container_id, exec_id, r.process.spec, agent_stdio(r.process.stdio))
+                r.guest_pid = await sandbox.agent.exec_process(container_id, exec_id, r.process.spec,
+                                                               agent_stdio(r.process.stdio))
             except BaseException:
                 r.stdio.close()
                 raise
@@ -214,9 +216,10 @@ class SandboxRuntime:
         return await self._container(container_id).get(exec_id).process.wait()
 
     async def pids(self, container_id: str) -> list[tuple[int, str]]:
-        self._container(container_id)
+        c = self._container(container_id)
         pids = await self._live_sandbox().agent.list_processes(container_id)
-        return [(pid, "") for pid in pids]
+        execs = {r.guest_pid: exec_id for exec_id, r in c.execs.items() if r.guest_pid}
+        return [(pid, execs.get(pid, "")) for pid in pids]
 
     async def pause(self, container_id: str) -> None:
         self._container(container_id)
