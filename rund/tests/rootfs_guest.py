@@ -5,7 +5,6 @@ their own, so a module-scoped guest serves plain (sync) tests, each of which run
 from __future__ import annotations
 
 import asyncio
-import shlex
 import threading
 import time
 from collections.abc import Coroutine
@@ -118,7 +117,3 @@ def parse_growth(output: str) -> tuple[int, int]:
             before, after, read = (int(v) for v in line.split()[1:])
             return (after - before) * 1024, read
     raise AssertionError(f"no CACHE line in {output!r}")
-
-
-def quote(path: str) -> str:
-    return shlex.quote(path)
