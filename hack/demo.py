@@ -1,61 +1,71 @@
-"""`make demo`: what rund can do today, end to end on this host.
+"""`make demo`: a container through rund, end to end on this host.
 
 1. `rund check`: what the host offers (KVM or TCG, vsock, cgroups, QEMU, guest image).
-2. Cold-boot a sandbox VM from the guest build (microvm, erofs root on virtio-blk) with the QEMU driver, reach
-   the in-guest agent over virtio-serial with our ttrpc, and ask it who it is.
-The container path through containerd (`ctr run --runtime io.containerd.rund.v2`) joins this demo when the
-VM-backed task runtime lands.
+2. containerd: the system one if it answers on /run/containerd/containerd.sock, else a private one in a temp dir.
+3. A busybox image built locally (no registry needed) and imported with `ctr images import`.
+4. `ctr run --rm --runtime io.containerd.rund.v2 ...` twice: the first sandbox may boot cold (and a template is
+   built for the next), the second is a clone of that template.
 """
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from rund import config
-from rund.agent.client import AgentClient
-from rund.hypervisor import BlockDevice, Machine, QemuVM, host_tsc_khz
-from rund.hypervisor.spec import Accel, SerialChannel, VMSpec
+from hack.busybox_image import build
+from integration.containerd_daemon import PrivateContainerd
+
+SYSTEM_SOCKET = "/run/containerd/containerd.sock"
+RUNTIME = "io.containerd.rund.v2"
+VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+SCRIPT = "echo Hello from a rund sandbox VM; echo guest kernel: $(uname -r); echo host name: $(hostname)"
 
 
-async def boot_and_greet(guest: Path, work: Path) -> None:
-    spec = VMSpec(
-        name="demo", machine=Machine.MICROVM, accel=Accel.TCG, vcpus=1, memory_mib=256,
-        runtime_dir=work / "run", console_log=work / "console.log", qemu_log=work / "qemu.log",
-        agent=SerialChannel(), kernel=guest / "vmlinux", initrd=guest / "initrd.cpio",
-        cmdline="console=ttyS0 quiet panic=-1 rund.root=/dev/vda", tsc_khz=host_tsc_khz(),
-        disks=(BlockDevice(guest / "rootfs.erofs", serial="root"),))
-    vm = QemuVM(spec)
-    t0 = time.monotonic()
-    await vm.start()
+@contextlib.contextmanager
+def containerd(work: Path):
+    if Path(SYSTEM_SOCKET).exists() and subprocess.run(["ctr", "--address", SYSTEM_SOCKET, "version"],
+                                                       capture_output=True).returncode == 0:
+        print(f"using the system containerd ({SYSTEM_SOCKET})")
+        yield SYSTEM_SOCKET
+        return
+    print("no containerd running: starting a private one")
+    d = PrivateContainerd(work / "containerd", path_prefix=[str(VENV_BIN)], log_level="info")
+    d.start()
     try:
-        health = None
-        while health is None and time.monotonic() - t0 < 120:
-            try:
-                async with await AgentClient.connect_unix(str(vm.agent_address.path)) as agent:
-                    health = await agent.health(timeout=5)
-            except Exception:  # the guest is still booting: the port answers once the agent listens
-                await asyncio.sleep(0.2)
-        if health is None:
-            raise SystemExit(f"agent did not answer in 120 s; console:\n{spec.console_log.read_text()[-2000:]}")
-        print(f"VM pid {vm.pid}: agent {health.agent_version} on Linux {health.kernel_release} "
-              f"answered {time.monotonic() - t0:.2f} s after QEMU exec (TCG cold boot)")
+        yield d.address
     finally:
-        await vm.stop()
+        d.stop()
+
+
+def ctr(address: str, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["ctr", "--address", address, *args], capture_output=True, text=True, check=check,
+                          timeout=timeout)
 
 
 def main() -> int:
     print("$ rund check")
     subprocess.run([sys.executable, "-m", "rund.cli", "check"])
-    guest = config.load().guest.resolved_dir().resolve()
-    print(f"\nbooting a sandbox VM from {guest}")
-    with tempfile.TemporaryDirectory(prefix="rund-demo-") as tmp:
-        asyncio.run(boot_and_greet(guest, Path(tmp)))
+    with tempfile.TemporaryDirectory(prefix="rund-demo-") as tmp, containerd(Path(tmp)) as address:
+        image = build(Path(tmp) / "busybox.tar")
+        ctr(address, "images", "import", str(Path(tmp) / "busybox.tar"))
+        print(f"imported {image}")
+        for n in (1, 2):
+            cid = f"rund-demo-{n}"
+            print(f"\n$ ctr run --rm --runtime {RUNTIME} {image} {cid} sh -c '...'")
+            start = time.monotonic()
+            res = ctr(address, "run", "--rm", "--runtime", RUNTIME, image, cid, "sh", "-c", SCRIPT, check=False)
+            print(res.stdout + res.stderr, end="")
+            print(f"exit status {res.returncode} after {time.monotonic() - start:.2f} s")
+            if res.returncode != 0:
+                return 1
     return 0
 
 
 if __name__ == "__main__":
+    if shutil.which("ctr") is None:
+        sys.exit("ctr is missing: run `make install`")
     sys.exit(main())

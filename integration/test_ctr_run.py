@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from integration.rund_leaks import leftovers
+from integration.rund_leaks import leftovers, qemu_processes_of
 from rund.shim import address
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vm, pytest.mark.root]
@@ -211,3 +211,19 @@ def _listener_pid(sock: str) -> int:
         except OSError:
             continue
     raise AssertionError(f"no process holds {sock}")
+
+
+def test_a_vm_that_dies_makes_its_container_exit_255(rund_containerd):
+    ctd = rund_containerd
+    proc = subprocess.Popen(["ctr", "--address", ctd.address, "run", "--rm", "--runtime", RUNTIME, ctd.image,
+                             "doomed", "sleep", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_status(ctd, "doomed", "RUNNING", TIMEOUT)
+        (qemu,) = qemu_processes_of("doomed")
+        os.kill(qemu, signal.SIGKILL)
+        assert proc.wait(60) == 255
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_gone(ctd, "doomed")
