@@ -14,6 +14,7 @@ from rund import errors
 from rund.agent import AgentClient
 from rund.config import Config
 from rund.resources.cgroups import CgroupError, CgroupLease, PoolConfig, limits_from_oci, open_pool
+from rund.runtime.trace import StepTrace
 from rund.runtime.state import SandboxDir, SandboxRecord, process_start_ticks
 from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
 from rund.hypervisor import HypervisorError
@@ -66,22 +67,28 @@ class Sandbox:
         self.dir.write_sandbox(self._record)
 
     async def start(self, rootfs_images: tuple[Path, ...], resources: dict | None, hostname: str,
-                    on_vm_exit: Callable[[int], None]) -> None:
+                    on_vm_exit: Callable[[int], None], trace: StepTrace) -> None:
         """A cgroup and a VM whose agent answers. On failure, everything is released (the state dir too)."""
         try:
-            await self._acquire_cgroup(resources)
+            with trace.step("cgroup"):
+                await self._acquire_cgroup(resources)
             shape = shape_from_config(self.cfg)
             templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
             launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
             placement = self._lease.placement() if self._lease else None
-            self._launched = await launcher.launch(LaunchRequest(
-                name=self.id[:32], dir=self.dir.path, rootfs_images=rootfs_images, pre_exec=placement,
-                hostname=hostname))
+            with trace.step("vm"):
+                self._launched = await launcher.launch(LaunchRequest(
+                    name=self.id[:32], dir=self.dir.path, rootfs_images=rootfs_images, pre_exec=placement,
+                    hostname=hostname))
+            trace.add(f"vm_{self._launched.how}", 0.0)
+            for name, seconds in self._launched.timings.items():
+                trace.add(f"vm.{name}", seconds)
             pid = self._launched.vm.pid or 0
             self._record = SandboxRecord(**{**self._record.__dict__, "qemu_pid": pid,
                                             "qemu_start_ticks": process_start_ticks(pid) or 0})
             self.dir.write_sandbox(self._record)
-            await self.agent.setup_sandbox(self.id, hostname=hostname)
+            with trace.step("agent_setup"):
+                await self.agent.setup_sandbox(self.id, hostname=hostname)
         except BaseException:
             await self.stop()
             raise

@@ -24,6 +24,7 @@ from rund.runtime.rootfs import RootfsPins, owner_of
 from rund.runtime.sandbox import Sandbox
 from rund.runtime.state import ContainerRecord, write_json_atomic
 from rund.runtime.stdio_copy import StdioCopy, agent_stdio
+from rund.runtime.trace import StepTrace
 from rund.runtime.task_runtime import ContainerStats, CreateRequest, ProcessView
 
 log = logging.getLogger("rund.runtime")
@@ -65,19 +66,22 @@ class SandboxRuntime:
                 "sandbox_dir": str(sandbox.dir.path), "sandbox_id": self.sandbox_id, "container_id": req.id,
                 "config_path": sandbox.cfg.source})
             init = None
+            trace = StepTrace(f"create {req.id}")
             try:
                 if not sandbox.started:
-                    images = await pins.prepare_first(req.id, owner, req.rootfs, req.bundle)
+                    with trace.step("rootfs"):
+                        images = await pins.prepare_first(req.id, owner, req.rootfs, req.bundle)
                     await sandbox.start(images, (host_spec.get("linux") or {}).get("resources"),
-                                        _hostname(host_spec, self.sandbox_id), self._vm_exited)
+                                        _hostname(host_spec, self.sandbox_id), self._vm_exited, trace)
                     self._spawn(self._forward_ooms(), f"oom-{self.sandbox_id}")
                 device, image = await pins.device_for(req.id, owner, req.rootfs, req.bundle)
                 rootfs = LayeredRootfs(base_device=device, base_fstype="erofs", dax=sandbox.launched.dax,
                                        upper_size_bytes=sandbox.cfg.rootfs.upper_mib << 20)
                 init = Running(Process(req.id, "", req.stdio), StdioCopy(sandbox.agent, req.id, "", req.stdio))
                 init.stdio.open()
-                init.guest_pid = await sandbox.agent.create_container(req.id, spec.spec, rootfs,
-                                                                      agent_stdio(req.stdio))
+                with trace.step("agent_create"):
+                    init.guest_pid = await sandbox.agent.create_container(req.id, spec.spec, rootfs,
+                                                                          agent_stdio(req.stdio))
             except BaseException:
                 if init is not None:
                     init.stdio.close()
@@ -87,6 +91,7 @@ class SandboxRuntime:
                     await self._stop_sandbox()
                 raise
             init.stdio.start()
+            trace.done()
             self._containers[req.id] = Container(req.id, req.bundle, spec.spec, image, init)
             pid = sandbox.vmm_pid
             self._emit(events.TaskCreated(req.id, req.bundle, req.stdio, pid, req.rootfs))
@@ -287,12 +292,18 @@ class SandboxRuntime:
         return self._sandbox
 
     async def _stop_sandbox(self) -> None:
+        if self._sandbox is None and self._pins is None:
+            return
+        trace = StepTrace(f"teardown {self.sandbox_id}")
         if self._sandbox is not None:
             sandbox, self._sandbox = self._sandbox, None
-            await sandbox.stop()
+            with trace.step("sandbox"):
+                await sandbox.stop()
         if self._pins is not None:
             pins, self._pins = self._pins, None
-            await pins.release_all()
+            with trace.step("rootfs"):
+                await pins.release_all()
+        trace.done()
 
     def _vm_exited(self, code: int) -> None:
         log.error("sandbox %s: VM gone (exit %s): its processes exit with %d", self.sandbox_id, code,

@@ -1,0 +1,31 @@
+"""Per-step timings of the start path, logged as one line per operation (`hack/bench_ctr.py` reads them)."""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+
+log = logging.getLogger("rund.trace")
+
+
+class StepTrace:
+    def __init__(self, what: str):
+        self.what = what
+        self._start = time.monotonic()
+        self.steps: list[tuple[str, float]] = []
+
+    @contextmanager
+    def step(self, name: str):
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            self.steps.append((name, time.monotonic() - t))
+
+    def add(self, name: str, seconds: float) -> None:
+        self.steps.append((name, seconds))
+
+    def done(self) -> None:
+        total = time.monotonic() - self._start
+        parts = " ".join(f"{name}={seconds * 1000:.1f}ms" for name, seconds in self.steps)
+        log.info("trace %s total=%.1fms %s", self.what, total * 1000, parts)
