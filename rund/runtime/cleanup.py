@@ -17,10 +17,8 @@ from pathlib import Path
 from rund import config
 from rund.resources.cgroups import CgroupError, open_pool
 from rund.resources.rootfs import RootfsError
-from rund.runtime.rootfs import cache_for
-from rund.runtime.sandbox import pool_config
-from rund.runtime.sandbox_runtime import BUNDLE_POINTER
-from rund.runtime.state import CorruptRecord, SandboxDir, process_start_ticks
+from rund.runtime.resource_config import pool_config, rootfs_cache
+from rund.runtime.state import BUNDLE_POINTER, CorruptRecord, SandboxDir, process_start_ticks
 
 log = logging.getLogger("rund.cleanup")
 
@@ -57,7 +55,7 @@ def cleanup_container(bundle: str, container_id: str) -> Cleaned:
     except CorruptRecord as e:
         log.warning("%s", e)
         crecord = None
-    cache = cache_for(cfg)
+    cache = rootfs_cache(cfg)
     if crecord is not None and crecord.rootfs_owner:
         try:
             cache.release_owner(crecord.rootfs_owner)

@@ -12,18 +12,14 @@ from pathlib import Path
 
 from rund import errors
 from rund.config import Config
-from rund.resources.rootfs import RootfsCache, RootfsImage, SnapshotMount
+from rund.resources.rootfs import RootfsImage, SnapshotMount
+from rund.runtime.resource_config import rootfs_cache
 from rund.runtime.task_runtime import Mount
 
 
 def owner_of(namespace: str, container_id: str) -> str:
     """The rootfs cache pin owner of a container (no '/': it names a file)."""
     return f"{namespace}:{container_id}"
-
-
-def cache_for(cfg: Config) -> RootfsCache:
-    return RootfsCache(cfg.rootfs.cache_dir, slot_bytes=cfg.rootfs.slot_mib << 20,
-                       max_bytes=cfg.rootfs.cache_max_mib << 20)
 
 
 def snapshot_mounts(mounts: tuple[Mount, ...], bundle: str) -> list[SnapshotMount]:
@@ -38,7 +34,7 @@ def snapshot_mounts(mounts: tuple[Mount, ...], bundle: str) -> list[SnapshotMoun
 
 class RootfsPins:
     def __init__(self, cfg: Config, sandbox):
-        self._cache = cache_for(cfg)
+        self._cache = rootfs_cache(cfg)
         self._sandbox = sandbox
         self._slots = cfg.rootfs.slots
         self._bound: list[Path] = []                  # slot i holds this image file

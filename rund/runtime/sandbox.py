@@ -13,18 +13,14 @@ from typing import Callable
 from rund import errors
 from rund.agent import AgentClient
 from rund.config import Config
-from rund.resources.cgroups import CgroupError, CgroupLease, PoolConfig, limits_from_oci, open_pool
+from rund.resources.cgroups import CgroupError, CgroupLease, limits_from_oci, open_pool
+from rund.runtime.resource_config import pool_config
 from rund.runtime.trace import StepTrace
 from rund.runtime.state import SandboxDir, SandboxRecord, process_start_ticks
 from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
 from rund.hypervisor import HypervisorError
 
 log = logging.getLogger("rund.runtime.sandbox")
-
-
-def pool_config(cfg: Config) -> PoolConfig:
-    return PoolConfig(parent=cfg.cgroups.parent, size=cfg.cgroups.pool_size if cfg.cgroups.pool else 0,
-                      state_dir=str(Path(cfg.state_dir) / "cgroup-pool"))
 
 
 class Sandbox:
@@ -87,8 +83,9 @@ class Sandbox:
             self._record = SandboxRecord(**{**self._record.__dict__, "qemu_pid": pid,
                                             "qemu_start_ticks": process_start_ticks(pid) or 0})
             self.dir.write_sandbox(self._record)
-            with trace.step("agent_setup"):
-                await self.agent.setup_sandbox(self.id, hostname=hostname)
+            if self._launched.how != "clone":   # a clone got its hostname with PostRestore
+                with trace.step("agent_setup"):
+                    await self.agent.setup_sandbox(self.id, hostname=hostname)
         except BaseException:
             await self.stop()
             raise

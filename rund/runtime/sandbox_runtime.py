@@ -22,14 +22,13 @@ from rund.runtime.guest_spec import guest_spec
 from rund.runtime.process import UNKNOWN_EXIT_STATUS, Exit, Process, Status, Stdio
 from rund.runtime.rootfs import RootfsPins, owner_of
 from rund.runtime.sandbox import Sandbox
-from rund.runtime.state import ContainerRecord, write_json_atomic
+from rund.runtime.state import BUNDLE_POINTER, ContainerRecord, write_json_atomic
 from rund.runtime.stdio_copy import StdioCopy, agent_stdio
 from rund.runtime.trace import StepTrace
 from rund.runtime.task_runtime import ContainerStats, CreateRequest, ProcessView
 
 log = logging.getLogger("rund.runtime")
 
-BUNDLE_POINTER = "rund.json"    # in each bundle: where this container's state lives (read by `delete`)
 
 
 class SandboxRuntime:

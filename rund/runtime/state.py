@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 FORMAT = 1
+BUNDLE_POINTER = "rund.json"    # in each bundle: where its container's state lives (read by `delete`)
 
 
 @dataclass(frozen=True)
