@@ -122,7 +122,10 @@ class SandboxRuntime:
             r.process.mark_started(sandbox.vmm_pid)
             self._emit(events.ExecStarted(container_id, exec_id, sandbox.vmm_pid))
         else:
-            await sandbox.agent.start_container(container_id)
+            trace = StepTrace(f"start {container_id}")
+            with trace.step("agent_start"):
+                await sandbox.agent.start_container(container_id)
+            trace.done()
             r.process.mark_started(sandbox.vmm_pid)
             self._emit(events.TaskStarted(container_id, sandbox.vmm_pid))
         # The start event is queued before the monitor can queue the exit.
@@ -141,6 +144,7 @@ class SandboxRuntime:
         if not p.exec_id:   # the init's exit comes after its execs' (they die with its pid namespace)
             await asyncio.gather(*c.running_exec_monitors(), return_exceptions=True)
         exit = Exit.now(status)
+        log.info("process %s of %s exited with %d", p.id, c.id, status)
         if p.mark_exited(exit):
             self._emit(events.ProcessExited(c.id, p.id, p.pid, exit))
 
@@ -169,10 +173,13 @@ class SandboxRuntime:
                 if r.monitor is not None:
                     await asyncio.gather(r.monitor, return_exceptions=True)
                 await r.stdio.stop()
+            trace = StepTrace(f"delete {container_id}")
             sandbox = self._sandbox
-            if sandbox is not None and not sandbox.dead:
+            # The sandbox container's VM goes away with it: no need to remove it in the guest first.
+            if sandbox is not None and not sandbox.dead and container_id != self.sandbox_id:
                 try:
-                    await sandbox.agent.remove_container(container_id, force=True)
+                    with trace.step("agent_remove"):
+                        await sandbox.agent.remove_container(container_id, force=True)
                 except errors.RundError as e:
                     log.warning("container %s: removing it in the guest: %s", container_id, e)
             del self._containers[container_id]
@@ -183,7 +190,9 @@ class SandboxRuntime:
             exit = p.exit                     # None: created, never started
             pid = p.pid or (sandbox.vmm_pid if sandbox else 0)
             if container_id == self.sandbox_id or not self._containers:
-                await self._stop_sandbox()
+                with trace.step("teardown"):
+                    await self._stop_sandbox()
+            trace.done()
             self._emit(events.TaskDeleted(container_id, pid, exit or Exit.now(0)))
             return pid, exit
 
