@@ -227,3 +227,23 @@ def test_a_vm_that_dies_makes_its_container_exit_255(rund_containerd):
             proc.kill()
             proc.wait()
     assert_gone(ctd, "doomed")
+
+
+def test_runtime_config_path_selects_the_vm_shape(rund_containerd, tmp_path):
+    cfg = tmp_path / "rund.toml"
+    cfg.write_text("[hypervisor]\nmemory_mib = 384\n")
+    res = run(rund_containerd, "shaped", "sh", "-c", "grep MemTotal /proc/meminfo",
+              opts=("--runtime-config-path", str(cfg)))
+    assert res.returncode == 0, res
+    mem_kib = int(res.stdout.split()[1])
+    assert 256 * 1024 < mem_kib <= 384 * 1024, res.stdout     # more than the default VM's 256 MiB could show
+    assert_gone(rund_containerd, "shaped")
+
+
+def test_an_invalid_runtime_config_is_a_clear_error(rund_containerd, tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[hypervisor]\nmemroy_mib = 384\n")
+    res = run(rund_containerd, "badcfg", "true", opts=("--runtime-config-path", str(cfg)))
+    assert res.returncode != 0
+    assert "unknown key 'memroy_mib'" in res.stderr.decode() and "invalid argument" in res.stderr.decode(), res
+    assert_gone(rund_containerd, "badcfg")
