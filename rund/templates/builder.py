@@ -1,4 +1,4 @@
-"""A template build in its own process (`python -m rund.templates.builder '<request json>'`).
+"""A template build in its own process (`python -m rund.templates '<request json>'`, see __main__.py).
 
 A shim that finds no usable template boots its sandbox cold and starts this process, detached in its own session,
 so the next sandbox can clone: the build (one more cold boot, ~1 s of saving and hashing) neither delays the current
@@ -7,21 +7,15 @@ ensure_template makes concurrent shims build once; one that finds the lock taken
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from rund.hypervisor import Accel, Machine
-from rund.templates.ensure import ensure_template
 from rund.templates.key import TemplateKey
 from rund.templates.shape import SandboxShape
 from rund.templates.store import TemplateStore
-
-log = logging.getLogger("rund.templates")
 
 _PATH_FIELDS = ("kernel", "initrd", "image")
 
@@ -61,27 +55,6 @@ def spawn_builder(shape: SandboxShape, store: TemplateStore, key: TemplateKey, p
     log_path = store.root / f"{key.key}.build.log"
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "rund.templates.builder", build_request(shape, store.root, key, placeholder, warm)],
+            [sys.executable, "-m", "rund.templates", build_request(shape, store.root, key, placeholder, warm)],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             close_fds=True, cwd="/")
-
-
-async def _main(request: dict) -> str:
-    shape = shape_from_json(request["shape"])
-    store = TemplateStore(Path(request["store"]))
-    key = TemplateKey(request["key"], request["inputs"])
-    outcome, _ = await ensure_template(shape, store, key, Path(request["placeholder"]), warm=request["warm"],
-                                       wait=False)
-    return outcome
-
-
-def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s builder[{os.getpid()}] %(levelname)s %(message)s")
-    request = json.loads(argv[0])
-    outcome = asyncio.run(_main(request))
-    log.info("template %s: %s", request["key"], outcome)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

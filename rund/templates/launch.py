@@ -122,7 +122,13 @@ class Launcher:
 
     def _start_builder(self, reason: str) -> None:
         assert self.store is not None and self._key is not None
+        probe = self.store.lock(self._key.key)
         try:
+            self.store.ensure_root()
+            if not probe.try_acquire():   # a builder is at work: spare a process that would exit at once
+                log.info("template %s is being built by another process", self._key.key)
+                return
+            probe.release()
             self.builder = spawn_builder(self.shape, self.store, self._key, self.placeholder(), self.warm_templates)
         except (OSError, errors.RundError) as e:
             log.warning("cannot start the template builder for %s: %s", self._key.key, e)
