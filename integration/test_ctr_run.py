@@ -138,6 +138,14 @@ def test_exec_with_stdin(rund_containerd, box):
     assert res.returncode == 0 and res.stdout.decode().strip() == "100000", res
 
 
+def test_output_is_complete_when_the_process_exits(rund_containerd, box):
+    res = rund_containerd.ctr("task", "exec", "--exec-id", "flood", box, "sh", "-c",
+                              "seq 1 200000; seq 1 50000 >&2; exit 9", check=False)
+    lines = res.stdout.decode().splitlines()
+    assert res.returncode == 9 and len(lines) == 200000 and lines[-1] == "200000"
+    assert res.stderr.decode().splitlines()[-1] == "50000"
+
+
 def test_ps_lists_the_guest_processes(rund_containerd, box):
     out = rund_containerd.ctr("task", "ps", box).stdout.decode().splitlines()
     assert out[0].split()[0] == "PID"
