@@ -33,7 +33,6 @@ class HypervisorConfig:
     vcpus: int = 1
     memory_mib: int = 256
     tb_size_mib: int = 16            # TCG translation buffer
-    disable_thp: bool = True         # ~2 MiB less private memory per VM, measured
 
 
 @dataclass(frozen=True)

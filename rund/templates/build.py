@@ -75,7 +75,7 @@ async def _boot_and_save(shape: SandboxShape, build: Path, key: str, placeholder
                          boot_timeout: float) -> dict:
     spec = sandbox_spec(shape, f"template-{key[:12]}", VMPaths(build), (), placeholder,
                         memory=FileMemory(build / "memory", shared=True))
-    vm = QemuVM(spec)
+    vm = QemuVM(spec, shape.qemu_binary)
     t0 = time.monotonic()
     try:
         await vm.start()

@@ -38,7 +38,7 @@ async def clone_vm(shape: SandboxShape, template: Template, name: str, directory
                    ready_timeout: float = CLONE_READY_TIMEOUT) -> tuple[QemuVM, AgentClient, dict[str, float]]:
     """A running clone whose agent has answered Health and done PostRestore; stopped again on any failure."""
     t0 = time.monotonic()
-    vm = QemuVM(clone_spec(shape, template, name, directory, rootfs_images, placeholder))
+    vm = QemuVM(clone_spec(shape, template, name, directory, rootfs_images, placeholder), shape.qemu_binary)
     agent: AgentClient | None = None
     try:
         await vm.start(pre_exec=pre_exec)

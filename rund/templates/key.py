@@ -29,7 +29,7 @@ class TemplateKey:
 
 
 def shape_inputs(shape: SandboxShape) -> dict:
-    """The shape's fields that make a saved VM differ (disable_thp only changes QEMU's host memory, not the guest)."""
+    """The shape's fields that make a saved VM differ (the QEMU binary counts by its content, see template_key)."""
     return {
         "machine": shape.machine.value, "accel": shape.accel.value, "vcpus": shape.vcpus,
         "memory_mib": shape.memory_mib, "tb_size_mib": shape.tb_size_mib, "cmdline": shape.cmdline(),
@@ -46,12 +46,11 @@ def qemu_binary_path(binary: str | Path = QEMU_BINARY) -> Path:
     return Path(found).resolve()
 
 
-def template_key(shape: SandboxShape, digests: DigestCache, warm: bool,
-                 qemu_binary: str | Path = QEMU_BINARY) -> TemplateKey:
+def template_key(shape: SandboxShape, digests: DigestCache, warm: bool) -> TemplateKey:
     inputs = {
         "format": FORMAT_VERSION,
         "rund": rund.__version__,
-        "qemu_sha256": digests.sha256(qemu_binary_path(qemu_binary)),
+        "qemu_sha256": digests.sha256(qemu_binary_path(shape.qemu_binary)),
         "kernel_sha256": digests.sha256(shape.kernel),
         "initrd_sha256": digests.sha256(shape.initrd),
         "image_sha256": digests.sha256(shape.image),

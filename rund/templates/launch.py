@@ -4,7 +4,6 @@ The launcher owns the VM until it returns: on any failure the VM is stopped and 
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import subprocess
 import time
@@ -28,7 +27,6 @@ from rund.templates.wait import wait_for_agent
 log = logging.getLogger("rund.templates")
 
 COLD_BOOT_TIMEOUT = 300.0     # TCG boots of the Python agent take 10-30 s on a loaded 2-core host
-PR_SET_THP_DISABLE = 41
 
 
 @dataclass(frozen=True)
@@ -108,7 +106,7 @@ class Launcher:
     async def clone(self, req: LaunchRequest, template: Template) -> LaunchedVM:
         vm, agent, timings = await clone_vm(self.shape, template, req.name, req.dir, req.rootfs_images,
                                             self.placeholder(), hostname=req.hostname,
-                                            pre_exec=self._pre_exec(req.pre_exec))
+                                            pre_exec=req.pre_exec)
         log.info("sandbox VM %s cloned from template %s (pid %s): ready in %.3f s", req.name, template.key,
                  vm.pid, timings["ready"])
         return LaunchedVM(vm, agent, "clone", self._devices(req), self.shape.dax, timings, template.key)
@@ -139,9 +137,9 @@ class Launcher:
         t0 = time.monotonic()
         placeholder = self.placeholder()
         spec = sandbox_spec(self.shape, req.name, VMPaths(req.dir), req.rootfs_images, placeholder)
-        vm = QemuVM(spec)
+        vm = QemuVM(spec, self.shape.qemu_binary)
         try:
-            await vm.start(pre_exec=self._pre_exec(req.pre_exec))
+            await vm.start(pre_exec=req.pre_exec)
         except HypervisorError as e:
             raise errors.Unavailable(f"sandbox VM did not start: {e}") from e
         t_exec = time.monotonic()
@@ -158,12 +156,3 @@ class Launcher:
     def _devices(self, req: LaunchRequest) -> tuple[str, ...]:
         return tuple(self.shape.rootfs_device(i) for i in range(len(req.rootfs_images)))
 
-    def _pre_exec(self, placement: Callable[[], None] | None) -> Callable[[], None]:
-        disable_thp = self.shape.disable_thp
-
-        def pre_exec() -> None:
-            if placement is not None:
-                placement()
-            if disable_thp:  # ~2 MiB less private memory per VM (measured); inherited across exec
-                ctypes.CDLL(None, use_errno=True).prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
-        return pre_exec

@@ -34,7 +34,7 @@ class SandboxShape:
     kernel_params: str
     rootfs_slots: int           # container rootfs images per VM
     rootfs_slot_bytes: int      # every container image is padded to exactly this size
-    disable_thp: bool = True
+    qemu_binary: str = "qemu-system-x86_64"
     tsc_khz: int | None = None
     key_extra: tuple = field(default=())   # anything else a template must be keyed by
 
@@ -72,7 +72,7 @@ def shape_from_config(cfg: Config) -> SandboxShape:
         machine=Machine(hv.machine), accel=accel, vcpus=hv.vcpus, memory_mib=hv.memory_mib,
         tb_size_mib=hv.tb_size_mib, kernel=kernel, initrd=initrd, image=image, image_bytes=os.stat(image).st_size,
         kernel_params=guest.kernel_params, rootfs_slots=cfg.rootfs.slots, rootfs_slot_bytes=slot_bytes,
-        disable_thp=hv.disable_thp, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None)
+        qemu_binary=hv.path, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None)
 
 
 @dataclass(frozen=True)
