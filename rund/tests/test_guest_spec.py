@@ -1,0 +1,132 @@
+"""guest_spec(): what of the host's OCI spec crosses into the VM. Pure, no root.
+
+The base spec is what containerd 1.6.20's `ctr oci spec` writes (ctr_oci_spec.json, captured on this machine); each
+test adds what CRI or `ctr run --mount` would add on top of it.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from rund.errors import InvalidArgument
+from rund.runtime.guest_spec import guest_spec
+
+CTR_SPEC = json.loads((Path(__file__).parent / "ctr_oci_spec.json").read_text())
+
+
+def destinations(spec: dict) -> list[str]:
+    return [m["destination"] for m in spec["mounts"]]
+
+
+@pytest.fixture
+def host_spec() -> dict:
+    """A ctr spec with what CRI adds for a pod member: host binds, a cgroup mount, namespace paths, hooks, seccomp."""
+    spec = copy.deepcopy(CTR_SPEC)
+    spec["hooks"] = {"prestart": [{"path": "/usr/bin/nvidia-container-runtime-hook", "args": ["hook", "prestart"]}]}
+    spec["mounts"] += [
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        {"destination": "/etc/hosts", "type": "bind",
+         "source": "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/hosts",
+         "options": ["rbind", "rprivate", "rw"]},
+        # ctr run --mount type=bind,... and the CRI's own rbind mounts without a type
+        {"destination": "/data", "source": "/srv/data", "options": ["rbind", "ro"]},
+        {"destination": "/cache", "type": "none", "source": "/var/cache/app", "options": ["bind"]},
+        {"destination": "/nfs", "type": "nfs", "source": "server:/export", "options": ["vers=4"]},
+        {"destination": "/overlay", "type": "overlay", "source": "overlay",
+         "options": ["lowerdir=/a:/b"]},
+    ]
+    spec["linux"]["cgroupsPath"] = "kubepods-besteffort-podabc.slice:cri-containerd:abc"
+    spec["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+                                "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}
+    spec["linux"]["namespaces"] = [
+        {"type": "pid"},
+        {"type": "ipc", "path": "/proc/4242/ns/ipc"},
+        {"type": "uts", "path": "/proc/4242/ns/uts"},
+        {"type": "mount"},
+        {"type": "network", "path": "/var/run/netns/cni-1234"},
+    ]
+    return spec
+
+
+def test_the_plain_ctr_spec_keeps_every_mount_and_loses_only_the_cgroup_path():
+    out = guest_spec(CTR_SPEC)
+    assert out.dropped_mounts == ()
+    assert out.spec["mounts"] == CTR_SPEC["mounts"]
+    assert "cgroupsPath" not in out.spec["linux"]
+    assert out.spec["linux"]["namespaces"] == CTR_SPEC["linux"]["namespaces"]
+    assert out.spec["process"] == CTR_SPEC["process"]
+    assert out.spec["root"] == CTR_SPEC["root"]
+    assert out.spec["linux"]["maskedPaths"] == CTR_SPEC["linux"]["maskedPaths"]
+
+
+def test_hooks_cgroups_path_and_seccomp_are_dropped(host_spec):
+    out = guest_spec(host_spec).spec
+    assert "hooks" not in out
+    assert "cgroupsPath" not in out["linux"]
+    assert "seccomp" not in out["linux"]
+    assert out["linux"]["resources"] == host_spec["linux"]["resources"]
+
+
+def test_host_and_non_kernel_mounts_are_dropped_kernel_ones_kept(host_spec):
+    out = guest_spec(host_spec)
+    assert set(out.dropped_mounts) == {"/etc/hosts", "/data", "/cache", "/nfs", "/overlay"}
+    assert destinations(out.spec) == ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/run",
+                                      "/sys/fs/cgroup"]
+    kinds = {m["type"] for m in out.spec["mounts"]}
+    assert kinds == {"proc", "tmpfs", "devpts", "mqueue", "sysfs", "cgroup"}
+
+
+@pytest.mark.parametrize("mount", [
+    {"destination": "/x", "type": "bind", "source": "/x"},
+    {"destination": "/x", "type": "tmpfs", "source": "/x", "options": ["bind"]},
+    {"destination": "/x", "type": "sysfs", "source": "/x", "options": ["rbind", "ro"]},
+    {"destination": "/x", "source": "/x"},
+    {"destination": "/x", "type": "ext4", "source": "/dev/sdb1"},
+], ids=["type-bind", "option-bind", "option-rbind", "no-type", "ext4"])
+def test_each_kind_of_host_mount_is_dropped(mount):
+    spec = {**copy.deepcopy(CTR_SPEC), "mounts": [mount]}
+    out = guest_spec(spec)
+    assert out.spec["mounts"] == [] and out.dropped_mounts == ("/x",)
+
+
+@pytest.mark.parametrize("kind", ["proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"])
+def test_kernel_filesystems_are_kept(kind):
+    mount = {"destination": "/k", "type": kind, "source": kind, "options": ["nosuid"]}
+    out = guest_spec({**copy.deepcopy(CTR_SPEC), "mounts": [mount]})
+    assert out.spec["mounts"] == [mount] and out.dropped_mounts == ()
+
+
+def test_namespace_paths_are_stripped_but_the_namespaces_kept(host_spec):
+    out = guest_spec(host_spec).spec
+    assert out["linux"]["namespaces"] == [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")]
+
+
+def test_the_input_is_not_mutated(host_spec):
+    before = copy.deepcopy(host_spec)
+    out = guest_spec(host_spec)
+    assert host_spec == before
+    out.spec["process"]["args"] = ["changed"]
+    out.spec["linux"]["namespaces"].append({"type": "user"})
+    assert host_spec == before
+
+
+def test_a_spec_without_mounts_or_linux_is_fine():
+    out = guest_spec({"process": {"args": ["/bin/true"], "cwd": "/"}})
+    assert out.spec == {"process": {"args": ["/bin/true"], "cwd": "/"}, "mounts": []}
+    assert out.dropped_mounts == ()
+
+
+@pytest.mark.parametrize("bad", [
+    [], "config", None, 42,
+    {"ociVersion": "1.0.2"},                                  # no process
+    {"process": "sh"},                                        # process not an object
+    {"process": {}, "mounts": ["/proc"]},                     # a mount that is not an object
+    {"process": {}, "mounts": [{"destination": "/proc", "type": "proc"}, None]},
+], ids=["list", "str", "none", "int", "no-process", "process-str", "mount-str", "mount-none"])
+def test_malformed_specs_are_invalid_argument(bad):
+    with pytest.raises(InvalidArgument):
+        guest_spec(bad)
