@@ -36,6 +36,10 @@ def cleanup_container(bundle: str, container_id: str) -> Cleaned:
     except ValueError as e:
         log.warning("%s: unreadable (%s); nothing to clean", Path(bundle) / BUNDLE_POINTER, e)
         return Cleaned(0)
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("sandbox_dir"), str) \
+            or not isinstance(pointer.get("config_path") or "", str):
+        log.warning("%s: unreadable (not a sandbox pointer); nothing to clean", Path(bundle) / BUNDLE_POINTER)
+        return Cleaned(0)
     cfg = config.load(pointer.get("config_path") or None)
     path = Path(pointer["sandbox_dir"])
     sdir = SandboxDir(path.parent.parent, path.parent.name, path.name)
