@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rund import config
+from rund.errors import RundError
 from rund.resources.cgroups import CgroupError, open_pool
 from rund.resources.rootfs import RootfsError
 from rund.runtime.resource_config import pool_config, rootfs_cache
@@ -40,7 +41,11 @@ def cleanup_container(bundle: str, container_id: str) -> Cleaned:
             or not isinstance(pointer.get("config_path") or "", str):
         log.warning("%s: unreadable (not a sandbox pointer); nothing to clean", Path(bundle) / BUNDLE_POINTER)
         return Cleaned(0)
-    cfg = config.load(pointer.get("config_path") or None)
+    try:
+        cfg = config.load(pointer.get("config_path") or None)
+    except RundError as e:   # the runtime class's file changed or went away since: still release what we can
+        log.warning("%s; cleaning up with the default configuration", e)
+        cfg = config.load()
     path = Path(pointer["sandbox_dir"])
     sdir = SandboxDir(path.parent.parent, path.parent.name, path.name)
     if not sdir.path.exists():

@@ -17,6 +17,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rund.errors import RundError
+
 FORMAT = 1
 BUNDLE_POINTER = "rund.json"    # in each bundle: where its container's state lives (read by `delete`)
 
@@ -67,8 +69,8 @@ def _read(path: Path, cls):
         raise CorruptRecord(f"{path}: {e}") from None
 
 
-class CorruptRecord(Exception):
-    pass
+class CorruptRecord(RundError):
+    """A record that does not parse as this format's (left by another version, or damaged)."""
 
 
 class SandboxDir:
@@ -122,8 +124,8 @@ class SandboxDir:
             return []
 
     def remove(self) -> None:
-        self.unlock()
         shutil.rmtree(self.path, ignore_errors=True)
+        self.unlock()          # after: a new shim of the same id must not see its fresh dir removed
         try:
             self.path.parent.rmdir()   # the namespace dir, once empty
         except OSError:
