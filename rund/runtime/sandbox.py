@@ -33,6 +33,7 @@ class Sandbox:
         self._lease: CgroupLease | None = None
         self._launched: LaunchedVM | None = None
         self._watch: asyncio.Task | None = None
+        self._refill: asyncio.Task | None = None
         self._stopping = False
         self.dead = False
 
@@ -104,6 +105,18 @@ class Sandbox:
             log.warning("sandbox %s runs without a cgroup of its own: %s", self.id, e)
             self._lease = None
 
+    def refill_pool(self) -> None:
+        """Top the cgroup pool up, off the start path (the first sandboxes on a host find it empty)."""
+        pool = self._pool
+        if pool is None or self._refill is not None or pool.size == 0:
+            return
+
+        def fill() -> None:
+            if pool.statistics().free < pool.size // 2:
+                made = pool.fill()
+                log.info("cgroup pool: created %d free cgroups", made)
+        self._refill = asyncio.create_task(asyncio.to_thread(fill), name=f"cgroup-refill-{self.id}")
+
     async def _watch_vm(self, on_vm_exit: Callable[[int], None]) -> None:
         code = await self.launched.vm.wait()
         if self._stopping:
@@ -138,6 +151,10 @@ class Sandbox:
         if self._watch is not None:
             await asyncio.gather(self._watch, return_exceptions=True)
             self._watch = None
+        if self._refill is not None:
+            results = await asyncio.gather(self._refill, return_exceptions=True)
+            if isinstance(results[0], Exception):
+                log.warning("cgroup pool refill failed: %s", results[0])
         if self._lease is not None and self._pool is not None:
             try:
                 await asyncio.to_thread(self._pool.release, self._lease)

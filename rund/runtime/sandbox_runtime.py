@@ -91,6 +91,7 @@ class SandboxRuntime:
                 raise
             init.stdio.start()
             trace.done()
+            sandbox.refill_pool()
             self._containers[req.id] = Container(req.id, req.bundle, spec.spec, image, init)
             pid = sandbox.vmm_pid
             self._emit(events.TaskCreated(req.id, req.bundle, req.stdio, pid, req.rootfs))
