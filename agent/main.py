@@ -2,6 +2,7 @@
 `--listen unix:/path` as an ordinary process on the host (tests)."""
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -106,6 +107,9 @@ async def serve(config: AgentConfig) -> None:
     sandbox = Sandbox(manager, config.state_dir, ModuleLoader(), config.modules_list)
     server = ttrpc.Server()
     server.register_service(DESCRIPTOR, AgentService(sandbox, oom))
+    # Everything imported so far lives as long as the agent: keep it out of collections, which would
+    # otherwise walk (and, in a forked setup child, copy page by page) the whole heap.
+    gc.freeze()
     stop = loop.create_future()
     tasks = [loop.create_task(_listen(server, address), name=f"listen {address}") for address in config.listen]
     if not config.pid1:

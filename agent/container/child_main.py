@@ -3,6 +3,7 @@
 Runs between fork and exec in a copy of the agent: no event loop, no logging, only blocking syscalls.
 Every failure is sent to the agent on the status socket before the child exits.
 """
+import _signal
 import fcntl
 import os
 import signal
@@ -20,6 +21,7 @@ from . import status
 from .child_process import become, execute, write_sysctls
 from .child_rootfs import enter_rootfs
 
+_CATCHABLE = tuple(sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}))
 TIOCGPTPEER = 0x5441
 TIOCSPTLCK = 0x40045431
 
@@ -104,20 +106,23 @@ def _exec(sock: socket.socket, plan: ExecPlan) -> None:
 def _start_clean() -> None:
     """Undo what the agent's Python set up: signal handlers, ignored SIGPIPE, the loop's wakeup fd."""
     signal.set_wakeup_fd(-1)
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    # _signal, not signal: the enum wrappers would touch (and so copy-on-write) hundreds of pages of this fork.
+    for sig in _CATCHABLE:
+        if _signal.getsignal(sig) != _signal.SIG_DFL:
+            try:
+                _signal.signal(sig, _signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
     os.setsid()
 
 
 def _join_cgroup(procs_path: str) -> None:
-    with open(procs_path, "w") as f:
-        f.write("0")
+    fd = os.open(procs_path, os.O_WRONLY | os.O_CLOEXEC)  # no text-file machinery to page in
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
 
 
 def _setup_stdio(stdio: ChildStdio) -> int | None:

@@ -80,13 +80,22 @@ def _switch_user(process: ProcessSpec) -> None:
 
 def _home_of(uid: int) -> str:
     try:
-        with open("/etc/passwd") as f:
-            for line in f:
-                fields = line.rstrip("\n").split(":")
-                if len(fields) >= 6 and fields[2] == str(uid):
-                    return fields[5] or "/"
+        fd = os.open("/etc/passwd", os.O_RDONLY | os.O_CLOEXEC)  # bytes: no text-file machinery in the child
     except OSError:
-        pass
+        return "/"
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return "/"
+    finally:
+        os.close(fd)
+    wanted = str(uid).encode()
+    for line in b"".join(chunks).split(b"\n"):
+        fields = line.split(b":")
+        if len(fields) >= 6 and fields[2] == wanted:
+            return os.fsdecode(fields[5]) or "/"
     return "/"
 
 

@@ -1,10 +1,12 @@
 """The agent's side of forking a setup child: pid namespace choice, exit registration, status socket."""
 import asyncio
+import gc
 import os
 import socket
 from typing import Callable
 
 from ..errors import SetupFailed
+from ..linux import capabilities as caps
 from ..linux import namespaces as ns
 from ..reaper import Reaper
 from . import status
@@ -73,6 +75,7 @@ class Launcher:
     def __init__(self, reaper: Reaper):
         self._reaper = reaper
         self._own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        caps.last_cap()  # read once here, so that every child finds it cached
 
     def fork(self, body: Callable[[socket.socket], None], pid_ns: PidNamespace
              ) -> tuple[int, asyncio.Future, StatusChannel]:
@@ -87,6 +90,7 @@ class Launcher:
             try:
                 pid = os.fork()
                 if pid == 0:
+                    gc.disable()  # a collection here would write to (and so copy) every page of the agent's heap
                     try:
                         ours.close()
                         body(theirs)
