@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import shutil
 import signal
 import subprocess
@@ -40,12 +41,20 @@ class AgentProcess:
         self.proc = subprocess.Popen(self.argv(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 20
-        while not os.path.exists(self.socket):
+        while not self._listening():   # the socket file appears at bind(), before listen(): connect to know
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"agent did not listen within 20 s:\n{self.log()}")
             time.sleep(0.01)
+
+    def _listening(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(self.socket)
+                return True
+            except OSError:
+                return False
 
     @property
     def pid(self) -> int:
