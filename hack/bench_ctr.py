@@ -8,10 +8,10 @@ containerd-shim-runc-v2), side by side in one run against one private containerd
 2. Parallel: --rounds rounds; in each, --parallel `ctr run`s of one runtime at once, then of the other
    (alternating which goes first); every run's own latency counts.
 3. Where the time goes in rund: the shim logs one `trace create <id>` line per sandbox (rund/runtime/trace.py)
-   with the start path's steps; their medians are printed beside the whole `ctr run`.
+   with the start path's steps; their medians (sequential runs, and parallel runs) are printed.
 
 Last line, one JSON object: {"rund_seq_ms_p50", "runc_seq_ms_p50", "ratio_seq", "rund_par_ms_p50",
-"runc_par_ms_p50", "ratio_par", "rund_steps_ms_p50"}. Needs root.
+"runc_par_ms_p50", "ratio_par", "rund_steps_ms_p50"} (steps of the sequential runs). Needs root.
 """
 from __future__ import annotations
 
@@ -95,13 +95,16 @@ def main() -> int:
                 seq[kind].append(bench.run(kind))
             print(f"sequential {i + 1}/{args.runs}: rund {seq['rund'][-1]:.0f} ms, runc {seq['runc'][-1]:.0f} ms",
                   flush=True)
+        seq_log_len = len(ctd.log_path.read_text(errors="replace"))
         par: dict[str, list[float]] = {k: [] for k in RUNTIMES}
         for r in range(args.rounds):
             for kind in (("rund", "runc") if r % 2 == 0 else ("runc", "rund")):
                 par[kind] += bench.parallel(kind, args.parallel)
                 print(f"parallel round {r + 1}: {kind} {args.parallel} at once, p50 "
                       f"{statistics.median(par[kind][-args.parallel:]):.0f} ms", flush=True)
-        steps = steps_from_log(ctd.log_path.read_text(errors="replace")[warm_log_len:])
+        log = ctd.log_path.read_text(errors="replace")
+        steps = steps_from_log(log[warm_log_len:seq_log_len])
+        par_steps = steps_from_log(log[seq_log_len:])
     finally:
         ctd.stop()
 
@@ -111,10 +114,11 @@ def main() -> int:
             v = data[kind]
             print(f"{kind + ' ' + label:24} {statistics.median(v):9.0f} {percentile(v, 90):9.0f} {max(v):9.0f}"
                   f"   {len(v)}")
-    print("\nrund start path (shim trace, medians over every sandbox above):")
+    print("\nrund start path (shim trace of Create, medians):   sequential   10 at once")
     step_p50 = {name: round(statistics.median(v), 1) for name, v in steps.items()}
+    par_p50 = {name: round(statistics.median(v), 1) for name, v in par_steps.items()}
     for name, ms in sorted(step_p50.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:22} {ms:9.1f} ms")
+        print(f"  {name:40} {ms:9.1f} ms {par_p50.get(name, float('nan')):9.1f} ms")
     result = {
         "rund_seq_ms_p50": round(statistics.median(seq["rund"]), 1),
         "runc_seq_ms_p50": round(statistics.median(seq["runc"]), 1),
