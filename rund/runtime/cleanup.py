@@ -14,12 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rund import config
 from rund.errors import RundError
-from rund.resources.cgroups import CgroupError, open_pool
-from rund.resources.rootfs import RootfsError
-from rund.runtime.resource_config import pool_config, rootfs_cache
 from rund.runtime.state import BUNDLE_POINTER, CorruptRecord, SandboxDir, process_start_ticks
+
+# containerd waits for `delete` after every normal exit too, when there is nothing left to clean: the config and
+# resource modules are imported only once there is (see _release).
 
 log = logging.getLogger("rund.cleanup")
 
@@ -41,11 +40,6 @@ def cleanup_container(bundle: str, container_id: str) -> Cleaned:
             or not isinstance(pointer.get("config_path") or "", str):
         log.warning("%s: unreadable (not a sandbox pointer); nothing to clean", Path(bundle) / BUNDLE_POINTER)
         return Cleaned(0)
-    try:
-        cfg = config.load(pointer.get("config_path") or None)
-    except RundError as e:   # the runtime class's file changed or went away since: still release what we can
-        log.warning("%s; cleaning up with the default configuration", e)
-        cfg = config.load()
     path = Path(pointer["sandbox_dir"])
     sdir = SandboxDir(path.parent.parent, path.parent.name, path.name)
     if not sdir.path.exists():
@@ -53,6 +47,20 @@ def cleanup_container(bundle: str, container_id: str) -> Cleaned:
     if not sdir.lock():
         log.info("sandbox %s is served by a live shim: leaving container %s to it", sdir.sandbox_id, container_id)
         return Cleaned(0)
+    return _release(sdir, container_id, pointer.get("config_path") or None)
+
+
+def _release(sdir: SandboxDir, container_id: str, config_path: str | None) -> Cleaned:
+    """With the sandbox's lock held: release the container's pins, and the sandbox's VM and cgroup if it goes."""
+    from rund import config
+    from rund.resources.cgroups import CgroupError, open_pool
+    from rund.resources.rootfs import RootfsError
+    from rund.runtime.resource_config import pool_config, rootfs_cache
+    try:
+        cfg = config.load(config_path)
+    except RundError as e:   # the runtime class's file changed or went away since: still release what we can
+        log.warning("%s; cleaning up with the default configuration", e)
+        cfg = config.load()
     try:
         record = sdir.read_sandbox()
     except CorruptRecord as e:
