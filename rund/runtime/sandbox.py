@@ -77,6 +77,9 @@ class Sandbox:
                 self._launched = await launcher.launch(LaunchRequest(
                     name=self.id[:32], dir=self.dir.path, rootfs_images=rootfs_images, pre_exec=placement,
                     hostname=hostname))
+            if not self._launched.dax:
+                log.info("sandbox %s: the %s machine has no DAX: container rootfs images go on read-only virtio-blk "
+                         "disks and the guest keeps its own page cache of them", self.id, shape.machine.value)
             trace.add(f"vm_{self._launched.how}", 0.0)
             for name, seconds in self._launched.timings.items():
                 trace.add(f"vm.{name}", seconds)
