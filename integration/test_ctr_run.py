@@ -238,13 +238,14 @@ def test_a_vm_that_dies_makes_its_container_exit_255(rund_containerd):
 
 
 def test_runtime_config_path_selects_the_vm_shape(rund_containerd, tmp_path):
-    cfg = tmp_path / "rund.toml"
-    cfg.write_text("[hypervisor]\nmemory_mib = 384\n")
-    res = run(rund_containerd, "shaped", "sh", "-c", "grep MemTotal /proc/meminfo",
+    cfg = tmp_path / "rund.toml"      # the other machine (microvm: rootfs on virtio-blk, no DAX), more memory
+    cfg.write_text('[hypervisor]\nmachine = "microvm"\nmemory_mib = 384\n')
+    res = run(rund_containerd, "shaped", "sh", "-c", "grep MemTotal /proc/meminfo; cat /proc/cmdline",
               opts=("--runtime-config-path", str(cfg)))
     assert res.returncode == 0, res
     mem_kib = int(res.stdout.split()[1])
     assert 256 * 1024 < mem_kib <= 384 * 1024, res.stdout     # more than the default VM's 256 MiB could show
+    assert b"rund.root=/dev/vda" in res.stdout
     assert_gone(rund_containerd, "shaped")
 
 
