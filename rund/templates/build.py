@@ -68,6 +68,7 @@ async def build_template(shape: SandboxShape, store: TemplateStore, key: Templat
         shutil.rmtree(build, ignore_errors=True)
         raise
     log.info("template %s built: %s", key.key, timings)
+    store.prune_superseded(manifest)
     return template
 
 

@@ -135,6 +135,30 @@ class TemplateStore:
         self._discard(target)
         return True
 
+    def prune_superseded(self, current: Manifest) -> list[str]:
+        """Remove templates of the same shape built from older inputs (guest image, kernel, QEMU, rund): no launcher
+        of this installation can ask for them again, and each holds a guest's RAM in tmpfs."""
+        removed = []
+        for key in self.keys():
+            if key == current.key:
+                continue
+            try:
+                inputs = self.load(key).manifest.inputs
+            except (TemplateCorrupt, TemplateMissing):
+                continue                     # damaged or half-removed: the next launcher that wants it rebuilds
+            if inputs.get("shape") == current.inputs.get("shape") and inputs.get("warm") == current.inputs.get("warm"):
+                lock = self.lock(key)
+                if not lock.try_acquire():
+                    continue                 # being rebuilt right now
+                try:
+                    if self.remove(key, f"superseded by {current.key}"):
+                        removed.append(key)
+                finally:
+                    lock.release()
+                for leftover in (self.root / f"{key}.build.log",):
+                    leftover.unlink(missing_ok=True)
+        return removed
+
     def _discard(self, directory: Path) -> None:
         trash = self.root / f"{TRASH_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
         os.rename(directory, trash)   # gone for readers at once; deleting the files takes a moment

@@ -56,13 +56,14 @@ def make_template_files(directory: Path, memory_bytes: int = 4 * MiB) -> None:
     (directory / "state").write_bytes(os.urandom(300_000))
 
 
-def publish(store: TemplateStore, key: str) -> None:
+def publish(store: TemplateStore, key: str, inputs: dict | None = None) -> Manifest:
     build = store.new_build_dir(key)
     os.rmdir(build)
     make_template_files(build)
-    manifest = Manifest(key=key, inputs={"test": True}, created_unix=time.time(),
+    manifest = Manifest(key=key, inputs=inputs or {"test": True}, created_unix=time.time(),
                         state=record_state(build / "state"), memory=record_memory(build / "memory"))
     store.publish(build, manifest)
+    return manifest
 
 
 # ---- key ---------------------------------------------------------------------------------------
@@ -271,3 +272,20 @@ def test_stale_build_dirs_are_removed_by_the_next_builder(shm):
 def test_shape_round_trips_through_the_builder_request(shape):
     back = shape_from_json(json.loads(json.dumps(shape_to_json(shape))))
     assert back == shape
+
+
+def test_a_rebuilt_shape_prunes_the_templates_it_supersedes(shm):
+    store = TemplateStore(shm)
+    small, big = {"machine": "q35", "memory_mib": 256}, {"machine": "q35", "memory_mib": 512}
+    publish(store, "old", {"shape": small, "warm": True, "image_sha256": "a"})
+    publish(store, "other", {"shape": big, "warm": True, "image_sha256": "a"})
+    publish(store, "cold", {"shape": small, "warm": False, "image_sha256": "a"})
+    held = store.lock("busy")
+    publish(store, "busy", {"shape": small, "warm": True, "image_sha256": "b"})
+    assert held.try_acquire()                # a build of it is running elsewhere: it stays
+    try:
+        new = publish(store, "new", {"shape": small, "warm": True, "image_sha256": "c"})
+        assert store.prune_superseded(new) == ["old"]
+    finally:
+        held.release()
+    assert store.keys() == ["busy", "cold", "new", "other"]
