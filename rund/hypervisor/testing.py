@@ -11,30 +11,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rund.hypervisor.paths import VMPaths
 from rund.hypervisor.spec import Accel, Machine, SerialChannel, VMSpec
 
 
-@dataclass(frozen=True)
-class VMDirs:
-    """Where one test VM keeps things: `base` holds the logs, `run` is the runtime dir (created by the driver)."""
-
-    base: Path
-
-    @property
-    def run(self) -> Path:
-        return self.base / "run"
-
-    @property
-    def console_log(self) -> Path:
-        return self.base / "console.log"
-
-    @property
-    def qemu_log(self) -> Path:
-        return self.base / "qemu.log"
+VMDirs = VMPaths   # the name tests use
 
 
 @contextmanager

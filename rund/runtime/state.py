@@ -17,7 +17,9 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rund.atomicfile import write_atomic
 from rund.errors import RundError
+from rund.procfs import state_and_start
 
 FORMAT = 1
 BUNDLE_POINTER = "rund.json"    # in each bundle: where its container's state lives (read by `delete`)
@@ -42,21 +44,7 @@ class ContainerRecord:
 
 
 def write_json_atomic(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(path, json.dumps(doc).encode(), mode=0o600)
 
 
 def _read(path: Path, cls):
@@ -134,12 +122,7 @@ class SandboxDir:
 
 def process_start_ticks(pid: int) -> int | None:
     """starttime from /proc/<pid>/stat, or None if there is no such (live) process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
+    stat = state_and_start(pid)
+    if stat is None or stat[0] == b"Z":
         return None
-    rest = stat[stat.rindex(b")") + 2:].split()
-    if rest[0] == b"Z":
-        return None
-    return int(rest[19])
+    return stat[1]

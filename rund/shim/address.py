@@ -5,6 +5,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from rund.atomicfile import write_atomic
+
 # containerd hard-codes this directory for shim sockets, whatever its configured state dir.
 SOCKET_DIR = "/run/containerd/s"
 
@@ -43,7 +45,4 @@ def is_pod_member(container_id: str, annotations: dict[str, str]) -> bool:
 
 def write_address_file(bundle: str | os.PathLike, address: str) -> None:
     """Write <bundle>/address atomically: containerd reads it on restart."""
-    target = Path(bundle) / "address"
-    tmp = target.with_name(f".address.{os.getpid()}")
-    tmp.write_text(address)
-    os.replace(tmp, target)
+    write_atomic(Path(bundle) / "address", address.encode())

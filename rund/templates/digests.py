@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from rund.templates.atomic import write_atomic
+from rund.atomicfile import write_atomic
 
 CHUNK = 1 << 20
 

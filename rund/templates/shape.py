@@ -16,6 +16,7 @@ from rund.errors import FailedPrecondition, InvalidArgument
 from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, Machine, PmemSlot, SerialChannel,
                              VMSpec, detect_accel, host_tsc_khz, pmem_slot_address)
 from rund.hypervisor.layout import GiB, MiB, PMEM_ALIGN
+from rund.hypervisor.paths import VMPaths
 
 GUEST_ROOT_SERIAL = "root"
 
@@ -73,24 +74,6 @@ def shape_from_config(cfg: Config) -> SandboxShape:
         tb_size_mib=hv.tb_size_mib, kernel=kernel, initrd=initrd, image=image, image_bytes=os.stat(image).st_size,
         kernel_params=guest.kernel_params, rootfs_slots=cfg.rootfs.slots, rootfs_slot_bytes=slot_bytes,
         qemu_binary=hv.path, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None)
-
-
-@dataclass(frozen=True)
-class VMPaths:
-    """Where one VM keeps its files: `run` is QEMU's runtime dir (sockets; created by the driver)."""
-    base: Path
-
-    @property
-    def run(self) -> Path:
-        return self.base / "vm"
-
-    @property
-    def console_log(self) -> Path:
-        return self.base / "console.log"
-
-    @property
-    def qemu_log(self) -> Path:
-        return self.base / "qemu.log"
 
 
 def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: tuple[Path, ...],

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rund.errors import FailedPrecondition
 from rund.templates import integrity
-from rund.templates.atomic import fsync_dir, fsync_file, write_atomic
+from rund.atomicfile import fsync_dir, fsync_file, write_atomic
 from rund.templates.digests import DigestCache
 from rund.templates.errors import TemplateCorrupt, TemplateMissing
 from rund.templates.lock import BuildLock

@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import erofs
+from rund.atomicfile import fsync_dir
+
+from . import erofs, paths
 from .build import build_image
 from .errors import DiskFull, InvalidCacheConfig, InvalidOwner
 from .evict import cached_entries, evict, private_bytes
@@ -94,24 +96,24 @@ class RootfsCache:
         """Unpin (cached) or delete (per-owner) `image`. Idempotent."""
         check_owner(owner)
         if image.cached:
-            _unlink(self.layout.pin(image.key, owner))
+            paths.unlink(self.layout.pin(image.key, owner))
         else:
             if image.path.parent != Path(self.layout.owner_dir(owner)):
                 raise InvalidOwner(f"{image.path} is not an image of owner {owner!r}")
-            _unlink(str(image.path))
-            _rmdir_if_empty(self.layout.owner_dir(owner))
+            paths.unlink(str(image.path))
+            paths.rmdir_if_empty(self.layout.owner_dir(owner))
 
     def release_owner(self, owner: str) -> None:
         """Unpin and delete everything `owner` holds, e.g. after its shim died. Idempotent."""
         check_owner(owner)
-        for key in _listdir(self.layout.pins):
-            _unlink(self.layout.pin(key, owner))
+        for key in paths.listdir(self.layout.pins):
+            paths.unlink(self.layout.pin(key, owner))
         shutil.rmtree(self.layout.owner_dir(owner), ignore_errors=True)
 
     def statistics(self) -> CacheStatistics:
         entries = cached_entries(self.layout)
         private_count, private_total = private_bytes(self.layout)
-        pinned = sum(len(_listdir(self.layout.pin_dir(key))) for key in _listdir(self.layout.pins))
+        pinned = sum(len(paths.listdir(self.layout.pin_dir(key))) for key in paths.listdir(self.layout.pins))
         with self._counts_lock:
             counts = dict(self._counts)
         return CacheStatistics(entries=len(entries), bytes=sum(e.disk_bytes for e in entries) + private_total,
@@ -124,10 +126,10 @@ class RootfsCache:
         for entry in cached_entries(self.layout):
             with FileLock(self.layout.lock(entry.key), exclusive=True):
                 problem = self._problem(entry.key, thorough=True)
-                if problem and not _listdir(self.layout.pin_dir(entry.key)):
+                if problem and not paths.listdir(self.layout.pin_dir(entry.key)):
                     log.warning("rootfs cache entry %s is corrupt (%s): removed", entry.key, problem)
-                    _unlink(self.layout.image(entry.key))
-                    _unlink(self.layout.meta(entry.key))
+                    paths.unlink(self.layout.image(entry.key))
+                    paths.unlink(self.layout.meta(entry.key))
                     removed.append(entry.key)
         return removed
 
@@ -157,7 +159,7 @@ class RootfsCache:
                 try:
                     self._build_entry(key, source)
                 except BaseException:
-                    _unlink(self.layout.pin(key, owner))  # the fast path may have left one
+                    paths.unlink(self.layout.pin(key, owner))  # the fast path may have left one
                     raise
                 built = True
             os.makedirs(self.layout.pin_dir(key), exist_ok=True)
@@ -190,7 +192,7 @@ class RootfsCache:
             _guard_disk(lambda: _write_json(f"{scratch.path}/meta.json", meta))
             os.rename(f"{scratch.path}/meta.json", self.layout.meta(key))
             os.rename(out, self.layout.image(key))  # the image appears whole or not at all
-            _fsync_dir(self.layout.images)
+            fsync_dir(self.layout.images)
         self._count("builds")
         log.info("rootfs cache: built %s (%d bytes, %d layers) in %.2f s", key, built.image_bytes,
                  len(source.layers), time.monotonic() - started)
@@ -205,7 +207,7 @@ class RootfsCache:
             os.makedirs(owner_dir, exist_ok=True)
             final = f"{owner_dir}/{key}.erofs"
             os.rename(out, final)
-            _fsync_dir(owner_dir)
+            fsync_dir(owner_dir)
         self._count("builds")
         log.info("rootfs cache: built a private image %s for %s (%d bytes) in %.2f s", key, owner,
                  built.image_bytes, time.monotonic() - started)
@@ -254,32 +256,3 @@ def _guard_disk(action) -> None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(f"rootfs cache: {exc.strerror}") from None
         raise
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except FileNotFoundError:
-        return []
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _rmdir_if_empty(path: str) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass

@@ -12,6 +12,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from . import paths
 from .layout import CacheLayout
 from .locks import open_locked
 
@@ -27,7 +28,7 @@ class Entry:
 
 def cached_entries(layout: CacheLayout) -> list[Entry]:
     entries = []
-    for name in _listdir(layout.images):
+    for name in paths.listdir(layout.images):
         if not name.endswith(".erofs"):
             continue
         key = name[: -len(".erofs")]
@@ -47,8 +48,8 @@ def cached_entries(layout: CacheLayout) -> list[Entry]:
 def private_bytes(layout: CacheLayout) -> tuple[int, int]:
     """(count, disk bytes) of the per-owner images."""
     count = total = 0
-    for owner in _listdir(layout.private):
-        for name in _listdir(layout.owner_dir(owner)):
+    for owner in paths.listdir(layout.private):
+        for name in paths.listdir(layout.owner_dir(owner)):
             try:
                 total += os.stat(f"{layout.owner_dir(owner)}/{name}").st_blocks * 512
                 count += 1
@@ -89,27 +90,13 @@ def remove_unpinned(layout: CacheLayout, key: str) -> bool:
         return False  # being pinned or rebuilt right now: in use
     try:
         pins = layout.pin_dir(key)
-        if _listdir(pins):
+        if paths.listdir(pins):
             return False
-        _unlink(layout.image(key))
-        _unlink(layout.meta(key))
+        paths.unlink(layout.image(key))
+        paths.unlink(layout.meta(key))
         shutil.rmtree(pins, ignore_errors=True)
-        _unlink(layout.lock(key))  # waiters notice the unlinked lock file and start over (locks.py)
+        paths.unlink(layout.lock(key))  # waiters notice the unlinked lock file and start over (locks.py)
         log.info("rootfs cache: evicted %s", key)
         return True
     finally:
         os.close(lock)
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except FileNotFoundError:
-        return []
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

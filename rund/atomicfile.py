@@ -1,4 +1,7 @@
-"""Files that appear whole or not at all: write a temp file in the same directory, fsync, rename, fsync the dir."""
+"""Files that appear whole or not at all: write a temp file in the same directory, fsync, rename, fsync the dir.
+
+For every record rund keeps on disk (state, templates, the bundle's address file): a crash leaves the old file or
+the new one, never a half-written one."""
 from __future__ import annotations
 
 import os
