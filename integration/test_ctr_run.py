@@ -256,3 +256,33 @@ def test_an_invalid_runtime_config_is_a_clear_error(rund_containerd, tmp_path):
     assert res.returncode != 0
     assert "unknown key 'memroy_mib'" in res.stderr.decode() and "invalid argument" in res.stderr.decode(), res
     assert_gone(rund_containerd, "badcfg")
+
+
+def test_containers_of_one_pod_share_one_vm(rund_containerd):
+    """CRI's grouping, driven through ctr with CRI's annotations: the app container joins the sandbox's VM."""
+    ctd = rund_containerd
+
+    def start(cid: str, kind: str, *args: str) -> None:
+        ctd.ctr("run", "-d", "--runtime", RUNTIME, "--annotation", f"io.kubernetes.cri.container-type={kind}",
+                "--annotation", "io.kubernetes.cri.sandbox-id=pod1", ctd.image, cid, *args, timeout=TIMEOUT)
+        wait_status(ctd, cid, "RUNNING")
+
+    def boot_id(cid: str) -> str:
+        res = ctd.ctr("task", "exec", "--exec-id", f"b-{cid}", cid, "cat", "/proc/sys/kernel/random/boot_id")
+        return res.stdout.decode().strip()
+
+    start("pod1", "sandbox", "sleep", "600")
+    start("app1", "container", "sleep", "600")
+    assert boot_id("pod1") == boot_id("app1")                 # one guest kernel
+    assert len(qemu_processes_of("pod1")) == 1
+    # The app container goes; the pod's VM and its sandbox container stay.
+    ctd.ctr("task", "kill", "-s", "KILL", "app1")
+    wait_status(ctd, "app1", "STOPPED")
+    ctd.ctr("task", "delete", "app1")
+    ctd.ctr("container", "delete", "app1")
+    assert boot_id("pod1") and len(qemu_processes_of("pod1")) == 1
+    ctd.ctr("task", "kill", "-s", "KILL", "pod1")
+    wait_status(ctd, "pod1", "STOPPED")
+    ctd.ctr("task", "delete", "pod1")
+    ctd.ctr("container", "delete", "pod1")
+    assert_gone(ctd, "pod1")

@@ -61,7 +61,11 @@ class Sandbox:
         self.dir.create()
         if not self.dir.lock():
             raise errors.AlreadyExists(f"sandbox {self.id} is already served by another rund shim")
-        self.dir.write_sandbox(self._record)
+        try:
+            self.dir.write_sandbox(self._record)
+        except BaseException:
+            self.dir.remove()
+            raise
 
     async def start(self, rootfs_images: tuple[Path, ...], resources: dict | None, hostname: str,
                     on_vm_exit: Callable[[int], None], trace: StepTrace) -> None:

@@ -59,14 +59,14 @@ class SandboxRuntime:
             assert self._sandbox is not None and self._pins is not None
             sandbox, pins = self._sandbox, self._pins
             owner = owner_of(self.namespace, req.id)
-            # Recorded before acquired: `delete` after a crash releases what the records name.
-            sandbox.dir.write_container(ContainerRecord(req.id, req.bundle, owner))
-            write_json_atomic(Path(req.bundle) / BUNDLE_POINTER, {
-                "sandbox_dir": str(sandbox.dir.path), "sandbox_id": self.sandbox_id, "container_id": req.id,
-                "config_path": sandbox.cfg.source})
             init = None
             trace = StepTrace(f"create {req.id}")
             try:
+                # Recorded before acquired: `delete` after a crash releases what the records name.
+                sandbox.dir.write_container(ContainerRecord(req.id, req.bundle, owner))
+                write_json_atomic(Path(req.bundle) / BUNDLE_POINTER, {
+                    "sandbox_dir": str(sandbox.dir.path), "sandbox_id": self.sandbox_id, "container_id": req.id,
+                    "config_path": sandbox.cfg.source})
                 if not sandbox.started:
                     with trace.step("rootfs"):
                         images = await pins.prepare_first(req.id, owner, req.rootfs, req.bundle)

@@ -10,6 +10,7 @@ Every record is written to a temp file, fsynced and renamed into place: a crash 
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rund.atomicfile import write_atomic
-from rund.errors import RundError
+from rund.errors import ResourceExhausted, RundError, Unavailable
 from rund.procfs import state_and_start
 
 FORMAT = 1
@@ -44,7 +45,12 @@ class ContainerRecord:
 
 
 def write_json_atomic(path: Path, doc: dict) -> None:
-    write_atomic(path, json.dumps(doc).encode(), mode=0o600)
+    try:
+        write_atomic(path, json.dumps(doc).encode(), mode=0o600)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ResourceExhausted(f"cannot record {path}: {e.strerror}") from None
+        raise Unavailable(f"cannot record {path}: {e.strerror or e}") from None
 
 
 def _read(path: Path, cls):
