@@ -20,7 +20,7 @@ IMAGE_NAME = "docker.io/library/busybox:rund-local"
 EPOCH = 1700000000            # fixed mtimes: the same inputs give the same digests
 
 
-def _layer(busybox: Path) -> bytes:
+def _layer(busybox: Path, extra_files: dict[str, str]) -> bytes:
     applets = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, check=True).stdout.split()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -40,8 +40,9 @@ def _layer(busybox: Path) -> bytes:
             link = tarfile.TarInfo(path)
             link.type, link.linkname, link.mtime, link.mode = tarfile.SYMTYPE, "/bin/busybox", EPOCH, 0o777
             tar.addfile(link)
-        for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
-                           ("etc/group", "root:x:0:\nnogroup:x:65534:\n")):
+        files = {"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+                 "etc/group": "root:x:0:\nnogroup:x:65534:\n", **extra_files}
+        for name, text in sorted(files.items()):
             raw = text.encode()
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(raw), 0o644, EPOCH
@@ -57,8 +58,9 @@ def _blob(tar: tarfile.TarFile, data: bytes) -> tuple[str, int]:
     return digest, len(data)
 
 
-def build(out: Path, name: str = IMAGE_NAME, busybox: Path = BUSYBOX) -> str:
-    layer = _layer(busybox)
+def build(out: Path, name: str = IMAGE_NAME, busybox: Path = BUSYBOX, extra_files: dict[str, str] | None = None) -> str:
+    """extra_files: path in the image (no leading /) -> text, e.g. to make a second, different image."""
+    layer = _layer(busybox, extra_files or {})
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
     gz = gzip.compress(layer, mtime=EPOCH)
     tmp = out.with_name(out.name + ".tmp")

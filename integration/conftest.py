@@ -38,6 +38,7 @@ def busybox_tar(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rund_containerd(busybox_tar):
+    from hack.busybox_image import IMAGE_NAME, build
     """A private containerd with the busybox image imported, shared by a module's end-to-end tests."""
     _require_root()
     work = Path(tempfile.mkdtemp(prefix="rund-ctd-", dir="/tmp"))
@@ -47,6 +48,10 @@ def rund_containerd(busybox_tar):
     try:
         d.ctr("images", "import", str(busybox_tar[0]))
         d.image = busybox_tar[1]
+        other = work / "other.tar"      # a second image (other content, other layer chain)
+        d.other_image = build(other, IMAGE_NAME.replace("rund-local", "rund-other"),
+                              extra_files={"etc/rund-image": "other\n"})
+        d.ctr("images", "import", str(other))
         yield d
     finally:
         d.stop()

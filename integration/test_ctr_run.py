@@ -259,12 +259,13 @@ def test_an_invalid_runtime_config_is_a_clear_error(rund_containerd, tmp_path):
 
 
 def test_containers_of_one_pod_share_one_vm(rund_containerd):
-    """CRI's grouping, driven through ctr with CRI's annotations: the app container joins the sandbox's VM."""
+    """CRI's grouping, driven through ctr with CRI's annotations: app containers join the sandbox's VM, one with
+    the same image (shared rootfs slot), one with another image (hotplugged into the running VM)."""
     ctd = rund_containerd
 
-    def start(cid: str, kind: str, *args: str) -> None:
+    def start(cid: str, kind: str, *args: str, image: str = ctd.image) -> None:
         ctd.ctr("run", "-d", "--runtime", RUNTIME, "--annotation", f"io.kubernetes.cri.container-type={kind}",
-                "--annotation", "io.kubernetes.cri.sandbox-id=pod1", ctd.image, cid, *args, timeout=TIMEOUT)
+                "--annotation", "io.kubernetes.cri.sandbox-id=pod1", image, cid, *args, timeout=TIMEOUT)
         wait_status(ctd, cid, "RUNNING")
 
     def boot_id(cid: str) -> str:
@@ -273,8 +274,17 @@ def test_containers_of_one_pod_share_one_vm(rund_containerd):
 
     start("pod1", "sandbox", "sleep", "600")
     start("app1", "container", "sleep", "600")
-    assert boot_id("pod1") == boot_id("app1")                 # one guest kernel
+    start("app2", "container", "sleep", "600", image=ctd.other_image)   # another image: hotplugged into the VM
+    assert boot_id("pod1") == boot_id("app1") == boot_id("app2")      # one guest kernel
     assert len(qemu_processes_of("pod1")) == 1
+    res = ctd.ctr("task", "exec", "--exec-id", "img", "app2", "cat", "/etc/rund-image")
+    assert res.stdout == b"other\n"
+    assert ctd.ctr("task", "exec", "--exec-id", "img", "app1", "cat", "/etc/rund-image", check=False).returncode
+    for cid in ("app2",):
+        ctd.ctr("task", "kill", "-s", "KILL", cid)
+        wait_status(ctd, cid, "STOPPED")
+        ctd.ctr("task", "delete", cid)
+        ctd.ctr("container", "delete", cid)
     # The app container goes; the pod's VM and its sandbox container stay.
     ctd.ctr("task", "kill", "-s", "KILL", "app1")
     wait_status(ctd, "app1", "STOPPED")

@@ -75,6 +75,7 @@ class RootfsConfig:
     cache_max_mib: int = 8192
     slots: int = 1                   # container rootfs images per sandbox VM (fixed: templates carry the slots)
     slot_mib: int = 512              # every image is padded to this size (sparse); at most 1024
+    hotplug_slots: int = 2           # more images a running pod VM can take (q35: virtio-pmem hotplug)
     upper_mib: int = 256             # the writable overlay upper (tmpfs in the guest)
 
 
@@ -137,6 +138,8 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise InvalidArgument(f"{path}: hypervisor.accel must be auto, kvm or tcg")
     if cfg.hypervisor.vcpus < 1 or cfg.hypervisor.memory_mib < 64:
         raise InvalidArgument(f"{path}: hypervisor needs vcpus >= 1 and memory_mib >= 64")
+    if cfg.rootfs.hotplug_slots < 0 or cfg.rootfs.slots + cfg.rootfs.hotplug_slots > 16:
+        raise InvalidArgument(f"{path}: rootfs needs hotplug_slots >= 0 and at most 16 slots in all")
     if cfg.rootfs.slots < 1 or not 2 <= cfg.rootfs.slot_mib <= 1024 or cfg.rootfs.slot_mib % 2:
         raise InvalidArgument(f"{path}: rootfs needs slots >= 1 and an even slot_mib in 2..1024")
     return replace(cfg, source=str(path))

@@ -63,6 +63,7 @@ class ContainerManager:
         return container.init.pid
 
     async def _create(self, container_id: str, spec: ContainerSpec, rootfs: Rootfs, stdio: StdioConfig) -> Container:
+        await rootfs_mod.wait_for_devices(rootfs)
         prepared = rootfs_mod.prepare(rootfs, os.path.join(self._state_dir, "containers", container_id))
         cgroup = None
         opened: list[int] = []

@@ -1,8 +1,10 @@
 """The agent's side of a container rootfs: check a given directory, or assemble base image + overlay upper."""
+import asyncio
 import fcntl
 import logging
 import os
 import shutil
+import time
 
 from ..errors import InvalidArgument, SetupFailed
 from ..linux import mounts as m
@@ -10,6 +12,8 @@ from .types import LayeredRootfs, PathRootfs, Rootfs
 
 log = logging.getLogger(__name__)
 BLKFLSBUF = 0x1261
+DEVICE_WAIT_TIMEOUT = 10.0   # a hotplugged pmem appears in ~0.1-2 s under TCG (measured)
+DEVICE_POLL = 0.01
 
 
 class PreparedRootfs:
@@ -41,6 +45,16 @@ def prepare(rootfs: Rootfs, state_dir: str) -> PreparedRootfs:
             raise InvalidArgument("rootfs.path", f"{rootfs.path} is not a directory")
         return PreparedRootfs(rootfs.path, rootfs.readonly, [], None)
     return _layered(rootfs, state_dir)
+
+
+async def wait_for_devices(rootfs: Rootfs, timeout: float = DEVICE_WAIT_TIMEOUT) -> None:
+    """A device the host just hotplugged (a pod's next rootfs image) shows up once the guest kernel probed it."""
+    if not isinstance(rootfs, LayeredRootfs):
+        return
+    deadline = time.monotonic() + timeout
+    for device in (rootfs.base_device, rootfs.upper_device):
+        while device and not os.path.exists(device) and time.monotonic() < deadline:
+            await asyncio.sleep(DEVICE_POLL)
 
 
 def _layered(spec: LayeredRootfs, state_dir: str) -> PreparedRootfs:

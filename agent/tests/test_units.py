@@ -125,3 +125,21 @@ def test_clock_and_entropy_structs():
     ts = timespec_from_ns(1_700_000_000_123_456_789)
     assert (ts.tv_sec, ts.tv_nsec) == (1_700_000_000, 123_456_789)
     assert rand_pool_info(b"abcd") == struct.pack("ii", 32, 4) + b"abcd"
+
+
+async def test_waiting_for_a_rootfs_device_ends_when_it_appears_or_at_the_deadline(tmp_path):
+    import asyncio as aio
+    import time as t
+
+    from agent.container import rootfs as rootfs_mod
+    from agent.container.types import LayeredRootfs, PathRootfs
+    device = tmp_path / "pmem9"
+    loop = aio.get_running_loop()
+    loop.call_later(0.2, device.touch)
+    start = t.monotonic()
+    await rootfs_mod.wait_for_devices(LayeredRootfs(base_device=str(device)))
+    assert device.exists() and t.monotonic() - start < 2
+    start = t.monotonic()
+    await rootfs_mod.wait_for_devices(LayeredRootfs(base_device=str(tmp_path / "never")), timeout=0.3)
+    assert 0.25 < t.monotonic() - start < 2          # gives up; prepare() then names the missing device
+    await rootfs_mod.wait_for_devices(PathRootfs(str(tmp_path)))

@@ -28,6 +28,7 @@ from rund.hypervisor.spec import (
     BlockDevice,
     FileMemory,
     Machine,
+    PmemHotplugSlot,
     PmemSlot,
     SerialChannel,
     SerialSocketAddress,
@@ -41,7 +42,7 @@ from rund.hypervisor.vsock import CidReservation, CidUnavailable, reserve_guest_
 
 __all__ = [
     "Accel", "AccelDecision", "CidReservation", "CidUnavailable", "AgentAddress", "AnonymousMemory", "BlockDevice", "FileMemory",
-    "Hypervisor", "HypervisorError", "InvalidSpec", "Machine", "MigrationError", "PmemSlot",
+    "Hypervisor", "HypervisorError", "InvalidSpec", "Machine", "MigrationError", "PmemHotplugSlot", "PmemSlot",
     "PmemSlotMismatch", "QMPCommandError", "QMPConnectionLost", "QemuHypervisor", "QemuVM",
     "SerialChannel", "SerialSocketAddress", "TapNetwork", "VMDied", "VMNotRunning", "VMSpec",
     "VMStartError", "VMTimeout", "VirtualMachine", "VsockAddress", "VsockChannel", "build_argv",

@@ -87,9 +87,9 @@ def _cpu(spec: VMSpec) -> list[str]:
 def _memory(spec: VMSpec) -> list[str]:
     size = f"{spec.memory_mib}M"
     m = {"size": size}
-    if spec.pmem:
-        slots = [(s.memaddr, s.size) for s in spec.pmem]
-        m["slots"] = str(len(spec.pmem))
+    if spec.pmem or spec.pmem_hotplug:
+        slots = [(s.memaddr, s.size) for s in (*spec.pmem, *spec.pmem_hotplug)]
+        m["slots"] = str(len(slots))
         m["maxmem"] = f"{q35_maxmem_bytes(spec.memory_mib, slots) // MiB}M"
     if isinstance(spec.memory, AnonymousMemory):
         backend = opts("memory-backend-ram", {"id": "mem", "size": size})
@@ -135,7 +135,13 @@ def _pmem(spec: VMSpec) -> list[str]:
         argv += ["-device", opts("virtio-pmem-pci", {
             "id": f"vpmem{i}", "memdev": f"pmem{i}", "memaddr": slot.memaddr,
         })]
+    for i, _ in enumerate(spec.pmem_hotplug):   # the guest's PCIe hotplug driver takes a device_add in these
+        argv += ["-device", opts("pcie-root-port", {"id": hotplug_port(i), "chassis": i + 1, "slot": i + 1})]
     return argv
+
+
+def hotplug_port(index: int) -> str:
+    return f"hotplug{index}"
 
 
 def _disks(spec: VMSpec) -> list[str]:

@@ -25,7 +25,7 @@ from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClien
 
 from rund.hypervisor import migration
 from rund.hypervisor.accel import AccelDecision, detect_accel
-from rund.hypervisor.argv import build_argv
+from rund.hypervisor.argv import build_argv, hotplug_port
 from rund.hypervisor.base import Hypervisor, PreExec, VirtualMachine
 from rund.hypervisor.errors import (
     HypervisorError,
@@ -39,7 +39,7 @@ from rund.hypervisor.errors import (
 from rund.hypervisor.logtail import log_tail
 from rund.hypervisor.pmem import check_pmem_images
 from rund.hypervisor.process import ExitWatch, spawn
-from rund.hypervisor.spec import VMSpec, VsockChannel
+from rund.hypervisor.spec import PmemSlot, VMSpec, VsockChannel
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +295,27 @@ class QemuVM(VirtualMachine):
 
     async def resume(self) -> None:
         await self._execute("cont")
+
+    # ---- devices added while running --------------------------------------------------------
+
+    async def hotplug_pmem(self, index: int, image: Path) -> None:
+        """Bind `image` (exactly the slot's size, read-only) to hotplug slot `index` of spec.pmem_hotplug."""
+        try:
+            slot = self.spec.pmem_hotplug[index]
+        except IndexError:
+            raise HypervisorError(f"VM {self.spec.name} has no pmem hotplug slot {index}") from None
+        check_pmem_images((PmemSlot(Path(image), slot.size, slot.memaddr),))
+        backend = f"hotplug-mem{index}"
+        await self._execute("object-add", {"qom-type": "memory-backend-file", "id": backend, "mem-path": str(image),
+                                           "size": slot.size, "share": True, "readonly": True})
+        try:
+            await self._execute("device_add", {"driver": "virtio-pmem-pci", "id": f"hotplug-pmem{index}",
+                                               "memdev": backend, "bus": hotplug_port(index),
+                                               "memaddr": slot.memaddr})
+        except BaseException:
+            with contextlib.suppress(HypervisorError):
+                await self._execute("object-del", {"id": backend})
+            raise
 
     # ---- templates ---------------------------------------------------------------------------
 

@@ -62,6 +62,15 @@ class PmemSlot:
 
 
 @dataclass(frozen=True)
+class PmemHotplugSlot:
+    """Room for a virtio-pmem device added while the VM runs (q35): a PCIe root port to plug it into, and its
+    size and pinned guest address counted in the machine's device memory from the start (templates included)."""
+
+    size: int
+    memaddr: int
+
+
+@dataclass(frozen=True)
 class BlockDevice:
     """A read-only virtio-blk disk; `serial` lets the guest find it under /dev/disk/by-id/virtio-<serial>."""
 
@@ -133,6 +142,7 @@ class VMSpec:
     cmdline: str = ""
     memory: AnonymousMemory | FileMemory = field(default_factory=AnonymousMemory)
     pmem: tuple[PmemSlot, ...] = ()
+    pmem_hotplug: tuple[PmemHotplugSlot, ...] = ()
     disks: tuple[BlockDevice, ...] = ()
     rng: bool = False
     net: TapNetwork | None = None
@@ -202,14 +212,14 @@ def _validate_boot(spec: VMSpec) -> None:
 
 
 def _validate_pmem(spec: VMSpec) -> None:
-    if not spec.pmem:
+    if not spec.pmem and not spec.pmem_hotplug:
         return
     if spec.machine is not Machine.Q35:
         # microvm has no device-memory plug: QEMU accepts the device, the guest cannot map it.
         raise InvalidSpec("virtio-pmem needs the q35 machine")
     base = q35_device_memory_base(spec.memory_mib * MiB)
     spans = []
-    for slot in spec.pmem:
+    for slot in (*spec.pmem, *spec.pmem_hotplug):
         if slot.size <= 0 or slot.size % PMEM_ALIGN or slot.size > PMEM_SLOT_STRIDE:
             raise InvalidSpec(f"pmem slot size {slot.size} must be a positive multiple of 2 MiB, at most 1 GiB")
         if slot.memaddr % PMEM_ALIGN:

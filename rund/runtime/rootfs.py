@@ -1,8 +1,9 @@
 """Which guest device holds each container's rootfs: images from the rootfs cache, bound to the VM's slots.
 
-The slots are fixed when the VM starts (a clone binds them at restore; there is no hotplug on the start path), so
-the first container's image is bound at launch; a later container of the pod may share an image already bound
-(a read-only base; each container gets its own writable upper in the guest).
+The first container's image is bound to a slot when the VM starts (a clone binds it at restore: no hotplug on the
+start path). A later container of the pod shares an image already there (a read-only base; each container gets its
+own writable upper in the guest), or its image is hotplugged into the running VM (q35, a few slots per VM). A
+hotplugged image stays until the VM ends: its cache pin is held by its containers, the device by the VM.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class RootfsPins:
         self._cache = rootfs_cache(cfg)
         self._sandbox = sandbox
         self._slots = cfg.rootfs.slots
-        self._bound: list[Path] = []                  # slot i holds this image file
+        self._bound: list[Path] = []                  # image files bound at launch (slot i)
+        self._plugged: dict[Path, str] = {}           # image files added since, and their guest device
         self._held: dict[str, tuple[RootfsImage, str]] = {}   # container id -> (image, owner)
 
     async def _acquire(self, container_id: str, owner: str, mounts: tuple[Mount, ...], bundle: str) -> RootfsImage:
@@ -56,14 +58,15 @@ class RootfsPins:
                          bundle: str) -> tuple[str, RootfsImage]:
         held = self._held.get(container_id)
         image = held[0] if held else await self._acquire(container_id, owner, mounts, bundle)
-        try:
-            slot = self._bound.index(image.path)
-        except ValueError:
-            await self.release(container_id)
-            raise errors.FailedPrecondition(
-                f"container {container_id}: its image differs from the ones bound to this sandbox VM's rootfs "
-                f"slots, and adding a rootfs to a running VM is not supported yet") from None
-        return self._sandbox.launched.rootfs_devices[slot], image
+        if image.path in self._bound:
+            return self._sandbox.launched.rootfs_devices[self._bound.index(image.path)], image
+        if image.path not in self._plugged:    # a pod's container with another image: add it to the VM
+            try:
+                self._plugged[image.path] = await self._sandbox.hotplug_rootfs(image.path)
+            except BaseException:
+                await self.release(container_id)
+                raise
+        return self._plugged[image.path], image
 
     async def release(self, container_id: str) -> None:
         held = self._held.pop(container_id, None)

@@ -34,6 +34,8 @@ class Sandbox:
         self._launched: LaunchedVM | None = None
         self._watch: asyncio.Task | None = None
         self._refill: asyncio.Task | None = None
+        self._shape = None
+        self._hotplugged = 0
         self._stopping = False
         self.dead = False
 
@@ -73,7 +75,7 @@ class Sandbox:
         try:
             with trace.step("cgroup"):
                 await self._acquire_cgroup(resources)
-            shape = shape_from_config(self.cfg)
+            shape = self._shape = shape_from_config(self.cfg)
             templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
             launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
             placement = self._lease.placement() if self._lease else None
@@ -111,6 +113,22 @@ class Sandbox:
         except CgroupError as e:
             log.warning("sandbox %s runs without a cgroup of its own: %s", self.id, e)
             self._lease = None
+
+    async def hotplug_rootfs(self, image: Path) -> str:
+        """Add a rootfs image to the running VM; returns its guest device."""
+        shape = self._shape
+        if shape is None or self._hotplugged >= shape.rootfs_hotplug_slots:
+            raise errors.ResourceExhausted(
+                f"sandbox {self.id}: no free rootfs slot for another image (rootfs.slots + rootfs.hotplug_slots "
+                f"= {shape.rootfs_slots + shape.rootfs_hotplug_slots if shape else 0}; the microvm machine has no "
+                f"hotplug)")
+        index = self._hotplugged
+        try:
+            await self.launched.vm.hotplug_pmem(index, image)
+        except HypervisorError as e:
+            raise errors.Unavailable(f"sandbox {self.id}: adding rootfs image {image.name}: {e}") from e
+        self._hotplugged += 1
+        return shape.rootfs_device(shape.rootfs_slots + index)
 
     def refill_pool(self) -> None:
         """Top the cgroup pool up, off the start path (the first sandboxes on a host find it empty)."""

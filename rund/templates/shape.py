@@ -13,8 +13,8 @@ from pathlib import Path
 
 from rund.config import Config
 from rund.errors import FailedPrecondition, InvalidArgument
-from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, Machine, PmemSlot, SerialChannel,
-                             VMSpec, detect_accel, host_tsc_khz, pmem_slot_address)
+from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, Machine, PmemHotplugSlot, PmemSlot,
+                             SerialChannel, VMSpec, detect_accel, host_tsc_khz, pmem_slot_address)
 from rund.hypervisor.layout import GiB, MiB, PMEM_ALIGN
 from rund.hypervisor.paths import VMPaths
 
@@ -35,6 +35,7 @@ class SandboxShape:
     kernel_params: str
     rootfs_slots: int           # container rootfs images per VM
     rootfs_slot_bytes: int      # every container image is padded to exactly this size
+    rootfs_hotplug_slots: int = 0   # images added to a running VM (q35 only), after the fixed slots
     qemu_binary: str = "qemu-system-x86_64"
     tsc_khz: int | None = None
     key_extra: tuple = field(default=())   # anything else a template must be keyed by
@@ -44,7 +45,8 @@ class SandboxShape:
         return self.machine is Machine.Q35
 
     def rootfs_device(self, slot: int) -> str:
-        """The guest device of container rootfs slot `slot` (0-based)."""
+        """The guest device of container rootfs slot `slot` (0-based; hotplug slots follow the fixed ones, and
+        the guest numbers hotplugged pmem devices in the order they arrive)."""
         if self.machine is Machine.Q35:
             return f"/dev/pmem{slot + 1}"
         return "/dev/vd" + chr(ord("b") + slot)
@@ -73,6 +75,7 @@ def shape_from_config(cfg: Config) -> SandboxShape:
         machine=Machine(hv.machine), accel=accel, vcpus=hv.vcpus, memory_mib=hv.memory_mib,
         tb_size_mib=hv.tb_size_mib, kernel=kernel, initrd=initrd, image=image, image_bytes=os.stat(image).st_size,
         kernel_params=guest.kernel_params, rootfs_slots=cfg.rootfs.slots, rootfs_slot_bytes=slot_bytes,
+        rootfs_hotplug_slots=cfg.rootfs.hotplug_slots if hv.machine == "q35" else 0,
         qemu_binary=hv.path, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None)
 
 
@@ -89,10 +92,14 @@ def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: 
         slots += [placeholder] * (shape.rootfs_slots - len(slots))
     pmem: tuple[PmemSlot, ...] = ()
     disks: tuple[BlockDevice, ...] = ()
+    hotplug: tuple[PmemHotplugSlot, ...] = ()
     if shape.machine is Machine.Q35:
         pmem = (PmemSlot(shape.image, shape.image_bytes, pmem_slot_address(shape.memory_mib, 0)),)
         pmem += tuple(PmemSlot(p, shape.rootfs_slot_bytes, pmem_slot_address(shape.memory_mib, i + 1))
                       for i, p in enumerate(slots))
+        first = 1 + len(slots)
+        hotplug = tuple(PmemHotplugSlot(shape.rootfs_slot_bytes, pmem_slot_address(shape.memory_mib, first + i))
+                        for i in range(shape.rootfs_hotplug_slots))
     else:
         disks = (BlockDevice(shape.image, serial=GUEST_ROOT_SERIAL),)
         disks += tuple(BlockDevice(p, serial=f"rootfs{i}") for i, p in enumerate(slots))
@@ -100,5 +107,5 @@ def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: 
         name=name, machine=shape.machine, accel=shape.accel, vcpus=shape.vcpus, memory_mib=shape.memory_mib,
         runtime_dir=paths.run, console_log=paths.console_log, qemu_log=paths.qemu_log, agent=SerialChannel(),
         kernel=shape.kernel, initrd=shape.initrd, cmdline=shape.cmdline(),
-        memory=memory, pmem=pmem, disks=disks, rng=False, incoming_defer=incoming_defer,
+        memory=memory, pmem=pmem, pmem_hotplug=hotplug, disks=disks, rng=False, incoming_defer=incoming_defer,
         tb_size_mib=shape.tb_size_mib, tsc_khz=shape.tsc_khz)

@@ -14,6 +14,7 @@ from rund.hypervisor.spec import (
     BlockDevice,
     FileMemory,
     Machine,
+    PmemHotplugSlot,
     PmemSlot,
     SerialChannel,
     TapNetwork,
@@ -143,6 +144,17 @@ def test_pmem_sparse_high_slot_stretches_maxmem_to_reach_it():
     slot = PmemSlot(Path("/img/a"), 2 * MiB, pmem_slot_address(256, 3))
     argv = build_argv(spec(Machine.Q35, pmem=(slot,)))
     assert values(argv, "-m") == [f"size=256M,slots=1,maxmem={256 + 2 * 1024 + 2}M"]
+
+
+def test_pmem_hotplug_slots_get_root_ports_and_count_in_device_memory():
+    s0 = PmemSlot(Path("/img/a"), 64 * MiB, pmem_slot_address(256, 0))
+    hot = (PmemHotplugSlot(128 * MiB, pmem_slot_address(256, 1)), PmemHotplugSlot(128 * MiB, pmem_slot_address(256, 2)))
+    argv = build_argv(spec(Machine.Q35, pmem=(s0,), pmem_hotplug=hot))
+    assert values(argv, "-m") == ["size=256M,slots=3,maxmem=576M"]    # ram + every slot, plugged or not
+    devices = values(argv, "-device")
+    assert "pcie-root-port,id=hotplug0,chassis=1,slot=1" in devices
+    assert "pcie-root-port,id=hotplug1,chassis=2,slot=2" in devices
+    assert not [d for d in devices if d.startswith("virtio-pmem-pci,id=vpmem1")]   # nothing plugged yet
 
 
 def test_writable_pmem_drops_readonly():

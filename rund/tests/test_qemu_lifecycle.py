@@ -16,6 +16,7 @@ import pytest
 from rund.hypervisor import (
     HypervisorError,
     Machine,
+    PmemHotplugSlot,
     PmemSlot,
     PmemSlotMismatch,
     QemuVM,
@@ -261,6 +262,31 @@ def test_q35_pmem_slots_land_at_the_pinned_addresses(dirs):
             await vm.stop()
         found = sorted((d["data"]["memaddr"], d["data"]["size"]) for d in devices if d["type"] == "virtio-pmem")
         assert found == [(s.memaddr, s.size) for s in slots]
+
+    asyncio.run(scenario())
+
+
+def test_q35_pmem_hotplug_binds_an_image_to_a_reserved_slot(dirs):
+    async def scenario():
+        size = 32 * MiB
+        image, short = dirs.base / "hot.img", dirs.base / "short.img"
+        for path, length in ((image, size), (short, size // 2)):
+            path.touch()
+            os.truncate(path, length)
+        slot = PmemHotplugSlot(size, pmem_slot_address(64, 1))
+        vm = QemuVM(minimal_spec(dirs, Machine.Q35, pmem_hotplug=(slot,)))
+        await vm.start()
+        try:
+            with pytest.raises(PmemSlotMismatch):           # QEMU would take a wrong size silently
+                await vm.hotplug_pmem(0, short)
+            await vm.hotplug_pmem(0, image)
+            with pytest.raises(HypervisorError):
+                await vm.hotplug_pmem(1, image)             # no such slot
+            devices = await vm.execute("query-memory-devices")
+        finally:
+            await vm.stop()
+        found = [(d["data"]["memaddr"], d["data"]["size"]) for d in devices if d["type"] == "virtio-pmem"]
+        assert found == [(slot.memaddr, size)]
 
     asyncio.run(scenario())
 
