@@ -5,6 +5,7 @@ Every container costs a VM (a template clone when templates work, else a cold bo
 running container share one (`box`)."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -67,19 +68,25 @@ def test_run_prints_output_and_exits_with_the_guest_process_status(rund_containe
     assert_gone(rund_containerd, "zero")
 
 
-def test_kill_with_sigkill_exits_137(rund_containerd):
-    ctd = rund_containerd
+@contextlib.contextmanager
+def running_in_foreground(ctd, cid: str, *args: str):
+    """`ctr run --rm` attached, as a user runs it; yields once the task runs, the process to wait for."""
     proc = subprocess.Popen(["ctr", "--address", ctd.address, "run", "--rm", "--runtime", RUNTIME, ctd.image,
-                             "killed", "sleep", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             cid, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_status(ctd, "killed", "RUNNING", TIMEOUT)
-        ctd.ctr("task", "kill", "-s", "KILL", "killed")
-        assert proc.wait(60) == 137
+        wait_status(ctd, cid, "RUNNING", TIMEOUT)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert_gone(ctd, "killed")
+
+
+def test_kill_with_sigkill_exits_137(rund_containerd):
+    with running_in_foreground(rund_containerd, "killed", "sleep", "600") as proc:
+        rund_containerd.ctr("task", "kill", "-s", "KILL", "killed")
+        assert proc.wait(60) == 137
+    assert_gone(rund_containerd, "killed")
 
 
 def test_terminal_run_sees_a_tty(rund_containerd):
@@ -222,19 +229,11 @@ def _listener_pid(sock: str) -> int:
 
 
 def test_a_vm_that_dies_makes_its_container_exit_255(rund_containerd):
-    ctd = rund_containerd
-    proc = subprocess.Popen(["ctr", "--address", ctd.address, "run", "--rm", "--runtime", RUNTIME, ctd.image,
-                             "doomed", "sleep", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_status(ctd, "doomed", "RUNNING", TIMEOUT)
+    with running_in_foreground(rund_containerd, "doomed", "sleep", "600") as proc:
         (qemu,) = qemu_processes_of("doomed")
         os.kill(qemu, signal.SIGKILL)
         assert proc.wait(60) == 255
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert_gone(ctd, "doomed")
+    assert_gone(rund_containerd, "doomed")
 
 
 def test_runtime_config_path_selects_the_vm_shape(rund_containerd, tmp_path):

@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.tests.helpers import read_all
 from rund import errors
 from rund.agent import AgentClient, LayeredRootfs, StdioConfig
 from rund.hypervisor import Machine, PmemSlot, QemuVM, host_tsc_khz, pmem_slot_address
@@ -91,12 +92,7 @@ class RootfsGuest:
             await client.create_container(cid, container_spec(script), rootfs, StdioConfig(stdout=True))
             try:
                 await client.start_container(cid)
-                out = bytearray()
-                while True:
-                    chunk = await client.read_stdout(cid)
-                    out += chunk.data
-                    if chunk.eof:
-                        break
+                out = await read_all(client, cid)
                 status = await client.wait_process(cid)
             finally:
                 await client.remove_container(cid, force=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.tests.helpers import read_all
 from rund import config, errors
 from rund.agent import AgentClient, LayeredRootfs, StdioConfig
 from rund.hypervisor.testing import leak_checked_dirs
@@ -80,16 +81,11 @@ def container_spec(script: str) -> dict:
 async def run_container(agent: AgentClient, rootfs: LayeredRootfs, cid: str, script: str) -> bytes:
     await agent.create_container(cid, container_spec(script), rootfs, StdioConfig(stdout=True))
     await agent.start_container(cid)
-    out = bytearray()
-    while True:
-        chunk = await agent.read_stdout(cid)
-        out += chunk.data
-        if chunk.eof:
-            break
+    out = await read_all(agent, cid)
     status = await agent.wait_process(cid)
     await agent.remove_container(cid)
     assert status.code == 0, out
-    return bytes(out)
+    return out
 
 
 async def shut(launched) -> None:
