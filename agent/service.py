@@ -72,7 +72,7 @@ class AgentService:
     @edge
     async def CreateContainer(self, ctx, req):
         pid = await self._containers.create(req.container_id, req.oci_spec_json, convert.rootfs(req.rootfs),
-                                            convert.stdio(req.stdio))
+                                            convert.stdio(req.stdio), [(f.data, f.mode) for f in req.files])
         return pb.CreateContainerResponse(pid=pid)
 
     @edge

@@ -295,3 +295,16 @@ def test_containers_of_one_pod_share_one_vm(rund_containerd):
     ctd.ctr("task", "delete", "pod1")
     ctd.ctr("container", "delete", "pod1")
     assert_gone(ctd, "pod1")
+
+
+def test_a_bind_mounted_host_file_is_copied_into_the_vm(rund_containerd, tmp_path):
+    greeting = tmp_path / "greeting"
+    greeting.write_text("hello from the host\n")
+    res = run(rund_containerd, "binds", "sh", "-c", "cat /etc/greeting; ls /data 2>&1 || true",
+              opts=("--mount", f"type=bind,src={greeting},dst=/etc/greeting,options=rbind:ro",
+                    "--mount", f"type=bind,src={tmp_path},dst=/data,options=rbind:ro"))
+    assert res.returncode == 0, res
+    lines = res.stdout.decode().splitlines()
+    assert lines[0] == "hello from the host"
+    assert "No such file or directory" in lines[1]     # host directories are left out (no shared fs yet)
+    assert_gone(rund_containerd, "binds")

@@ -3,11 +3,13 @@ import asyncio
 import logging
 import os
 import re
+import shutil
 import signal
 
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SetupFailed
 from ..linux import namespaces as ns
 from ..oci.spec import ContainerSpec, parse_process_document, parse_resources_document, parse_spec
+from . import files as files_mod
 from . import rootfs as rootfs_mod
 from .child_main import ChildStdio, ExecPlan, InitPlan, run_exec, run_init
 from .container import CREATED, RUNNING, Container
@@ -47,14 +49,19 @@ class ContainerManager:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    async def create(self, container_id: str, spec_json: bytes, rootfs: Rootfs, stdio: StdioConfig) -> int:
+    async def create(self, container_id: str, spec_json: bytes, rootfs: Rootfs, stdio: StdioConfig,
+                     files: list[tuple[bytes, int]] = ()) -> int:
         check_id(container_id, "container_id")
         if container_id in self._containers or container_id in self._creating:
             raise AlreadyExists(f"container {container_id!r} already exists")
         spec = parse_spec(spec_json)
         self._creating.add(container_id)
         try:
+            spec = files_mod.place(spec, list(files), self._files_dir(container_id))
             container = await self._create(container_id, spec, rootfs, stdio)
+        except BaseException:
+            shutil.rmtree(self._files_dir(container_id), ignore_errors=True)
+            raise
         finally:
             self._creating.discard(container_id)
         self._containers[container_id] = container
@@ -205,6 +212,10 @@ class ContainerManager:
         if container.cgroup is not None:
             await container.cgroup.remove()
         container.rootfs.cleanup()
+        shutil.rmtree(self._files_dir(container_id), ignore_errors=True)
+
+    def _files_dir(self, container_id: str) -> str:
+        return os.path.join(self._state_dir, "files", container_id)
 
     async def remove_all(self) -> None:
         for container_id in list(self._containers):

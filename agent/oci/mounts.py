@@ -41,6 +41,10 @@ class Mount(NamedTuple):
         return bool(self.flags & m.MS_BIND) or self.type == "bind"
 
 
+# A bind source naming a file the host sent with the request (agent/container/files.py places it).
+COPIED_FILE_PREFIX = "rund-file:"
+
+
 def parse_mount(f: Fields) -> Mount:
     destination = check_absolute(f.str("destination", required=True), f.name("destination"))
     kind = f.str("type")
@@ -48,7 +52,7 @@ def parse_mount(f: Fields) -> Mount:
     flags, propagation, data = parse_options(f.str_list("options"), f.name("options"))
     if kind == "bind":
         flags |= m.MS_BIND
-    if flags & m.MS_BIND:
+    if flags & m.MS_BIND and not source.startswith(COPIED_FILE_PREFIX):
         check_absolute(source, f.name("source"))
     elif not kind:
         raise InvalidArgument(f.name("type"), "is required for a mount that is not a bind mount")

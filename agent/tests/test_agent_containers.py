@@ -7,7 +7,7 @@ import time
 import pytest
 
 from rund import errors
-from rund.agent import AgentClient, AgentFailed, PathRootfs, StdioConfig
+from rund.agent import AgentClient, AgentFailed, FileCopy, PathRootfs, StdioConfig
 
 from .helpers import process, read_all, read_until, spec
 
@@ -35,6 +35,26 @@ async def test_exit_code_3(agent, busybox_rootfs):
     async with await AgentClient.connect_unix(agent.socket) as client:
         code, _, _ = await run(client, "exit3", busybox_rootfs, ["sh", "-c", "exit 3"])
     assert code == 3
+
+
+async def test_copied_host_files_are_bind_mounted_and_removed_with_the_container(agent, busybox_rootfs):
+    s = spec(["sh", "-c", "cat /etc/greeting; stat -c %a /etc/greeting; echo x > /etc/greeting || echo ro"])
+    s["mounts"] = [{"destination": "/etc/greeting", "type": "bind", "source": "rund-file:0",
+                    "options": ["rbind", "ro"]}]
+    async with await AgentClient.connect_unix(agent.socket) as client:
+        await client.create_container("files", s, PathRootfs(busybox_rootfs), StdioConfig(stdout=True),
+                                      files=[FileCopy(b"hello from the host\n", 0o640)])
+        await client.start_container("files")
+        out = (await read_all(client, "files")).decode().splitlines()
+        assert out[:2] == ["hello from the host", "640"] and out[-1] == "ro"
+        assert (await client.wait_process("files")).code == 0
+        await client.remove_container("files")
+        assert not os.listdir(os.path.join(agent.state_dir, "files"))
+        s["mounts"][0]["source"] = "rund-file:1"          # names no file of the request
+        with pytest.raises(errors.InvalidArgument) as info:
+            await client.create_container("files", s, PathRootfs(busybox_rootfs),
+                                          files=[FileCopy(b"only one\n")])
+        assert "mounts[0].source" in str(info.value)
 
 
 async def test_exec_has_its_own_output_and_exit_code(agent, busybox_rootfs):

@@ -2,12 +2,12 @@
 from .client import AgentClient
 from .errors import AgentFailed
 from .types import (
-    AgentHealth, ContainerStats, CpuStats, ExitStatus, Interface, IPAddress, LayeredRootfs, MemoryStats,
+    AgentHealth, ContainerStats, CpuStats, ExitStatus, FileCopy, Interface, IPAddress, LayeredRootfs, MemoryStats,
     NetworkConfig, PathRootfs, PidsStats, Rootfs, Route, StdioConfig, StreamChunk,
 )
 
 __all__ = [
-    "AgentClient", "AgentFailed", "AgentHealth", "ContainerStats", "CpuStats", "ExitStatus", "Interface",
+    "AgentClient", "AgentFailed", "AgentHealth", "ContainerStats", "CpuStats", "ExitStatus", "FileCopy", "Interface",
     "IPAddress", "LayeredRootfs", "MemoryStats", "NetworkConfig", "PathRootfs", "PidsStats", "Rootfs", "Route",
     "StdioConfig", "StreamChunk",
 ]

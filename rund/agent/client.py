@@ -1,12 +1,12 @@
 """AgentClient: one async method per Agent RPC, on frozen dataclasses; errors are rund's typed errors."""
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from proto import ttrpc
 from proto.gen.rund.agent.v1 import agent_pb2 as pb
 
 from . import convert
 from .errors import translate
-from .types import AgentHealth, ContainerStats, ExitStatus, NetworkConfig, Rootfs, StdioConfig, StreamChunk
+from .types import AgentHealth, FileCopy, ContainerStats, ExitStatus, NetworkConfig, Rootfs, StdioConfig, StreamChunk
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Agent"]
 DEFAULT_TIMEOUT = 30.0
@@ -73,11 +73,13 @@ class AgentClient:
     # ---- containers --------------------------------------------------------------------------
 
     async def create_container(self, container_id: str, oci_spec: bytes | Mapping, rootfs: Rootfs,
-                               stdio: StdioConfig = StdioConfig()) -> int:
-        """Creates the container with its init blocked before exec; returns the init's guest pid."""
+                               stdio: StdioConfig = StdioConfig(), files: Sequence[FileCopy] = ()) -> int:
+        """Creates the container with its init blocked before exec; returns the init's guest pid.
+
+        files: what mounts whose source is "rund-file:<n>" bind (the n-th), copied into the guest."""
         r = await self._call("CreateContainer", pb.CreateContainerRequest(
             container_id=container_id, oci_spec_json=convert.json_bytes(oci_spec), rootfs=convert.rootfs(rootfs),
-            stdio=convert.stdio(stdio)))
+            stdio=convert.stdio(stdio), files=[pb.FileCopy(data=f.data, mode=f.mode) for f in files]))
         return r.pid
 
     async def start_container(self, container_id: str) -> int:

@@ -55,6 +55,13 @@ Rootfs = PathRootfs | LayeredRootfs
 
 
 @dataclass(frozen=True)
+class FileCopy:
+    """A small host file a container bind-mounts, carried into the guest with CreateContainer."""
+    data: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
 class StdioConfig:
     terminal: bool = False
     stdin: bool = False

@@ -1,15 +1,20 @@
-"""The host's OCI spec (the bundle's config.json) as the guest agent should see it. Pure.
+"""The host's OCI spec (the bundle's config.json) as the guest agent should see it.
 
-What refers to the host cannot cross into the VM: namespace paths (CRI's /proc/<pid>/ns/... or /var/run/netns/...),
-bind mounts of host files and directories, hooks (host binaries), and the host cgroup path. The guest gets its own
+What refers to the host cannot cross into the VM as such: namespace paths (CRI's /proc/<pid>/ns/... or
+/var/run/netns/...), hooks (host binaries), the host cgroup path, and bind mounts of host directories (no shared
+filesystem yet). Bind mounts of small host files (CRI's /etc/hosts, /etc/resolv.conf, /etc/hostname) are copied:
+their content travels with CreateContainer and the mount's source becomes "rund-file:<n>". The guest gets its own
 namespaces and cgroups; a container's network is the sandbox VM's (the VM is the isolation boundary).
 """
 from __future__ import annotations
 
 import copy
 import logging
+import os
+import stat
 from dataclasses import dataclass
 
+from rund.agent import FileCopy
 from rund.errors import InvalidArgument
 
 log = logging.getLogger("rund.runtime.spec")
@@ -19,10 +24,15 @@ GUEST_FS_TYPES = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgrou
                             "debugfs", "hugetlbfs"})
 
 
+FILE_PREFIX = "rund-file:"             # the agent's marker for a copied file (agent/container/files.py)
+MAX_FILE_BYTES = 1 << 20
+
+
 @dataclass(frozen=True)
 class GuestSpec:
     spec: dict
     dropped_mounts: tuple[str, ...]     # destinations left out, for the log
+    files: tuple[FileCopy, ...] = ()    # copied host files, by the index their mounts name
 
 
 def guest_spec(host_spec: dict) -> GuestSpec:
@@ -32,14 +42,17 @@ def guest_spec(host_spec: dict) -> GuestSpec:
         raise InvalidArgument("config.json: process is required")
     spec = copy.deepcopy(host_spec)
     spec.pop("hooks", None)
-    kept, dropped = [], []
+    kept, dropped, files = [], [], []
     for m in spec.get("mounts") or []:
         if not isinstance(m, dict):
             raise InvalidArgument("config.json: mounts must hold objects")
-        if _is_host_mount(m):
-            dropped.append(str(m.get("destination", "")))
-        else:
+        if not _is_host_mount(m):
             kept.append(m)
+        elif (copied := _small_file(m)) is not None:
+            kept.append({**m, "source": f"{FILE_PREFIX}{len(files)}"})
+            files.append(copied)
+        else:
+            dropped.append(str(m.get("destination", "")))
     spec["mounts"] = kept
     linux = spec.get("linux")
     if isinstance(linux, dict):
@@ -53,7 +66,25 @@ def guest_spec(host_spec: dict) -> GuestSpec:
             namespaces.append(ns)
         if "namespaces" in linux:
             linux["namespaces"] = namespaces
-    return GuestSpec(spec, tuple(dropped))
+    return GuestSpec(spec, tuple(dropped), tuple(files))
+
+
+def _small_file(m: dict) -> FileCopy | None:
+    """The content of a bind mount's source when it is a small regular file (read now: a snapshot)."""
+    source = m.get("source")
+    if not isinstance(source, str) or not (m.get("type") == "bind" or {"bind", "rbind"} & set(m.get("options") or [])):
+        return None
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
+            return None
+        return FileCopy(os.read(fd, MAX_FILE_BYTES + 1)[:MAX_FILE_BYTES], stat.S_IMODE(st.st_mode))
+    finally:
+        os.close(fd)
 
 
 def _is_host_mount(m: dict) -> bool:

@@ -52,7 +52,7 @@ class SandboxRuntime:
             host_spec = _read_spec(req.bundle)
             spec = guest_spec(host_spec)
             if spec.dropped_mounts:
-                log.warning("container %s: host mounts not available in the VM, left out: %s", req.id,
+                log.warning("container %s: host directories cannot be mounted in the VM yet, left out: %s", req.id,
                             ", ".join(spec.dropped_mounts))
             if self._sandbox is None:
                 self._claim_sandbox(req)
@@ -80,7 +80,7 @@ class SandboxRuntime:
                 init.stdio.open()
                 with trace.step("agent_create"):
                     init.guest_pid = await sandbox.agent.create_container(req.id, spec.spec, rootfs,
-                                                                          agent_stdio(req.stdio))
+                                                                          agent_stdio(req.stdio), spec.files)
             except BaseException:
                 if init is not None:
                     init.stdio.close()

@@ -130,3 +130,23 @@ def test_a_spec_without_mounts_or_linux_is_fine():
 def test_malformed_specs_are_invalid_argument(bad):
     with pytest.raises(InvalidArgument):
         guest_spec(bad)
+
+
+def test_small_host_files_are_copied_and_directories_left_out(tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    hosts.chmod(0o640)
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * ((1 << 20) + 1))
+    spec = {"process": {"args": ["sh"]}, "mounts": [
+        {"destination": "/etc/hosts", "type": "bind", "source": str(hosts), "options": ["rbind", "ro"]},
+        {"destination": "/data", "type": "bind", "source": str(tmp_path), "options": ["rbind"]},
+        {"destination": "/big", "type": "bind", "source": str(big), "options": ["rbind"]},
+        {"destination": "/gone", "type": "bind", "source": str(tmp_path / "missing"), "options": ["rbind"]},
+    ]}
+    g = guest_spec(spec)
+    assert g.spec["mounts"] == [{"destination": "/etc/hosts", "type": "bind", "source": "rund-file:0",
+                                 "options": ["rbind", "ro"]}]
+    assert [(f.data, f.mode) for f in g.files] == [(b"127.0.0.1 localhost\n", 0o640)]
+    assert g.dropped_mounts == ("/data", "/big", "/gone")
+    assert spec["mounts"][0]["source"] == str(hosts)            # the input is left alone

@@ -135,16 +135,26 @@ class StdioConfig(_message.Message):
     def __init__(self, terminal: _Optional[bool] = ..., stdin: _Optional[bool] = ..., stdout: _Optional[bool] = ..., stderr: _Optional[bool] = ...) -> None: ...
 
 class CreateContainerRequest(_message.Message):
-    __slots__ = ("container_id", "oci_spec_json", "rootfs", "stdio")
+    __slots__ = ("container_id", "oci_spec_json", "rootfs", "stdio", "files")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     OCI_SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     ROOTFS_FIELD_NUMBER: _ClassVar[int]
     STDIO_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     oci_spec_json: bytes
     rootfs: Rootfs
     stdio: StdioConfig
-    def __init__(self, container_id: _Optional[str] = ..., oci_spec_json: _Optional[bytes] = ..., rootfs: _Optional[_Union[Rootfs, _Mapping]] = ..., stdio: _Optional[_Union[StdioConfig, _Mapping]] = ...) -> None: ...
+    files: _containers.RepeatedCompositeFieldContainer[FileCopy]
+    def __init__(self, container_id: _Optional[str] = ..., oci_spec_json: _Optional[bytes] = ..., rootfs: _Optional[_Union[Rootfs, _Mapping]] = ..., stdio: _Optional[_Union[StdioConfig, _Mapping]] = ..., files: _Optional[_Iterable[_Union[FileCopy, _Mapping]]] = ...) -> None: ...
+
+class FileCopy(_message.Message):
+    __slots__ = ("data", "mode")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    mode: int
+    def __init__(self, data: _Optional[bytes] = ..., mode: _Optional[int] = ...) -> None: ...
 
 class CreateContainerResponse(_message.Message):
     __slots__ = ("pid",)
