@@ -8,6 +8,7 @@ replace polling query-migrate.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable
@@ -46,6 +47,7 @@ async def save_state(vm: QmpPort, path: Path, timeout: float) -> None:
         await _set_capabilities(vm)
         await vm.execute("stop")
         await _migrate(vm, "migrate", fd, timeout)
+        await _left_finish_migrate(vm, timeout)
     except BaseException:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -71,6 +73,16 @@ async def restore_state(vm: QmpPort, path: Path, timeout: float) -> None:
         os.close(fd)
     # The clone arrives in the template's run state, which was paused for the save.
     await vm.execute("cont")
+
+
+async def _left_finish_migrate(vm: QmpPort, timeout: float) -> None:
+    """'completed' comes from the migration thread; the run state moves on to 'postmigrate' a moment later in the
+    main loop (seen under load): wait for it, so that the saved VM is settled when save_state returns."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await vm.execute("query-status"))["status"] == "finish-migrate":
+        if asyncio.get_running_loop().time() > deadline:
+            raise MigrationError("timeout", "the VM stayed in finish-migrate after the save completed")
+        await asyncio.sleep(0.005)
 
 
 async def _set_capabilities(vm: QmpPort) -> None:

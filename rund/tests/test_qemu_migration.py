@@ -36,10 +36,12 @@ def template_and_clone_specs(base, shm, machine, **kw):
 async def save_template(template, state) -> None:
     vm = QemuVM(template)
     await vm.start()
-    await asyncio.sleep(0.3)  # let the firmware run and dirty its RAM
-    await vm.save_state(state)
-    assert await vm.query_status() == "postmigrate"  # saved and paused, never to run on
-    await vm.stop()
+    try:
+        await asyncio.sleep(0.3)  # let the firmware run and dirty its RAM
+        await vm.save_state(state)
+        assert await vm.query_status() == "postmigrate"  # saved and paused, never to run on
+    finally:
+        await vm.stop()
 
 
 @pytest.mark.parametrize("machine", list(Machine))
