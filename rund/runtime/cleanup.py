@@ -67,28 +67,23 @@ def _release(sdir: SandboxDir, container_id: str, config_path: str | None) -> Cl
         log.warning("%s", e)
         record = None
     pid = record.qemu_pid if record else 0
-    try:
-        crecord = sdir.read_container(container_id)
-    except CorruptRecord as e:
-        log.warning("%s", e)
-        crecord = None
     cache = rootfs_cache(cfg)
-    if crecord is not None and crecord.rootfs_owner:
+
+    def release_pins(cid: str) -> None:
         try:
-            cache.release_owner(crecord.rootfs_owner)
-        except RootfsError as e:
-            log.warning("container %s: releasing its rootfs: %s", container_id, e)
+            crecord = sdir.read_container(cid)
+            if crecord is not None and crecord.rootfs_owner:
+                cache.release_owner(crecord.rootfs_owner)
+        except (CorruptRecord, RootfsError) as e:
+            log.warning("container %s: releasing its rootfs: %s", cid, e)
+
+    release_pins(container_id)
     sdir.remove_container(container_id)
     if container_id != sdir.sandbox_id and sdir.container_ids():
         sdir.unlock()
         return Cleaned(pid)
     for other in sdir.container_ids():      # the sandbox goes: so do its other containers' pins
-        try:
-            rec = sdir.read_container(other)
-            if rec is not None and rec.rootfs_owner:
-                cache.release_owner(rec.rootfs_owner)
-        except (CorruptRecord, RootfsError) as e:
-            log.warning("container %s: %s", other, e)
+        release_pins(other)
     if record is not None and record.qemu_pid:
         _kill_vmm(record.qemu_pid, record.qemu_start_ticks)
     if record is not None and record.cgroup_leased:

@@ -1,4 +1,4 @@
-"""A container in the sandbox: its init and execs, its stdio copies, its rootfs pin."""
+"""A container in the sandbox: its init and execs, and their stdio copies."""
 from __future__ import annotations
 
 import asyncio
@@ -17,13 +17,17 @@ class Running:
     monitor: asyncio.Task | None = None
     guest_pid: int = 0                  # in the guest's root pid namespace (what Pids lists)
 
+    async def wind_down(self) -> None:
+        """Let the exit path finish (it reports the exit), then close the stdio copies."""
+        if self.monitor is not None:
+            await asyncio.gather(self.monitor, return_exceptions=True)
+        await self.stdio.stop()
+
 
 @dataclass
 class Container:
     id: str
     bundle: str
-    spec: dict                          # the guest spec (see guest_spec.py)
-    rootfs_image: object | None         # the rootfs cache's image, released at delete
     init: Running
     execs: dict[str, Running] = field(default_factory=dict)
 

@@ -37,7 +37,6 @@ class RootfsPins:
     def __init__(self, cfg: Config, sandbox):
         self._cache = rootfs_cache(cfg)
         self._sandbox = sandbox
-        self._slots = cfg.rootfs.slots
         self._bound: list[Path] = []                  # image files bound at launch (slot i)
         self._plugged: dict[Path, str] = {}           # image files added since, and their guest device
         self._held: dict[str, tuple[RootfsImage, str]] = {}   # container id -> (image, owner)
@@ -55,18 +54,19 @@ class RootfsPins:
         return tuple(self._bound)
 
     async def device_for(self, container_id: str, owner: str, mounts: tuple[Mount, ...],
-                         bundle: str) -> tuple[str, RootfsImage]:
+                         bundle: str) -> str:
+        """The guest device holding the container's image (acquired now unless prepare_first did)."""
         held = self._held.get(container_id)
         image = held[0] if held else await self._acquire(container_id, owner, mounts, bundle)
         if image.path in self._bound:
-            return self._sandbox.launched.rootfs_devices[self._bound.index(image.path)], image
+            return self._sandbox.launched.rootfs_devices[self._bound.index(image.path)]
         if image.path not in self._plugged:    # a pod's container with another image: add it to the VM
             try:
                 self._plugged[image.path] = await self._sandbox.hotplug_rootfs(image.path)
             except BaseException:
                 await self.release(container_id)
                 raise
-        return self._plugged[image.path], image
+        return self._plugged[image.path]
 
     async def release(self, container_id: str) -> None:
         held = self._held.pop(container_id, None)

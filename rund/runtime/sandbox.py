@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from rund import errors
 from rund.agent import AgentClient
@@ -16,9 +16,12 @@ from rund.config import Config
 from rund.resources.cgroups import CgroupError, CgroupLease, limits_from_oci, open_pool
 from rund.runtime.resource_config import pool_config
 from rund.runtime.trace import StepTrace
+from rund.runtime.process import UNKNOWN_EXIT_STATUS
 from rund.runtime.state import SandboxDir, SandboxRecord, process_start_ticks
 from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
 from rund.hypervisor import HypervisorError
+from rund.hypervisor.logtail import log_tail
+from rund.hypervisor.paths import VMPaths
 
 log = logging.getLogger("rund.runtime.sandbox")
 
@@ -70,7 +73,7 @@ class Sandbox:
             raise
 
     async def start(self, rootfs_images: tuple[Path, ...], resources: dict | None, hostname: str,
-                    on_vm_exit: Callable[[int], None], trace: StepTrace) -> None:
+                    trace: StepTrace) -> None:
         """A cgroup and a VM whose agent answers. On failure, everything is released (the state dir too)."""
         try:
             with trace.step("cgroup"):
@@ -86,12 +89,11 @@ class Sandbox:
             if not self._launched.dax:
                 log.info("sandbox %s: the %s machine has no DAX: container rootfs images go on read-only virtio-blk "
                          "disks and the guest keeps its own page cache of them", self.id, shape.machine.value)
-            trace.add(f"vm_{self._launched.how}", 0.0)
+            trace.label("vm", self._launched.how)
             for name, seconds in self._launched.timings.items():
                 trace.add(f"vm.{name}", seconds)
             pid = self._launched.vm.pid or 0
-            self._record = SandboxRecord(**{**self._record.__dict__, "qemu_pid": pid,
-                                            "qemu_start_ticks": process_start_ticks(pid) or 0})
+            self._record = replace(self._record, qemu_pid=pid, qemu_start_ticks=process_start_ticks(pid) or 0)
             self.dir.write_sandbox(self._record)
             if self._launched.how != "clone":   # a clone got its hostname with PostRestore
                 with trace.step("agent_setup"):
@@ -99,7 +101,7 @@ class Sandbox:
         except BaseException:
             await self.stop()
             raise
-        self._watch = asyncio.create_task(self._watch_vm(on_vm_exit), name=f"vm-watch-{self.id}")
+        self._watch = asyncio.create_task(self._watch_vm(), name=f"vm-watch-{self.id}")
 
     async def _acquire_cgroup(self, resources: dict | None) -> None:
         try:
@@ -107,7 +109,7 @@ class Sandbox:
             # The VMM's cgroup gets the pod's CPU limits; memory is bounded by the VM's size (the guest enforces
             # the container's own limit in its cgroups).
             oci = {k: v for k, v in (resources or {}).items() if k in ("cpu",)}
-            self._record = SandboxRecord(**{**self._record.__dict__, "cgroup_leased": True})
+            self._record = replace(self._record, cgroup_leased=True)
             self.dir.write_sandbox(self._record)
             self._lease = await asyncio.to_thread(self._pool.acquire, _cgroup_name(self.id), limits_from_oci(oci))
         except CgroupError as e:
@@ -142,15 +144,15 @@ class Sandbox:
                 log.info("cgroup pool: created %d free cgroups", made)
         self._refill = asyncio.create_task(asyncio.to_thread(fill), name=f"cgroup-refill-{self.id}")
 
-    async def _watch_vm(self, on_vm_exit: Callable[[int], None]) -> None:
+    async def _watch_vm(self) -> None:
         code = await self.launched.vm.wait()
         if self._stopping:
             return
         self.dead = True
-        log.error("sandbox %s: VM (pid %d) exited unexpectedly with %s; console tail:\n%s", self.id,
-                  self.vmm_pid, code, _tail(self.dir.path / "console.log"))
+        log.error("sandbox %s: VM (pid %d) exited unexpectedly with %s: its processes exit with %d; console "
+                  "tail:\n%s", self.id, self.vmm_pid, code, UNKNOWN_EXIT_STATUS,
+                  log_tail(VMPaths(self.dir.path).console_log) or "(empty)")
         await self.launched.agent.close()     # every pending agent call now fails Unavailable
-        on_vm_exit(code)
 
     async def pause(self) -> None:
         try:
@@ -192,12 +194,3 @@ class Sandbox:
 def _cgroup_name(sandbox_id: str) -> str:
     return sandbox_id[:64]
 
-
-def _tail(path: Path, size: int = 2000) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - size))
-            return f.read().decode(errors="replace")
-    except OSError as e:
-        return f"(no console log: {e})"

@@ -30,7 +30,6 @@ from rund.runtime.task_runtime import ContainerStats, CreateRequest, ProcessView
 log = logging.getLogger("rund.runtime")
 
 
-
 class SandboxRuntime:
     def __init__(self, namespace: str, sandbox_id: str, emit: EventSink):
         self.namespace = namespace
@@ -71,9 +70,9 @@ class SandboxRuntime:
                     with trace.step("rootfs"):
                         images = await pins.prepare_first(req.id, owner, req.rootfs, req.bundle)
                     await sandbox.start(images, (host_spec.get("linux") or {}).get("resources"),
-                                        _hostname(host_spec, self.sandbox_id), self._vm_exited, trace)
+                                        _hostname(host_spec, self.sandbox_id), trace)
                     self._spawn(self._forward_ooms(), f"oom-{self.sandbox_id}")
-                device, image = await pins.device_for(req.id, owner, req.rootfs, req.bundle)
+                device = await pins.device_for(req.id, owner, req.rootfs, req.bundle)
                 rootfs = LayeredRootfs(base_device=device, base_fstype="erofs", dax=sandbox.launched.dax,
                                        upper_size_bytes=sandbox.cfg.rootfs.upper_mib << 20)
                 init = Running(Process(req.id, "", req.stdio), StdioCopy(sandbox.agent, req.id, "", req.stdio))
@@ -92,7 +91,7 @@ class SandboxRuntime:
             init.stdio.start()
             trace.done()
             sandbox.refill_pool()
-            self._containers[req.id] = Container(req.id, req.bundle, spec.spec, image, init)
+            self._containers[req.id] = Container(req.id, req.bundle, init)
             pid = sandbox.vmm_pid
             self._emit(events.TaskCreated(req.id, req.bundle, req.stdio, pid, req.rootfs))
             return pid
@@ -155,9 +154,7 @@ class SandboxRuntime:
             r = c.get(exec_id)
             if r.process.status is Status.RUNNING:
                 raise errors.FailedPrecondition(f"exec {exec_id} is running; kill it first")
-            if r.monitor is not None:
-                await asyncio.gather(r.monitor, return_exceptions=True)
-            await r.stdio.stop()
+            await r.wind_down()
             del c.execs[exec_id]
             sandbox = self._sandbox
             if r.process.status is Status.STOPPED and sandbox is not None and not sandbox.dead:
@@ -171,9 +168,7 @@ class SandboxRuntime:
             if p.status is Status.RUNNING:
                 raise errors.FailedPrecondition(f"container {container_id} is running; kill it first")
             for r in [c.init, *c.execs.values()]:
-                if r.monitor is not None:
-                    await asyncio.gather(r.monitor, return_exceptions=True)
-                await r.stdio.stop()
+                await r.wind_down()
             trace = StepTrace(f"delete {container_id}")
             sandbox = self._sandbox
             # The sandbox container's VM goes away with it: no need to remove it in the guest first.
@@ -279,10 +274,8 @@ class SandboxRuntime:
         for c in list(self._containers.values()):
             for r in [c.init, *c.execs.values()]:
                 await r.stdio.stop()
-            if self._pins is not None:
-                await self._pins.release(c.id)
         self._containers.clear()
-        await self._stop_sandbox()
+        await self._stop_sandbox()        # releases every rootfs pin too
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -313,10 +306,6 @@ class SandboxRuntime:
             with trace.step("rootfs"):
                 await pins.release_all()
         trace.done()
-
-    def _vm_exited(self, code: int) -> None:
-        log.error("sandbox %s: VM gone (exit %s): its processes exit with %d", self.sandbox_id, code,
-                  UNKNOWN_EXIT_STATUS)
 
     async def _forward_ooms(self) -> None:
         sandbox = self._sandbox

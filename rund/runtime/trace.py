@@ -13,6 +13,7 @@ class StepTrace:
         self.what = what
         self._start = time.monotonic()
         self.steps: list[tuple[str, float]] = []
+        self.labels: list[tuple[str, str]] = []    # facts about the run, e.g. vm=clone
 
     @contextmanager
     def step(self, name: str):
@@ -25,7 +26,11 @@ class StepTrace:
     def add(self, name: str, seconds: float) -> None:
         self.steps.append((name, seconds))
 
+    def label(self, name: str, value: str) -> None:
+        self.labels.append((name, value))
+
     def done(self) -> None:
         total = time.monotonic() - self._start
-        parts = " ".join(f"{name}={seconds * 1000:.1f}ms" for name, seconds in self.steps)
+        parts = " ".join([*(f"{name}={value}" for name, value in self.labels),
+                          *(f"{name}={seconds * 1000:.1f}ms" for name, seconds in self.steps)])
         log.info("trace %s total=%.1fms %s", self.what, total * 1000, parts)

@@ -20,7 +20,8 @@ from rund.templates import integrity
 from rund.templates.errors import TemplateBuildFailed
 from rund.templates.key import TemplateKey
 from rund.templates.manifest import Manifest
-from rund.templates.shape import SandboxShape, VMPaths, sandbox_spec
+from rund.hypervisor.paths import VMPaths
+from rund.templates.shape import SandboxShape, sandbox_spec
 from rund.templates.store import Template, TemplateStore
 from rund.templates.wait import wait_for_agent
 

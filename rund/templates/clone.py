@@ -15,7 +15,8 @@ from typing import Callable
 from rund import errors
 from rund.agent import AgentClient
 from rund.hypervisor import FileMemory, HypervisorError, QemuVM
-from rund.templates.shape import SandboxShape, VMPaths, sandbox_spec
+from rund.hypervisor.paths import VMPaths
+from rund.templates.shape import SandboxShape, sandbox_spec
 from rund.templates.store import Template
 from rund.templates.wait import wait_for_agent
 

@@ -20,7 +20,8 @@ from rund.templates.ensure import ensure_template
 from rund.templates.errors import TemplateCorrupt, TemplateMissing
 from rund.templates.key import TemplateKey, template_key
 from rund.templates.placeholder import ensure_placeholder
-from rund.templates.shape import SandboxShape, VMPaths, sandbox_spec
+from rund.hypervisor.paths import VMPaths
+from rund.templates.shape import SandboxShape, sandbox_spec
 from rund.templates.store import Template, TemplateStore
 from rund.templates.wait import wait_for_agent
 
