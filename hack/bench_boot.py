@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import shutil
 import statistics
@@ -30,18 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hack.stats import percentile  # noqa: E402
 from rund import config  # noqa: E402
 from rund.agent import LayeredRootfs, StdioConfig  # noqa: E402
 from rund.templates import LaunchRequest, Launcher, shape_from_config  # noqa: E402
 from rund.templates.clone import clone_vm  # noqa: E402
 
 PATH_ENV = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (with 10 samples, p99 is the maximum)."""
-    s = sorted(values)
-    return s[max(0, math.ceil(q * len(s)) - 1)]
 
 
 def smaps(pid: int) -> dict[str, float]:
@@ -136,7 +130,7 @@ def fmt_timings(t: dict) -> str:
 
 
 def summary(label: str, ready: list[float], mems: list[dict]) -> dict:
-    row = {"ready_p50": statistics.median(ready), "ready_p99": pct(ready, 0.99),
+    row = {"ready_p50": statistics.median(ready), "ready_p99": percentile(ready, 0.99),
            "private": statistics.median(m["Private"] for m in mems), "pss": statistics.median(m["Pss"] for m in mems),
            "rss": statistics.median(m["Rss"] for m in mems)}
     print(f"{label:<26} {row['ready_p50']:10.1f} {row['ready_p99']:10.1f} {row['private']:9.1f} "

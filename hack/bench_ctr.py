@@ -31,16 +31,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hack.busybox_image import build  # noqa: E402
+from hack.stats import percentile  # noqa: E402
 from integration.containerd_daemon import PrivateContainerd  # noqa: E402
 
 RUNTIMES = {"rund": "io.containerd.rund.v2", "runc": "io.containerd.runc.v2"}
 TRACE = re.compile(r"trace create (\S+) total=([\d.]+)ms(.*?) logger=")
 STEP = re.compile(r"(\S+)=([\d.]+)ms")
-
-
-def percentile(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
 
 
 class Bench:
@@ -112,7 +108,7 @@ def main() -> int:
     for label, data in (("sequential", seq), (f"{args.parallel} at once", par)):
         for kind in RUNTIMES:
             v = data[kind]
-            print(f"{kind + ' ' + label:24} {statistics.median(v):9.0f} {percentile(v, 90):9.0f} {max(v):9.0f}"
+            print(f"{kind + ' ' + label:24} {statistics.median(v):9.0f} {percentile(v, 0.9):9.0f} {max(v):9.0f}"
                   f"   {len(v)}")
     print("\nrund start path (shim trace of Create, medians):   sequential   10 at once")
     step_p50 = {name: round(statistics.median(v), 1) for name, v in steps.items()}
