@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import select
 import shutil
 import struct
 import sys
@@ -72,33 +73,46 @@ def _timed(call, *args):
 
     The run-queue wait lets the report separate what the call costs (CPU work, sleeping on kernel
     locks) from waiting for one of this host's CPUs behind the other workers; the context switch
-    counts say whether the call slept (e.g. on a kernel mutex) or was preempted.
+    counts say whether the call slept (e.g. on a kernel mutex) or was preempted. These readings are
+    taken outside the timed window, so the wall time is the call's alone.
     """
     before = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.perf_counter()
     waited = _run_delay()
+    start = time.perf_counter()
     result = call(*args)
-    waited = _run_delay() - waited
     elapsed = time.perf_counter() - start
+    waited = min(_run_delay() - waited, elapsed)
     after = resource.getrusage(resource.RUSAGE_SELF)
     return result, SAMPLE.pack(elapsed, waited, after.ru_nvcsw - before.ru_nvcsw, after.ru_nivcsw - before.ru_nivcsw)
 
 
-def _worker(take, give, go_r: int, out_w: int) -> None:
-    """Child: warm up, wait for go, time take(), report; wait for go, time give(), report; exit."""
+def _wait_for(go: int) -> None:
+    """Block until the parent writes to `go`; every worker wakes on the same write.
+
+    poll(2) leaves the byte in the pipe, so the parent's one write wakes all workers at once. A
+    read(2) per worker would wake them one by one, each woken by the previous one right as that one
+    starts its timed call, so every call would pay for a wake-up that is the harness's, not its own.
+    """
+    poller = select.poll()
+    poller.register(go, select.POLLIN)
+    poller.poll()
+
+
+def _worker(take, give, go: tuple[int, int], out_w: int) -> None:
+    """Child: warm up, wait for go, time take(), report; wait for the second go, time give(), report; exit."""
     # One untimed round first: a forked Python child pays copy-on-write faults on the first run of any
     # code path, which is a cost of this harness, not of cgroups (and is larger for the longer path).
     _timed(give, take())
-    os.read(go_r, 1)
+    _wait_for(go[0])
     held, sample = _timed(take)
     os.write(out_w, sample)
-    os.read(go_r, 1)
+    _wait_for(go[1])
     _, sample = _timed(give, held)
     os.write(out_w, sample)
 
 
 def _concurrent(n: int, take, give) -> tuple[list[float], list[float]]:
-    go_r, go_w = os.pipe()
+    gos = (os.pipe(), os.pipe())  # one per phase: the byte that starts a phase stays in its pipe
     out_r, out_w = os.pipe()
     children = []
     try:
@@ -107,22 +121,24 @@ def _concurrent(n: int, take, give) -> tuple[list[float], list[float]]:
             if pid == 0:
                 code = 1
                 try:
-                    os.close(go_w)
+                    for _, w in gos:
+                        os.close(w)
                     os.close(out_r)
-                    _worker(take, give, go_r, out_w)
+                    _worker(take, give, (gos[0][0], gos[1][0]), out_w)
                     code = 0
                 except BaseException:
                     traceback.print_exc()
                 finally:
                     os._exit(code)
             children.append(pid)
-        os.close(go_r)
+        for r, _ in gos:
+            os.close(r)
         os.close(out_w)
-        time.sleep(0.5 + n * 0.005)  # let every child warm up and block on the go pipe
+        time.sleep(0.5 + n * 0.005)  # let every child warm up and block on the first go pipe
         phases = []
         os.set_blocking(out_r, False)
-        for _ in range(2):
-            os.write(go_w, b"g" * n)
+        for _, go_w in gos:
+            os.write(go_w, b"g")
             data = b""
             # Collect by polling, not by a blocking read: waking up on every worker's report would
             # make this process preempt the workers still being timed. The reports fit in the pipe.
@@ -140,12 +156,35 @@ def _concurrent(n: int, take, give) -> tuple[list[float], list[float]]:
             time.sleep(0.1)
         return phases[0], phases[1]
     finally:
-        os.close(go_w)
+        for _, w in gos:
+            os.close(w)
         os.close(out_r)
         for pid in children:
             _, status = os.waitpid(pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:
                 raise RuntimeError(f"benchmark worker {pid} failed")
+
+
+def _cgroup_counts() -> str:
+    with open("/proc/cgroups") as f:
+        return f.read()
+
+
+def _settle(timeout_s: float = 30.0) -> None:
+    """Wait until the kernel has finished destroying the cgroups of the previous round.
+
+    rmdir returns before the kernel's work does: css offlining and freeing run in kworkers that
+    take the cpuset and cgroup mutexes for a while after. Timing the next round in the middle of
+    that would charge one side's teardown to the other side's calls.
+    """
+    deadline = time.monotonic() + timeout_s
+    last = _cgroup_counts()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _cgroup_counts()
+        if now == last:
+            return
+        last = now
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -242,7 +281,7 @@ def main() -> None:
             paths = plain.paths(names.new_slot())
             for path in paths:
                 os.mkdir(path)
-            plain.apply(paths, limits)
+            plain.apply(paths, limits, fresh=True)  # the same writes as the pool's
             return paths
 
         def mkdir_give(paths):
@@ -253,6 +292,7 @@ def main() -> None:
         sides = {"pool": (pool_take, pool.release), "mkdir": (mkdir_take, mkdir_give)}
         for r in range(args.rounds):
             for side in (("pool", "mkdir") if r % 2 == 0 else ("mkdir", "pool")):
+                _settle()
                 take, give = _concurrent(args.concurrency, *sides[side])
                 samples[side][0].extend(take)
                 samples[side][1].extend(give)

@@ -146,6 +146,22 @@ def test_limits_read_back_as_applied_and_release_resets_them(make_pool):
     assert read(lease, "pids", "pids.max") == "max"
 
 
+def test_default_valued_limits_hold_on_a_reused_slot_without_being_written(make_pool):
+    # acquire skips writing a value equal to the default (a free slot was reset); it must still hold.
+    pool = make_pool(size=1)
+    pool.fill()
+    lease = pool.acquire("sb-first", CgroupLimits(cpu_period_us=200_000, cpu_shares=512))
+    pool.release(lease)
+    again = pool.acquire("sb-second", CgroupLimits(cpu_quota_us=20_000, cpu_period_us=100_000, cpu_shares=1024))
+    assert again.slot == lease.slot
+    assert read(again, "cpu", "cpu.cfs_period_us") == "100000"
+    assert read(again, "cpu", "cpu.cfs_quota_us") == "20000"
+    assert read(again, "cpu", "cpu.shares") == "1024"
+    pool.update(again, CgroupLimits(cpu_period_us=100_000, cpu_shares=1024))  # update writes whatever is given
+    assert read(again, "cpu", "cpu.cfs_period_us") == "100000"
+    pool.release(again)
+
+
 def test_a_limit_the_kernel_refuses_is_a_typed_error_and_the_slot_goes_back(make_pool):
     pool = make_pool(size=1)
     pool.fill()

@@ -70,8 +70,8 @@ class CgroupPool:
             self._count("fallbacks")
             lease = self._lease(held, fallback=True)
         try:
-            if limits is not None and not limits.is_default():
-                self.driver.apply(lease.paths, limits)
+            if limits is not None:
+                self.driver.apply(lease.paths, limits, fresh=True)  # a free slot was reset by its release
         except BaseException:
             self.release(lease)
             raise
@@ -98,7 +98,7 @@ class CgroupPool:
 
     def fill(self, target: int | None = None) -> int:
         """Create free cgroups until the pool holds `target` (default: size); returns how many were made."""
-        missing = max((self.size if target is None else target) - self.statistics().free, 0)
+        missing = max((self.size if target is None else target) - self.registry.free_count(), 0)
         for _ in range(missing):
             creating = names.claimed(names.NEW, names.new_slot(), current_owner())
             self._create(creating)
@@ -143,6 +143,7 @@ class CgroupPool:
         for hierarchy, slots in zip(self.driver.hierarchies, dirs):
             for slot in slots - entries.keys():
                 self._remove_orphan(os.path.join(hierarchy, SLOT_PREFIX + slot))
+        self.registry.prune_empty()
         return taken_back
 
     def destroy(self) -> None:

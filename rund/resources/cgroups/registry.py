@@ -1,13 +1,21 @@
-"""The pool's ownership records: one empty file per slot in a plain directory, named after its state.
+"""The pool's ownership records: one directory per slot, holding one empty file named after its state.
 
-Taking a slot is rename(2) of its record; of two processes renaming the same record exactly one wins.
+    <registry>/<shelf>/<slot>/free-<slot>          (the names are names.py's)
+    <registry>/<shelf>/<slot>/lease-<slot>-<owner>-<sandbox>
+
+Taking a slot is rename(2) of its record inside the slot's own directory: of two processes renaming
+the same record exactly one wins, and the rename locks only that directory, so acquires of different
+slots never wait for each other. (With the records of many slots in one shared directory, 200
+concurrent acquires slept on its lock; when the holder was descheduled, for tens of ms.)
+
+Finding a free slot lists one shelf (the 16 shelves are the first hex digit of the slot), which
+read-locks it only and changes only when slots are made or removed, then probes `free-<slot>` with
+access(2), a lookup that takes no lock. Shelves keep that listing short: listing all of 200 slots
+cost more than the rest of an acquire.
+
 Records live outside cgroupfs because cgroup v2 refuses rename (EPERM) and a v1 rename takes the
 kernel-global cgroup_mutex, the very lock the pool is meant to stay away from. The directory is keyed
 by boot id: cgroups do not survive a reboot, so neither may their records.
-
-Records are spread over 16 shelves (subdirectories) by the first hex digit of their slot, so an
-acquire lists a handful of names instead of the whole pool, and racing acquires mostly lock
-different directories.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import time
 from collections.abc import Iterator
 
 from . import names
@@ -38,7 +47,7 @@ class Registry:
 
     def prepare(self) -> None:
         for shelf in SHELVES:
-            os.makedirs(os.path.join(self.path, shelf), exist_ok=True)
+            os.makedirs(f"{self.path}/{shelf}", exist_ok=True)
         # Records of earlier boots name cgroups that no longer exist and owners that cannot be alive.
         boots = os.path.dirname(os.path.dirname(self.path))
         current = os.path.basename(os.path.dirname(self.path))
@@ -46,36 +55,64 @@ class Registry:
             if boot != current:
                 shutil.rmtree(os.path.join(boots, boot), ignore_errors=True)
 
-    def listing(self) -> list[str]:
-        """Every record name (all shelves)."""
+    def slots(self) -> list[str]:
+        """Every slot with a directory here (whatever its state)."""
         try:
-            return [name for shelf in SHELVES for name in os.listdir(os.path.join(self.path, shelf))]
+            return [name for shelf in SHELVES for name in os.listdir(f"{self.path}/{shelf}") if names.is_slot(name)]
         except FileNotFoundError as e:
             raise CgroupUnavailable(f"cgroup pool registry {self.path} does not exist (pool not prepared)") from e
+
+    def listing(self) -> list[str]:
+        """Every record name. A slot directory without a record is one being made or removed right now."""
+        records = []
+        for slot in self.slots():
+            try:
+                records.extend(os.listdir(self._dir(slot)))
+            except FileNotFoundError:
+                pass  # removed since the listing
+        return records
 
     def entries(self) -> list[Entry]:
         return [e for e in map(names.parse, self.listing()) if e is not None]
 
     def free_slots(self) -> Iterator[str]:
-        """Slots of free records, shelf by shelf from a random one, each shelf listed only when reached."""
+        """Slots whose record says free: shelf by shelf from a random one, each listed only when reached.
+
+        The hot path of every acquire: one short listing, then one access(2) per probe. Racing
+        acquirers start on different shelves and at different places in a shelf. A listing is not
+        filtered (a regex per name costs more than the probes): only this module makes entries here,
+        and anything else has no free record to find.
+        """
         prefix = names.FREE + "-"
         first = random.randrange(len(SHELVES))
         for i in range(len(SHELVES)):
             shelf = f"{self.path}/{SHELVES[(first + i) % len(SHELVES)]}"
             try:
-                listing = os.listdir(shelf)
+                slots = os.listdir(shelf)
             except FileNotFoundError as e:
-                raise CgroupUnavailable(f"cgroup pool registry {self.path} does not exist") from e
-            free = [n[len(prefix):] for n in listing if n.startswith(prefix) and names.is_slot(n[len(prefix):])]
-            random.shuffle(free)  # racing acquirers on one shelf try different records first
-            yield from free
+                raise CgroupUnavailable(f"cgroup pool registry {self.path} does not exist (pool not prepared)") from e
+            start = random.randrange(len(slots)) if slots else 0
+            for slot in slots[start:] + slots[:start]:
+                if os.access(f"{shelf}/{slot}/{prefix}{slot}", os.F_OK):
+                    yield slot
+
+    def free_count(self) -> int:
+        prefix = names.FREE + "-"
+        return sum(os.access(f"{self._dir(slot)}/{prefix}{slot}", os.F_OK) for slot in self.slots())
 
     def create(self, entry: Entry) -> None:
-        """Record a new slot; fails if the record exists (slots are random, so that is a collision)."""
-        os.close(os.open(self._file(entry), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        """Record a new slot; fails if the slot exists (slots are random, so that is a collision)."""
+        directory = self._dir(entry.slot)
+        os.mkdir(directory)
+        try:
+            os.close(os.open(self._file(entry), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except BaseException:
+            os.rmdir(directory)
+            raise
 
     def move(self, old: Entry, new: Entry) -> bool:
-        """Atomically turn `old` into `new`; False if `old` is gone (someone else took it)."""
+        """Atomically turn `old` into `new` (same slot); False if `old` is gone (someone else took it)."""
+        assert old.slot == new.slot, "a record stays in its slot's directory"
         try:
             os.rename(self._file(old), self._file(new))
         except FileNotFoundError:
@@ -83,10 +120,28 @@ class Registry:
         return True
 
     def holds(self, entry: Entry) -> bool:
-        return os.path.exists(self._file(entry))
+        return os.access(self._file(entry), os.F_OK)
 
     def remove(self, entry: Entry) -> None:
         os.unlink(self._file(entry))
+        try:
+            os.rmdir(self._dir(entry.slot))
+        except OSError:
+            pass  # a slot directory left empty is cleaned by prune_empty()
+
+    def prune_empty(self, min_age_s: float = 60.0) -> None:
+        """Remove slot directories left without a record by a crash (between mkdir and record, or after unlink).
+
+        Only old ones: a fresh empty directory may be a creator's that is about to write its record.
+        """
+        now = time.time()
+        for slot in self.slots():
+            directory = self._dir(slot)
+            try:
+                if now - os.stat(directory).st_mtime > min_age_s:
+                    os.rmdir(directory)  # fails unless empty
+            except OSError:
+                pass
 
     def destroy(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -96,5 +151,8 @@ class Registry:
             except OSError:
                 break
 
+    def _dir(self, slot: str) -> str:
+        return f"{self.path}/{slot[0]}/{slot}"
+
     def _file(self, entry: Entry) -> str:
-        return f"{self.path}/{entry.slot[0]}/{entry.name}"
+        return f"{self.path}/{entry.slot[0]}/{entry.slot}/{entry.name}"

@@ -65,13 +65,13 @@ class V1Driver(CgroupDriver):
                 level = child
             files.write(os.path.join(level, "cgroup.clone_children"), "1")
 
-    def apply(self, paths: tuple[str, ...], limits: CgroupLimits) -> None:
+    def apply(self, paths: tuple[str, ...], limits: CgroupLimits, fresh: bool = False) -> None:
         writes: list[tuple[str, str, str]] = []  # (controller, file, value), in the order the kernel needs
-        if limits.cpu_period_us is not None:
+        if limits.cpu_period_us is not None and not (fresh and limits.cpu_period_us == DEFAULT_PERIOD_US):
             writes.append(("cpu", "cpu.cfs_period_us", str(limits.cpu_period_us)))
         if limits.cpu_quota_us is not None:
             writes.append(("cpu", "cpu.cfs_quota_us", str(limits.cpu_quota_us)))
-        if limits.cpu_shares is not None:
+        if limits.cpu_shares is not None and not (fresh and limits.cpu_shares == DEFAULT_SHARES):
             writes.append(("cpu", "cpu.shares", str(limits.cpu_shares)))
         if limits.cpuset_cpus is not None:
             writes.append(("cpuset", "cpuset.cpus", limits.cpuset_cpus))

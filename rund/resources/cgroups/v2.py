@@ -54,13 +54,16 @@ class V2Driver(CgroupDriver):
             raise ControllerMissing(controller)
         return os.path.join(paths[0], name)
 
-    def apply(self, paths: tuple[str, ...], limits: CgroupLimits) -> None:
+    def apply(self, paths: tuple[str, ...], limits: CgroupLimits, fresh: bool = False) -> None:
         if limits.cpu_quota_us is not None or limits.cpu_period_us is not None:
             quota = "max" if limits.cpu_quota_us is None else str(limits.cpu_quota_us)
             period = limits.cpu_period_us or DEFAULT_PERIOD_US
-            files.write(self._file(paths, "cpu", "cpu.max"), f"{quota} {period}")
+            if not (fresh and quota == "max" and period == DEFAULT_PERIOD_US):
+                files.write(self._file(paths, "cpu", "cpu.max"), f"{quota} {period}")
         if limits.cpu_shares is not None:
-            files.write(self._file(paths, "cpu", "cpu.weight"), str(shares_to_weight(limits.cpu_shares)))
+            weight = shares_to_weight(limits.cpu_shares)
+            if not (fresh and weight == DEFAULT_WEIGHT):
+                files.write(self._file(paths, "cpu", "cpu.weight"), str(weight))
         if limits.cpuset_cpus is not None:
             files.write(self._file(paths, "cpuset", "cpuset.cpus"), limits.cpuset_cpus)
         if limits.cpuset_mems is not None:
