@@ -348,6 +348,20 @@ def test_a_half_created_slot_of_a_dead_creator_is_completed_and_orphans_removed(
     assert not os.path.exists(orphan)
 
 
+def test_a_slot_directory_a_crash_left_without_a_record_is_pruned_once_old(make_pool):
+    # A creator that died between mkdir of the slot directory and writing its record leaves an empty
+    # directory: reconcile removes it, but only once it is old enough not to be a live creator's.
+    pool = make_pool(size=1)
+    stale, fresh = "00000000000a", "00000000000b"
+    for slot in (stale, fresh):
+        os.mkdir(pool.registry._dir(slot))
+    os.utime(pool.registry._dir(stale), (time.time() - 3600, time.time() - 3600))
+    pool.reconcile()
+    assert not os.path.exists(pool.registry._dir(stale))
+    assert os.path.isdir(pool.registry._dir(fresh))
+    assert pool.statistics().free == 0  # neither counts as a slot
+
+
 def test_the_refiller_keeps_the_pool_at_size(make_pool):
     pool = make_pool(size=3)
 
