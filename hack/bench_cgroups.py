@@ -296,6 +296,7 @@ def main() -> None:
                 os.rmdir(path)
 
         samples = {"pool": ([], []), "mkdir": ([], [])}
+        by_round = {"pool": [], "mkdir": []}  # wall p99 of each round's takes
         sides = {"pool": (pool_take, pool.release), "mkdir": (mkdir_take, mkdir_give)}
         for r in range(args.rounds):
             for side in (("pool", "mkdir") if r % 2 == 0 else ("mkdir", "pool")):
@@ -303,6 +304,7 @@ def main() -> None:
                 take, give = _concurrent(args.concurrency, *sides[side])
                 samples[side][0].extend(take)
                 samples[side][1].extend(give)
+                by_round[side].append(_pct([t[0] for t in take], 0.99))
 
         print(f"cgroup v{pool.driver.version}, {len(pool.driver.hierarchies)} hierarchies, "
               f"{args.concurrency} concurrent processes x {args.rounds} rounds, {os.cpu_count()} cpus, "
@@ -314,6 +316,8 @@ def main() -> None:
         print(_row("mkdir+configure", samples["mkdir"][0]))
         print(_row("pool release", samples["pool"][1]))
         print(_row("rmdir", samples["mkdir"][1]))
+        for side, p99s in by_round.items():
+            print(f"{side} take p99 by round (ms): {' '.join(f'{v:.3f}' for v in p99s)}")
 
         size = args.cache_kib << 10
         fd = _cache_file(scratch, 2 * args.cycles * size)

@@ -91,6 +91,10 @@ def test_a_slot_exists_in_every_hierarchy_and_the_pool_fills_to_size(make_pool):
     assert all(os.path.isdir(p) for p in lease.paths) and len(lease.paths) == len(controllers)
     # A new v1 cpuset would hold no cpus; the pool parent makes children inherit them.
     assert read(lease, "cpuset", "cpuset.cpus") == open("/sys/fs/cgroup/cpuset/cpuset.cpus").read().strip()
+    # The root cpuset balances every cpu here, so a slot's own flag is off: its cpuset writes then skip
+    # rebuilding the scheduler domains under the kernel's global cpuset_mutex.
+    assert open("/sys/fs/cgroup/cpuset/cpuset.sched_load_balance").read().strip() == "1"
+    assert read(lease, "cpuset", "cpuset.sched_load_balance") == "0"
     pool.release(lease)
 
 

@@ -120,3 +120,38 @@ def test_mountinfo_comounted_and_bind_mounted_hierarchies_appear_once():
 
 def test_mountinfo_pure_v2():
     assert [(m.path, m.version) for m in parse_mountinfo(UNIFIED)] == [("/sys/fs/cgroup", 2)]
+
+
+def _v1_tree(tmp_path, root_balance: str):
+    """A v1 layout (cpu and cpuset hierarchies) as plain files, the way cgroupfs shows it."""
+    from rund.resources.cgroups.mounts import CgroupMount
+    from rund.resources.cgroups.v1 import V1Driver
+
+    mounts = []
+    for controller in ("cpu", "cpuset"):
+        root = tmp_path / controller
+        (root / "rund").mkdir(parents=True)
+        mounts.append(CgroupMount(str(root), 1, frozenset({controller})))
+    cpuset = tmp_path / "cpuset"
+    for level, cpus in ((cpuset, "0-3"), (cpuset / "rund", "")):
+        (level / "cpuset.cpus").write_text(cpus)
+        (level / "cpuset.mems").write_text("0" if cpus else "")
+        (level / "cgroup.clone_children").write_text("0")
+    (cpuset / "cpuset.sched_load_balance").write_text(root_balance)
+    mounts.append(CgroupMount(str(tmp_path / "memory"), 1, frozenset({"memory"})))
+    (tmp_path / "memory").mkdir()
+    driver = V1Driver(tuple(mounts), "rund")
+    driver.prepare()
+    slot = tmp_path / "cpuset" / "rund" / "slot-x"
+    slot.mkdir()
+    (slot / "cpuset.sched_load_balance").write_text("1")  # a new v1 cpuset balances
+    paths = tuple(str(tmp_path / c / "rund" / "slot-x") for c in ("cpu", "cpuset", "memory"))
+    return driver, paths, slot
+
+
+@pytest.mark.parametrize("root_balance, slot_balance", [("1", "0"), ("0", "1")])
+def test_v1_slots_drop_load_balancing_only_when_the_root_cpuset_balances_every_cpu(tmp_path, root_balance, slot_balance):
+    driver, paths, slot = _v1_tree(tmp_path, root_balance)
+    assert (tmp_path / "cpuset" / "rund" / "cpuset.cpus").read_text() == "0-3"  # the parent inherits the root's
+    driver.init_cgroup(paths)
+    assert (slot / "cpuset.sched_load_balance").read_text() == slot_balance

@@ -34,6 +34,9 @@ class CgroupDriver(ABC):
     def prepare(self) -> None:
         """Create the pool parent in every hierarchy, ready to hold sandbox cgroups."""
 
+    def init_cgroup(self, paths: tuple[str, ...]) -> None:
+        """Set up a sandbox cgroup the pool has just made (before anyone can take it)."""
+
     @abstractmethod
     def apply(self, paths: tuple[str, ...], limits: CgroupLimits, fresh: bool = False) -> None:
         """Write the set fields of `limits`; fields that are None are left as they are.

@@ -193,7 +193,8 @@ class CgroupPool:
             for path in self.driver.paths(entry.slot):
                 os.mkdir(path)
                 made.append(path)
-        except OSError as e:
+            self.driver.init_cgroup(tuple(made))
+        except (OSError, CgroupError) as e:
             try:
                 for path in reversed(made):
                     os.rmdir(path)
@@ -204,8 +205,10 @@ class CgroupPool:
         self._count("created")
 
     def _ensure_dirs(self, slot: str) -> None:
-        for path in self.driver.paths(slot):
+        paths = self.driver.paths(slot)
+        for path in paths:
             files.makedirs(path)
+        self.driver.init_cgroup(paths)
 
     def _return(self, held: Entry) -> None:
         paths = self.driver.paths(held.slot)

@@ -39,6 +39,7 @@ class V1Driver(CgroupDriver):
             raise CgroupUnavailable(f"cgroup v1 controllers not mounted: {sorted(missing)}")
         self._roots = tuple(roots)
         self._parent = parent.strip("/")
+        self._balance_off = False  # set by prepare(), see init_cgroup()
         super().__init__(tuple(os.path.join(root, self._parent) for root in roots))
 
     @property
@@ -64,6 +65,16 @@ class V1Driver(CgroupDriver):
                         files.write(os.path.join(child, name), files.read(os.path.join(level, name)).strip())
                 level = child
             files.write(os.path.join(level, "cgroup.clone_children"), "1")
+            root = self._roots[self._index["cpuset"]]
+            self._balance_off = files.read(os.path.join(root, "cpuset.sched_load_balance")).strip() == "1"
+
+    def init_cgroup(self, paths: tuple[str, ...]) -> None:
+        if self._balance_off:
+            # A v1 cpuset with sched_load_balance rebuilds the scheduler domains on every change of its
+            # cpus, under the kernel-global cpuset_mutex that every cpuset write takes: concurrent
+            # acquires slept on it. With the root cpuset balancing all cpus, a child's flag changes no
+            # domain ("won't matter", cgroup-v1/cpusets.rst), so the rebuild is pure cost.
+            files.write(f"{self._dir(paths, 'cpuset')}/cpuset.sched_load_balance", "0")
 
     def apply(self, paths: tuple[str, ...], limits: CgroupLimits, fresh: bool = False) -> None:
         writes: list[tuple[str, str, str]] = []  # (controller, file, value), in the order the kernel needs
