@@ -42,8 +42,8 @@ class CgroupDriver(ABC):
         """Write the set fields of `limits`; fields that are None are left as they are.
 
         `fresh`: the cgroup is at its defaults (just made, or reset by a release), so a value equal
-        to the default needs no write. Every write to a control file opens it, and the last close
-        of a kernfs file frees through RCU; fewer writes make a shorter acquire.
+        to the default needs no write: each write is an open, a write and a close of a control file,
+        and the acquire is that much shorter.
         """
 
     @abstractmethod
