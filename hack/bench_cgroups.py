@@ -127,6 +127,11 @@ def _concurrent(n: int, take, give) -> tuple[list[float], list[float]]:
             if pid == 0:
                 code = 1
                 try:
+                    # A session of its own, as the shim daemon takes (rund/shim/start.py): the
+                    # scheduler then treats each worker as the shims are treated, as its own
+                    # autogroup, rather than all 200 as one group that any kernel thread waking
+                    # up preempts (with a call in flight stranded until the rest have run).
+                    os.setsid()
                     for _, w in gos:
                         os.close(w)
                     os.close(out_r)
