@@ -10,10 +10,13 @@
    previous round's cgroups; p50/p99 are over every sample of every round. Besides wall time the
    table shows wall time minus the call's run-queue wait (/proc/self/schedstat), and how many calls
    slept (voluntary context switch, e.g. on a kernel mutex) or were preempted.
-   On a host with far fewer cpus than workers, a preempted call waits for the CPU until most of
-   the other runnable workers have had theirs (the scheduler's fairness): tens of ms here, with
-   200 workers on 2 cpus. The wall p99 is then decided by how many calls were preempted (kernel
-   threads waking up: RCU, kworkers, softirqs), which the busy p99 leaves out.
+   Each worker runs in a session of its own, as the shim daemon does (setsid), so on a host whose
+   shims sit in the root cpu cgroup each is its own autogroup. (In one shared session all 200 form
+   one group, which every waking kernel thread preempts: 3-5 % of pool calls were preempted then,
+   against 0.5-2 % now.) On a host with far fewer cpus than workers, a preempted call waits until
+   most of the other runnable workers have had their turn (the scheduler's fairness): tens of ms
+   here, with 200 workers on 2 cpus. The wall p99 then depends on how many calls were preempted,
+   which the busy p99 leaves out.
 2. Dying cgroups: --cycles create/destroy cycles each way. In every cycle a process joins the cgroup,
    reads --cache-kib of a file not yet cached (clean page cache charged to that cgroup, no readahead)
    and exits. Dying cgroups are counted as nr_dying_descendants on a v2 pool, else as the memory
