@@ -366,6 +366,17 @@ def test_a_slot_directory_a_crash_left_without_a_record_is_pruned_once_old(make_
     assert pool.statistics().free == 0  # neither counts as a slot
 
 
+def test_reconcile_adopts_a_record_of_the_flat_layout_instead_of_removing_its_cgroup(make_pool):
+    pool = make_pool(size=1)
+    pool.fill()
+    (entry,) = pool.registry.entries()
+    os.rename(pool.registry._file(entry), os.path.join(pool.registry.path, entry.slot[0], entry.name))
+    os.rmdir(pool.registry._dir(entry.slot))  # as the earlier layout left it
+    pool.reconcile()
+    assert pool.statistics().free == 1
+    assert all(os.path.isdir(p) for p in pool.driver.paths(entry.slot))
+
+
 def test_the_refiller_keeps_the_pool_at_size(make_pool):
     pool = make_pool(size=3)
 

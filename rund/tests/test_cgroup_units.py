@@ -169,6 +169,7 @@ def test_registry_adopts_records_of_the_flat_layout_so_running_leases_survive_an
         shelf.mkdir(parents=True, exist_ok=True)
         (shelf / entry.name).touch()
     registry.prepare()
+    registry.adopt_flat_records()  # what reconcile does first
     assert sorted(e.name for e in registry.entries()) == sorted([held.name, free.name])
     assert registry.holds(held)
     assert list(registry.free_slots()) == [free.slot]

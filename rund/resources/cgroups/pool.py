@@ -98,7 +98,7 @@ class CgroupPool:
 
     def fill(self, target: int | None = None) -> int:
         """Create free cgroups until the pool holds `target` (default: size); returns how many were made."""
-        missing = max((self.size if target is None else target) - self.registry.free_count(), 0)
+        missing = max((self.size if target is None else target) - self.statistics().free, 0)
         for _ in range(missing):
             creating = names.claimed(names.NEW, names.new_slot(), current_owner())
             self._create(creating)
@@ -126,6 +126,7 @@ class CgroupPool:
         Returns how many leases were taken back from dead owners.
         """
         me = current_owner()
+        self.registry.adopt_flat_records()  # before the listings: an unadopted record would leave an orphan
         # Cgroups before records: a record is made before its cgroups and removed after them, so a cgroup
         # whose slot is missing from the later record listing is a true orphan.
         dirs = [self._slot_dirs(h) for h in self.driver.hierarchies]

@@ -54,13 +54,13 @@ class Registry:
         for boot in os.listdir(boots):
             if boot != current:
                 shutil.rmtree(os.path.join(boots, boot), ignore_errors=True)
-        self._adopt_flat_records()
 
-    def _adopt_flat_records(self) -> None:
+    def adopt_flat_records(self) -> None:
         """Move records of the earlier layout (files right in a shelf) into their slot's directory.
 
-        Keeps the leases of sandboxes that run across an upgrade. Safe to race: of two processes
-        moving one record, the second finds it gone.
+        Keeps the leases of sandboxes that run across an upgrade. Run by reconcile, not prepare:
+        prepare is on every sandbox create, and this costs as much again. Safe to race: of two
+        processes moving one record, the second finds it gone.
         """
         for shelf in SHELVES:
             for name in os.listdir(f"{self.path}/{shelf}"):
@@ -116,10 +116,6 @@ class Registry:
             for slot in slots[start:] + slots[:start]:
                 if os.access(f"{shelf}/{slot}/{prefix}{slot}", os.F_OK):
                     yield slot
-
-    def free_count(self) -> int:
-        prefix = names.FREE + "-"
-        return sum(os.access(f"{self._dir(slot)}/{prefix}{slot}", os.F_OK) for slot in self.slots())
 
     def create(self, entry: Entry) -> None:
         """Record a new slot; fails if the slot exists (slots are random, so that is a collision)."""
