@@ -145,6 +145,7 @@ class CgroupPool:
             for slot in slots - entries.keys():
                 self._remove_orphan(os.path.join(hierarchy, SLOT_PREFIX + slot))
         self.registry.prune_empty()
+        self.registry.refresh_free_map()
         return taken_back
 
     def destroy(self) -> None:

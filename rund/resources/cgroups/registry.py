@@ -8,10 +8,10 @@ the same record exactly one wins, and the rename locks only that directory, so a
 slots never wait for each other. (With the records of many slots in one shared directory, 200
 concurrent acquires slept on its lock; when the holder was descheduled, for tens of ms.)
 
-Finding a free slot lists one shelf (the 16 shelves are the first hex digit of the slot), which
-read-locks it only and changes only when slots are made or removed, then probes `free-<slot>` with
-access(2), a lookup that takes no lock. Shelves keep that listing short: listing all of 200 slots
-cost more than the rest of an acquire.
+Finding a free slot asks the free-slot map first (freemap.py: shared memory, no syscall), which
+move() keeps up to date. Only when it has nothing does an acquire list the registry: one shelf at a
+time (the 16 shelves are the first hex digit of the slot), which read-locks it only and changes only
+when slots are made or removed, probing `free-<slot>` with access(2), a lookup that takes no lock.
 
 Records live outside cgroupfs because cgroup v2 refuses rename (EPERM) and a v1 rename takes the
 kernel-global cgroup_mutex, the very lock the pool is meant to stay away from. The directory is keyed
@@ -28,6 +28,7 @@ from collections.abc import Iterator
 
 from . import names
 from .errors import CgroupUnavailable
+from .freemap import FreeMap
 from .names import Entry
 
 DEFAULT_STATE_DIR = "/run/rund/cgroup-pool"
@@ -38,6 +39,7 @@ SHELVES = "0123456789abcdef"
 class Registry:
     def __init__(self, path: str) -> None:
         self.path = path
+        self.free_map = FreeMap(f"{path}/free.map", lock_dir=path)
 
     @classmethod
     def for_pool(cls, state_dir: str, version: int, parent: str) -> Registry:
@@ -97,12 +99,21 @@ class Registry:
         return [e for e in map(names.parse, self.listing()) if e is not None]
 
     def free_slots(self) -> Iterator[str]:
+        """Slots that are probably free: the free-slot map's, then any the map missed.
+
+        The hot path of every acquire. A slot may be taken by the time the caller renames its
+        record (then it tries the next) and may come twice; the caller stops at its first success.
+        """
+        yield from self.free_map.candidates()
+        yield from self._listed_free_slots()
+
+    def _listed_free_slots(self) -> Iterator[str]:
         """Slots whose record says free: shelf by shelf from a random one, each listed only when reached.
 
-        The hot path of every acquire: one short listing, then one access(2) per probe. Racing
-        acquirers start on different shelves and at different places in a shelf. A listing is not
-        filtered (a regex per name costs more than the probes): only this module makes entries here,
-        and anything else has no free record to find.
+        One short listing per shelf, then one access(2) per probe. Racing acquirers start on
+        different shelves and at different places in a shelf. A listing is not filtered (a regex per
+        name costs more than the probes): only this module makes entries here, and anything else has
+        no free record to find.
         """
         prefix = names.FREE + "-"
         first = random.randrange(len(SHELVES))
@@ -134,12 +145,17 @@ class Registry:
             os.rename(self._file(old), self._file(new))
         except FileNotFoundError:
             return False
+        if new.state == names.FREE:
+            self.free_map.free(new.slot)
+        elif old.state == names.FREE:
+            self.free_map.taken(new.slot)
         return True
 
     def holds(self, entry: Entry) -> bool:
         return os.access(self._file(entry), os.F_OK)
 
     def remove(self, entry: Entry) -> None:
+        self.free_map.forget(entry.slot)
         os.unlink(self._file(entry))
         try:
             os.rmdir(self._dir(entry.slot))
@@ -159,6 +175,11 @@ class Registry:
                     os.rmdir(directory)  # fails unless empty
             except OSError:
                 pass
+
+    def refresh_free_map(self) -> None:
+        """Make the free-slot map agree with the records (after a crash left it stale, or an upgrade)."""
+        entries = self.entries()
+        self.free_map.rebuild({e.slot for e in entries if e.state == names.FREE}, {e.slot for e in entries})
 
     def destroy(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
