@@ -5,7 +5,8 @@
 1. Latency: --concurrency forked processes each take one sandbox cgroup with a pod's limits at the
    same moment (pool: acquire + configure; baseline: mkdir in every hierarchy + the same configure),
    then all give it back at the same moment (pool: release; baseline: rmdir). Each process times its
-   own call, after one untimed warm-up round; one write to a pipe they all poll starts a phase.
+   own call, after one untimed warm-up round and 1.5 s for the kernel's deferred work from it; one
+   write to a pipe they all poll starts a phase.
    Rounds alternate which side goes first, each after the kernel has finished tearing down the
    previous round's cgroups; p50/p99 are over every sample of every round. Besides wall time the
    table shows wall time minus the call's run-queue wait (/proc/self/schedstat), and how many calls
@@ -107,11 +108,12 @@ def _wait_for(go: int) -> None:
     poller.poll()
 
 
-def _worker(take, give, go: tuple[int, int], out_w: int) -> None:
-    """Child: warm up, wait for go, time take(), report; wait for the second go, time give(), report; exit."""
+def _worker(take, give, go: tuple[int, int], out_w: int, ready_w: int) -> None:
+    """Child: warm up, say ready, wait for go, time take(), report; wait for the second go, time give(), report."""
     # One untimed round first: a forked Python child pays copy-on-write faults on the first run of any
     # code path, which is a cost of this harness, not of cgroups (and is larger for the longer path).
     _timed(give, take())
+    os.write(ready_w, b"r")
     _wait_for(go[0])
     held, sample = _timed(take)
     os.write(out_w, sample)
@@ -123,6 +125,7 @@ def _worker(take, give, go: tuple[int, int], out_w: int) -> None:
 def _concurrent(n: int, take, give) -> tuple[list[float], list[float]]:
     gos = (os.pipe(), os.pipe())  # one per phase: the byte that starts a phase stays in its pipe
     out_r, out_w = os.pipe()
+    ready_r, ready_w = os.pipe()
     children = []
     try:
         for _ in range(n):
@@ -138,7 +141,8 @@ def _concurrent(n: int, take, give) -> tuple[list[float], list[float]]:
                     for _, w in gos:
                         os.close(w)
                     os.close(out_r)
-                    _worker(take, give, (gos[0][0], gos[1][0]), out_w)
+                    os.close(ready_r)
+                    _worker(take, give, (gos[0][0], gos[1][0]), out_w, ready_w)
                     code = 0
                 except BaseException:
                     traceback.print_exc()
@@ -148,7 +152,18 @@ def _concurrent(n: int, take, give) -> tuple[list[float], list[float]]:
         for r, _ in gos:
             os.close(r)
         os.close(out_w)
-        time.sleep(0.5 + n * 0.005)  # let every child warm up and block on the first go pipe
+        os.close(ready_w)
+        ready, waiting = 0, select.poll()
+        waiting.register(ready_r, select.POLLIN)
+        while ready < n:
+            if not waiting.poll(60_000):  # the other children hold the pipe open, so no EOF tells
+                raise RuntimeError("a benchmark worker did not finish warming up; see its traceback above")
+            ready += len(os.read(ready_r, n - ready))
+        # Every child has warmed up. Wait out the kernel's deferred work from those warm-ups before
+        # the timed phase: a v1 release reads cgroup.procs, and the kernel frees each list it built
+        # for that read one second later (CGROUP_PIDLIST_DESTROY_DELAY) in a kworker, which would
+        # otherwise preempt timed calls.
+        time.sleep(1.5)
         phases = []
         os.set_blocking(out_r, False)
         for _, go_w in gos:
@@ -177,6 +192,7 @@ def _concurrent(n: int, take, give) -> tuple[list[float], list[float]]:
         for _, w in gos:
             os.close(w)
         os.close(out_r)
+        os.close(ready_r)
         for pid in children:
             _, status = os.waitpid(pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:
