@@ -290,6 +290,7 @@ def test_a_lease_whose_owner_died_is_taken_back_on_reconcile(make_pool):
     assert all(open(os.path.join(p, "cgroup.procs")).read() == "" for p in dead_paths)
     assert open(next(p for p in dead_paths if "/pids/" in p) + "/pids.max").read().strip() == "max"
     assert pool.registry.holds(names.parse(live.record))
+    assert list(pool.registry.free_map.candidates()) == [slot]  # the next acquire finds it without listing
     pool.release(live)
 
 

@@ -9,6 +9,8 @@
 
 The rename is of a record file in a registry directory (registry.py), not of the cgroup: cgroup v2
 refuses rename(2) of cgroup directories (EPERM), and on v1 it takes the kernel-global cgroup_mutex.
+A free slot is found through a map in shared memory (freemap.py), a hint that the rename confirms,
+so an acquire does not probe the slots that are leased.
 """
 
 from __future__ import annotations
