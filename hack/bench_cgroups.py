@@ -1,12 +1,14 @@
 """The cgroup pool against plain mkdir/rmdir, side by side in one run, on this host's real cgroups.
 
-    python3 hack/bench_cgroups.py [--concurrency 200] [--rounds 3] [--cycles 10000] [--cache-kib 16]
+    python3 hack/bench_cgroups.py [--concurrency 200] [--rounds 3] [--cycles 10000] [--cache-kib 16] [--leased 0]
 
 1. Latency: --concurrency forked processes each take one sandbox cgroup with a pod's limits at the
    same moment (pool: acquire + configure; baseline: mkdir in every hierarchy + the same configure),
    then all give it back at the same moment (pool: release; baseline: rmdir). Each process times its
    own call, after one untimed warm-up round and 1.5 s for the kernel's deferred work from it; one
-   write to a pipe they all poll starts a phase.
+   write to a pipe they all poll starts a phase. --leased N holds N more pool cgroups leased through
+   both sides' rounds, as on a host already running N sandboxes (the pool then has to find its free
+   slots among them, and every cgroup write that walks the hierarchy sees them).
    Rounds alternate which side goes first, each after the kernel has finished tearing down the
    previous round's cgroups; p50/p99 are over every sample of every round. Besides wall time the
    table shows wall time minus the call's run-queue wait (/proc/self/schedstat), and how many calls
@@ -291,6 +293,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cycles", type=int, default=10_000)
+    parser.add_argument("--leased", type=int, default=0, help="pool cgroups held leased during the latency rounds")
     parser.add_argument("--cache-kib", type=int, default=16)
     parser.add_argument("--version", default="auto", choices=["auto", "v1", "v2"])
     args = parser.parse_args()
@@ -307,7 +310,8 @@ def main() -> None:
     fd = -1
     try:
         limits = _limits_for(pool.driver.controllers)
-        pool.fill()
+        pool.fill(args.concurrency + args.leased)
+        running = [pool.acquire(f"running-{i}") for i in range(args.leased)]
 
         def pool_take():
             return pool.acquire(f"bench-{os.getpid()}", limits)
@@ -334,8 +338,11 @@ def main() -> None:
                 samples[side][1].extend(give)
                 by_round[side].append(_pct([t[0] for t in take], 0.99))
 
+        for lease in running:
+            pool.release(lease)
         print(f"cgroup v{pool.driver.version}, {len(pool.driver.hierarchies)} hierarchies, "
-              f"{args.concurrency} concurrent processes x {args.rounds} rounds, {os.cpu_count()} cpus, "
+              f"{args.concurrency} concurrent processes x {args.rounds} rounds"
+              f"{f' with {args.leased} more leased' if args.leased else ''}, {os.cpu_count()} cpus, "
               f"load average {os.getloadavg()[0]:.1f}")
         print(f"limits applied: {limits}")
         print(f"{'':<26}{'-------- wall ms --------':>27}{'- minus run-queue wait -':>20}")
