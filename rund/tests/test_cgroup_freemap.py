@@ -107,6 +107,15 @@ def test_reconcile_rebuilds_a_stale_map_from_the_records(registry):
     assert list(registry.free_map.candidates()) == ["e00000000001"]
 
 
+def test_a_rebuild_racing_with_acquires_neither_undoes_a_claim_nor_drops_a_new_slot(registry):
+    _free_slot(registry, "e10000000001")
+    listed_free = [e.slot for e in registry.entries() if e.state == names.FREE]  # the rebuild's listing...
+    assert registry.move(names.free("e10000000001"), names.lease("e10000000001", OWNER, "sandbox-1"))
+    _free_slot(registry, "e10000000002")  # ...then a claim and a new slot, before it writes
+    registry.free_map.rebuild(listed_free, registry._state_now)
+    assert list(registry.free_map.candidates()) == ["e10000000002"]
+
+
 def test_a_damaged_map_file_is_replaced_by_a_new_one(registry):
     _free_slot(registry, "0a0000000001")
     with open(registry.free_map.path, "wb") as f:

@@ -26,7 +26,7 @@ import mmap
 import os
 import random
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
@@ -105,10 +105,13 @@ class FreeMap:
             if index is not None:
                 self._clear(m, index)
 
-    def rebuild(self, free: set[str], present: set[str]) -> None:
-        """Make the map agree with the records: `free` slots are free, other `present` ones taken.
+    def rebuild(self, listed_free: Iterable[str], state_of: Callable[[str], bool | None]) -> None:
+        """Make the map agree with the records.
 
-        Stores that race with it may leave a stale hint, which costs a failed rename or a listing.
+        `state_of(slot)` reads one slot's record now: True free, False held (or being made or removed),
+        None gone. Each entry is checked right before it is corrected, and only a wrong one is written,
+        so a rebuild racing with acquires (every new shim's refiller reconciles) rarely undoes a claim
+        or a release made since it listed the registry. `listed_free` are free slots to add if missing.
         """
         self._unusable = False
         m = self._mapped()
@@ -120,13 +123,18 @@ class FreeMap:
                 slot = self._id(m, index)
                 if slot is None:
                     continue
-                if slot not in present or slot in seen:
+                state = None if slot in seen else state_of(slot)
+                if state is None:
                     self._clear(m, index)
                     continue
                 seen.add(slot)
                 self._where[slot] = index
-                m[HEADER_SIZE + index] = (FREE if slot in free else TAKEN)[0]
-            for slot in sorted(free - seen):
+                want = FREE if state else TAKEN
+                if m[HEADER_SIZE + index] != want[0]:
+                    m[HEADER_SIZE + index] = want[0]
+            for slot in sorted(set(listed_free) - seen):
+                if state_of(slot) is not True:
+                    continue
                 index = self._add(m, slot)
                 if index is None:
                     break  # full: the rest are found by listing the registry

@@ -178,8 +178,14 @@ class Registry:
 
     def refresh_free_map(self) -> None:
         """Make the free-slot map agree with the records (after a crash left it stale, or an upgrade)."""
-        entries = self.entries()
-        self.free_map.rebuild({e.slot for e in entries if e.state == names.FREE}, {e.slot for e in entries})
+        listed_free = [e.slot for e in self.entries() if e.state == names.FREE]
+        self.free_map.rebuild(listed_free, self._state_now)
+
+    def _state_now(self, slot: str) -> bool | None:
+        """True if the slot's record says free, False if it is held (or being made or removed), None if gone."""
+        if self.holds(names.free(slot)):
+            return True
+        return False if os.path.isdir(self._dir(slot)) else None
 
     def destroy(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
