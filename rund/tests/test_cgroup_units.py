@@ -57,8 +57,8 @@ def test_limits_from_oci_maps_fields_and_treats_zero_and_minus_one_as_unset():
     }
     assert limits_from_oci(resources) == CgroupLimits(50000, 100000, 512, "0-1", "0", 268435456, 64)
     unset = {"cpu": {"shares": 0, "quota": -1, "period": 0, "cpus": ""}, "memory": {"limit": -1}, "pids": {"limit": 0}}
-    assert limits_from_oci(unset).is_default()
-    assert limits_from_oci(None).is_default()
+    assert limits_from_oci(unset) == CgroupLimits()  # every field None: nothing to write
+    assert limits_from_oci(None) == CgroupLimits()
 
 
 @pytest.mark.parametrize(

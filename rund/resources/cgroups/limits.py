@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import InvalidLimits
@@ -45,9 +45,6 @@ class CgroupLimits:
             raise InvalidLimits(f"memory limit {self.memory_limit_bytes} must be positive")
         if self.pids_limit is not None and self.pids_limit <= 0:
             raise InvalidLimits(f"pids limit {self.pids_limit} must be positive")
-
-    def is_default(self) -> bool:
-        return all(getattr(self, f.name) is None for f in fields(self))
 
 
 def shares_to_weight(shares: int) -> int:
