@@ -155,10 +155,7 @@ class FreeMap:
         index = self._where.get(slot)
         if index is not None and self._id(m, index) == slot:
             return index
-        try:
-            raw = bytes.fromhex(slot)
-        except ValueError:
-            return None
+        raw = bytes.fromhex(slot)  # a slot is 12 hex digits (names.py)
         end = self._ids + self._used(m) * ID_SIZE
         at = m.find(raw, self._ids, end)
         while at >= 0:
