@@ -262,3 +262,51 @@ def builders(top: str) -> list[str]:
         if argv[0].endswith(b"mkfs.erofs") and any(top.encode() in arg for arg in argv):
             found.append(pid)
     return found
+
+
+def _modes(root: str) -> dict[str, int]:
+    out = {"": os.stat(root).st_mode & 0o7777}
+    for top_dir, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(top_dir, name)
+            out[os.path.relpath(path, root)] = os.lstat(path).st_mode & 0o7777
+    return out
+
+
+def _nobody_can_read(path: str) -> bool:
+    return subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"cat '{path}' >/dev/null"],
+                          capture_output=True).returncode == 0
+
+
+def test_the_cache_is_roots_alone(top, image_layers):
+    cache = RootfsCache(f"{top}/cache", slot_bytes=16 * MiB, max_bytes=64 * MiB)
+    image = cache.acquire(overlay(image_layers), "sb1")
+    upper, work = f"{top}/u", f"{top}/w"
+    os.makedirs(f"{upper}/data")
+    os.mkdir(work)
+    with open(f"{upper}/data/new", "w") as f:
+        f.write("x")
+    private = cache.acquire(overlay(image_layers, upper, work), "sb2")
+    os.chmod(top, 0o755)                          # only the cache's own modes stand between nobody and the files
+    modes = _modes(f"{top}/cache")
+    assert modes[""] == 0o700
+    for rel, mode in modes.items():
+        assert mode & 0o077 == 0, f"{rel} is {oct(mode)}"
+    assert modes[os.path.relpath(image.path, f"{top}/cache")] == 0o400
+    assert modes[os.path.relpath(private.path, f"{top}/cache")] == 0o400
+    assert modes[f"pins/{image.key}/sb1"] == 0o600
+    assert not _nobody_can_read(str(image.path)) and not _nobody_can_read(str(private.path))
+
+
+def test_a_world_readable_cache_from_before_is_tightened_on_open(top, image_layers):
+    cache = RootfsCache(f"{top}/cache", slot_bytes=16 * MiB, max_bytes=64 * MiB)
+    image = cache.acquire(overlay(image_layers), "sb1")
+    for rel in _modes(f"{top}/cache"):            # as an older rund left it: 0755 dirs, 0644 pins, 0444 images
+        path = os.path.join(f"{top}/cache", rel)
+        os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)
+    os.chmod(top, 0o755)
+    assert _nobody_can_read(str(image.path))
+    reopened = RootfsCache(f"{top}/cache", slot_bytes=16 * MiB, max_bytes=64 * MiB)
+    assert all(mode & 0o077 == 0 for mode in _modes(f"{top}/cache").values())
+    assert not _nobody_can_read(str(image.path))
+    assert reopened.acquire(overlay(image_layers), "sb2").path == image.path   # still a hit after tightening

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from . import erofs
 from .errors import BuildFailed, DiskFull, ImageTooLarge, UnsupportedMount
+from .layout import IMAGE_MODE
 from .source import ImageSource
 
 # Ownership, modes, xattrs, device nodes are kept by default (no --all-root); DAX needs data not inlined in inodes.
@@ -63,7 +64,7 @@ def build_image(source: ImageSource, out: str, scratch: str, slot_bytes: int) ->
         fd = os.open(out, os.O_RDWR | os.O_CLOEXEC)
         try:
             os.ftruncate(fd, slot_bytes)  # sparse: the padding takes no disk space
-            os.fchmod(fd, 0o444)  # QEMU maps it read-only; nobody should write a shared image
+            os.fchmod(fd, IMAGE_MODE)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -26,7 +26,7 @@ from .build import build_image
 from .errors import DiskFull, InvalidCacheConfig, InvalidOwner
 from .evict import cached_entries, evict, private_bytes
 from .key import FORMAT_VERSION, chain_key
-from .layout import CacheLayout, check_owner
+from .layout import DIR_MODE, FILE_MODE, CacheLayout, check_owner
 from .locks import FileLock
 from .scratch import Scratch, sweep
 from .source import ImageSource, SnapshotMount, plan_source
@@ -162,7 +162,7 @@ class RootfsCache:
                     paths.unlink(self.layout.pin(key, owner))  # the fast path may have left one
                     raise
                 built = True
-            os.makedirs(self.layout.pin_dir(key), exist_ok=True)
+            os.makedirs(self.layout.pin_dir(key), mode=DIR_MODE, exist_ok=True)
             self._create_pin(key, owner)
             return built
 
@@ -204,7 +204,7 @@ class RootfsCache:
         with Scratch(self.layout.tmp, f"private-{owner}") as scratch:
             out = f"{scratch.path}/image.erofs"
             built = build_image(source, out, scratch.path, self.slot_bytes)
-            os.makedirs(owner_dir, exist_ok=True)
+            os.makedirs(owner_dir, mode=DIR_MODE, exist_ok=True)
             final = f"{owner_dir}/{key}.erofs"
             os.rename(out, final)
             fsync_dir(owner_dir)
@@ -217,7 +217,7 @@ class RootfsCache:
     def _create_pin(self, key: str, owner: str) -> bool:
         """False if the key has no pin directory (never built, or evicted)."""
         try:
-            os.close(os.open(self.layout.pin(key, owner), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            os.close(os.open(self.layout.pin(key, owner), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
         except FileNotFoundError:
             return False
         except OSError as exc:
@@ -241,7 +241,7 @@ class RootfsCache:
 
 
 def _write_json(path: str, value: dict) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
         os.write(fd, json.dumps(value, sort_keys=True).encode())
         os.fsync(fd)

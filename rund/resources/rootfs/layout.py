@@ -1,5 +1,8 @@
 """Where the cache keeps things. Everything sits on one file system so that a build can rename into place.
 
+Like runc's state, the cache is root's alone: directories 0700, files 0600 (images 0400). Image contents are the
+tenants' files, and pins name who runs what.
+
     images/<key>.erofs   a finished image, exactly slot_bytes long (sparse padding); read-only
     images/<key>.json    what it was built from, its unpadded size and sha256 (for verify())
     pins/<key>/<owner>   one empty file per owner using the image; the directory's mtime is its last use
@@ -13,8 +16,13 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from .errors import InvalidOwner
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+IMAGE_MODE = 0o400      # QEMU maps images read-only; nobody should write a shared image
 
 # containerd ids are [A-Za-z0-9]+([._-][A-Za-z0-9]+)*; a little more is allowed, never a path separator.
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")
@@ -37,8 +45,11 @@ class CacheLayout:
         self.evict_lock = f"{self.root}/evict.lock"
 
     def prepare(self) -> None:
+        os.makedirs(self.root, mode=DIR_MODE, exist_ok=True)
+        if os.stat(self.root).st_mode & 0o077:
+            tighten(self.root)      # a cache made before it was private (or by hand): once, then the root is 0700
         for path in (self.images, self.pins, self.locks, self.private, self.tmp):
-            os.makedirs(path, mode=0o755, exist_ok=True)
+            os.makedirs(path, mode=DIR_MODE, exist_ok=True)
 
     def image(self, key: str) -> str:
         return f"{self.images}/{key}.erofs"
@@ -57,3 +68,20 @@ class CacheLayout:
 
     def owner_dir(self, owner: str) -> str:
         return f"{self.private}/{owner}"
+
+
+def tighten(root: str) -> None:
+    """Take group and other bits off everything under `root`, the root itself last (its mode says it is done)."""
+    for top, dirs, files in os.walk(root, topdown=False):
+        for name in dirs + files:
+            _strip(os.path.join(top, name))
+    _strip(root)
+
+
+def _strip(path: str) -> None:
+    try:
+        st = os.lstat(path)
+        if st.st_mode & 0o077 and not stat.S_ISLNK(st.st_mode):
+            os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+    except FileNotFoundError:       # removed meanwhile by an evictor or a sweep
+        pass
