@@ -155,21 +155,3 @@ def test_v1_slots_drop_load_balancing_only_when_the_root_cpuset_balances_every_c
     assert (tmp_path / "cpuset" / "rund" / "cpuset.cpus").read_text() == "0-3"  # the parent inherits the root's
     driver.init_cgroup(paths)
     assert (slot / "cpuset.sched_load_balance").read_text() == slot_balance
-
-
-def test_registry_adopts_records_of_the_flat_layout_so_running_leases_survive_an_upgrade(tmp_path):
-    from rund.resources.cgroups.registry import Registry
-
-    registry = Registry(str(tmp_path / "boot" / "v1-rund"))
-    owner = names.Owner(4242, 99)
-    held = names.lease("0123456789ab", owner, "sandbox-1")
-    free = names.free("f0123456789a")
-    for entry in (held, free):
-        shelf = tmp_path / "boot" / "v1-rund" / entry.slot[0]
-        shelf.mkdir(parents=True, exist_ok=True)
-        (shelf / entry.name).touch()
-    registry.prepare()
-    registry.adopt_flat_records()  # what reconcile does first
-    assert sorted(e.name for e in registry.entries()) == sorted([held.name, free.name])
-    assert registry.holds(held)
-    assert list(registry.free_slots()) == [free.slot]

@@ -68,6 +68,17 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
         delay = min(delay * 2, 0.05)
 
 
+def kill_until_empty(cgroups: tuple[str, ...], timeout_s: float) -> None:
+    """SIGKILL what is in `cgroups` until nothing is: without a frozen cgroup a fork may escape a round."""
+
+    def empty() -> bool:
+        left = procs_of(cgroups)
+        signal_all(left)
+        return not left
+
+    wait_until(empty, timeout_s, f"{cgroups[0]} to empty")
+
+
 def makedirs(path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)

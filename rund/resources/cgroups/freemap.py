@@ -110,8 +110,9 @@ class FreeMap:
 
         `state_of(slot)` reads one slot's record now: True free, False held (or being made or removed),
         None gone. Each entry is checked right before it is corrected, and only a wrong one is written,
-        so a rebuild racing with acquires (every new shim's refiller reconciles) rarely undoes a claim
-        or a release made since it listed the registry. `listed_free` are free slots to add if missing.
+        so a rebuild racing with acquires (`delete` after a shim crash reconciles while other shims
+        acquire) rarely undoes a claim or a release made since it listed the registry. `listed_free`
+        are free slots to add if missing.
         """
         self._unusable = False
         m = self._mapped()

@@ -2,22 +2,25 @@
 
 Each slot is a cgroup with a fixed name in every hierarchy plus a record in the registry (see
 registry.py). Who holds a slot is decided by renaming its record: of two processes renaming the same
-free record exactly one succeeds; the other gets ENOENT and tries the next. A record is created before
-its cgroups and removed after them, so a cgroup without a record is an orphan. reconcile() takes back
+free record exactly one succeeds; the other gets ENOENT and tries the next. reconcile() takes back
 slots whose owner died and finishes whatever a crashed process left half done.
+
+The registry is what a pool owns. The parent cgroup is not: pools of configurations with another
+state_dir, and other software, may keep cgroups there. So recovery and teardown touch only slots this
+registry records, and never kill a process in a cgroup it has no record of.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable
 
 from . import files, names
 from .driver import SLOT_PREFIX, CgroupDriver
-from .errors import CgroupBusy, CgroupError, CgroupUnavailable, LeaseNotHeld
+from .errors import CgroupError, CgroupUnavailable, LeaseNotHeld
 from .lease import CgroupLease
 from .limits import CgroupLimits
 from .names import Entry, Owner
@@ -46,7 +49,6 @@ class CgroupPool:
         self.kill_timeout_s = kill_timeout_s
         self._counts = {"created": 0, "reused": 0, "fallbacks": 0}
         self._counts_lock = threading.Lock()
-        self._listeners: list[Callable[[], None]] = []
 
     # --- handing out -------------------------------------------------------------------------------
 
@@ -75,8 +77,6 @@ class CgroupPool:
         except BaseException:
             self.release(lease)
             raise
-        for listener in self._listeners:
-            listener()
         return lease
 
     def update(self, lease: CgroupLease, limits: CgroupLimits) -> None:
@@ -105,10 +105,6 @@ class CgroupPool:
             self.registry.move(creating, names.free(creating.slot))
         return missing
 
-    def add_listener(self, callback: Callable[[], None]) -> None:
-        """Call `callback` (from the acquiring thread) after every acquire, e.g. to wake a refiller."""
-        self._listeners.append(callback)
-
     def statistics(self) -> PoolStatistics:
         listing = self.registry.listing()
         with self._counts_lock:
@@ -121,50 +117,54 @@ class CgroupPool:
     # --- recovery ----------------------------------------------------------------------------------
 
     def reconcile(self) -> int:
-        """Take back slots whose owner is gone, repair missing cgroups, and remove orphans.
+        """Take back this registry's slots whose owner is gone, and repair their missing cgroups.
 
-        Returns how many leases were taken back from dead owners.
+        Cgroups under the parent that the registry does not record are someone else's and stay as they
+        are. Returns how many leases were taken back from dead owners.
         """
         me = current_owner()
-        self.registry.adopt_flat_records()  # before the listings: an unadopted record would leave an orphan
-        # Cgroups before records: a record is made before its cgroups and removed after them, so a cgroup
-        # whose slot is missing from the later record listing is a true orphan.
+        # Records before cgroups: a free record's cgroups were made before it became free, so the later
+        # listing holds them, and a missing one is really missing.
+        entries = self.registry.entries()
         dirs = [self._slot_dirs(h) for h in self.driver.hierarchies]
-        entries = {e.slot: e for e in self.registry.entries()}
         taken_back = 0
-        for slot, entry in entries.items():
+        for entry in entries:
             try:
                 if entry.state == names.FREE:
-                    if any(slot not in d for d in dirs):
+                    if any(entry.slot not in d for d in dirs):
                         self._repair_free(entry, me)
                 elif entry.owner != me and not is_alive(entry.owner):
                     taken_back += self._take_back(entry, me)
             except CgroupError as e:
                 log.warning("cgroup pool: could not recover %s: %s", entry.name, e)
-        for hierarchy, slots in zip(self.driver.hierarchies, dirs):
-            for slot in slots - entries.keys():
-                self._remove_orphan(os.path.join(hierarchy, SLOT_PREFIX + slot))
         self.registry.prune_empty()
         self.registry.refresh_free_map()
         return taken_back
 
     def destroy(self) -> None:
-        """Empty and remove every cgroup of the pool, its parents and its registry (teardown, tests).
+        """Empty and remove every slot of this registry, the registry, and the parent once nothing else is in it.
 
-        Forceful: leases held by live processes go too.
+        Forceful: leases held by live processes go too (teardown, tests). A slot whose cgroups were
+        removed underneath is fine; cgroups this registry does not record stay, and so does the parent.
         """
         me = current_owner()
-        for entry in self.registry.entries():
+        try:
+            entries = self.registry.entries()
+        except CgroupUnavailable:
+            entries = []  # destroyed already (e.g. through another pool object on the same registry)
+        for entry in entries:
             gone = names.claimed(names.GONE, entry.slot, me)
             if self.registry.move(entry, gone):
                 self._remove(gone)
         for hierarchy in self.driver.hierarchies:
-            for slot in self._slot_dirs(hierarchy):
-                self._remove_orphan(os.path.join(hierarchy, SLOT_PREFIX + slot))
             try:
                 os.rmdir(hierarchy)
             except FileNotFoundError:
                 pass
+            except OSError as e:
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    raise CgroupUnavailable(f"cannot remove the pool parent {hierarchy}: {e}") from e
+                log.info("cgroup pool: %s still holds cgroups of others; left in place", hierarchy)
         self.registry.destroy()
 
     # --- internals ---------------------------------------------------------------------------------
@@ -221,8 +221,15 @@ class CgroupPool:
 
     def _remove(self, held: Entry) -> None:
         paths = self.driver.paths(held.slot)
-        self.driver.kill(paths, self.kill_timeout_s)
-        self.driver.reclaim(paths)  # no page cache left behind to pin a dying cgroup
+        try:
+            self.driver.kill(paths, self.kill_timeout_s)
+            self.driver.reclaim(paths)  # no page cache left behind to pin a dying cgroup
+        except (OSError, CgroupError):
+            if all(os.path.isdir(p) for p in paths):
+                raise
+            # Removed underneath in some hierarchy (by hand, or a teardown that crashed): the driver's
+            # files are not all there, so empty what is left with plain signals.
+            files.kill_until_empty(paths, self.kill_timeout_s)
         for path in paths:
             try:
                 os.rmdir(path)
@@ -259,19 +266,3 @@ class CgroupPool:
         except FileNotFoundError:
             return set()
         return {n[len(SLOT_PREFIX):] for n in listing if n.startswith(SLOT_PREFIX)}
-
-    def _remove_orphan(self, path: str) -> None:
-        """Remove a cgroup that has no record (nothing can own it)."""
-
-        def empty() -> bool:
-            left = files.procs(path)
-            files.signal_all(left)
-            return not left
-
-        try:
-            files.wait_until(empty, self.kill_timeout_s, f"{path} to empty")
-            os.rmdir(path)
-        except FileNotFoundError:
-            pass
-        except (OSError, CgroupBusy) as e:
-            log.warning("cgroup pool: cannot remove orphan %s: %s", path, e)

@@ -57,27 +57,6 @@ class Registry:
             if boot != current:
                 shutil.rmtree(os.path.join(boots, boot), ignore_errors=True)
 
-    def adopt_flat_records(self) -> None:
-        """Move records of the earlier layout (files right in a shelf) into their slot's directory.
-
-        Keeps the leases of sandboxes that run across an upgrade. Run by reconcile, not prepare:
-        prepare is on every sandbox create, and this costs as much again. Safe to race: of two
-        processes moving one record, the second finds it gone.
-        """
-        for shelf in SHELVES:
-            for name in os.listdir(f"{self.path}/{shelf}"):
-                entry = names.parse(name)
-                if entry is None:
-                    continue  # a slot directory, or not ours
-                try:
-                    os.mkdir(self._dir(entry.slot))
-                except FileExistsError:
-                    pass
-                try:
-                    os.rename(f"{self.path}/{shelf}/{name}", self._file(entry))
-                except FileNotFoundError:
-                    pass
-
     def slots(self) -> list[str]:
         """Every slot with a directory here (whatever its state)."""
         try:

@@ -127,13 +127,7 @@ class V1Driver(CgroupDriver):
                 files.signal_all(files.procs_of(paths))
             finally:
                 files.write(state, "THAWED")  # killed tasks only die once thawed
-
-        def empty() -> bool:
-            left = files.procs_of(paths)
-            files.signal_all(left)  # a fork that escaped the first round (no freezer, or it timed out)
-            return not left
-
-        files.wait_until(empty, timeout_s, f"{paths[0]} to empty")
+        files.kill_until_empty(paths, timeout_s)  # a fork that escaped the first round (no freezer, or it timed out)
 
     def reclaim(self, paths: tuple[str, ...]) -> None:
         memory = self._dir(paths, "memory")

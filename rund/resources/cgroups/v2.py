@@ -101,13 +101,7 @@ class V2Driver(CgroupDriver):
                 files.signal_all(files.procs(cgroup))
             finally:
                 files.write(freeze, "0")
-
-        def empty() -> bool:
-            left = files.procs(cgroup)
-            files.signal_all(left)
-            return not left
-
-        files.wait_until(empty, timeout_s, f"{cgroup} to empty")
+        files.kill_until_empty(paths, timeout_s)
 
     def reclaim(self, paths: tuple[str, ...]) -> None:
         cgroup = paths[0]
