@@ -13,12 +13,17 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rund.errors import RundError
+from rund import ids
+from rund.errors import InvalidArgument, RundError
 from rund.runtime.state import BUNDLE_POINTER, CorruptRecord, SandboxDir, process_start_ticks
 
+if TYPE_CHECKING:
+    from rund.config import Config
+
 # containerd waits for `delete` after every normal exit too, when there is nothing left to clean: the config and
-# resource modules are imported only once there is (see _release).
+# resource modules are imported only once there is a sandbox dir (see _config and _release).
 
 log = logging.getLogger("rund.cleanup")
 
@@ -29,6 +34,8 @@ class Cleaned:
 
 
 def cleanup_container(bundle: str, container_id: str) -> Cleaned:
+    """InvalidArgument for a bad container id; a pointer that does not name a sandbox dir is nothing to clean."""
+    ids.validate(container_id, "container id")
     try:
         pointer = json.loads((Path(bundle) / BUNDLE_POINTER).read_text())
     except FileNotFoundError:
@@ -40,27 +47,63 @@ def cleanup_container(bundle: str, container_id: str) -> Cleaned:
             or not isinstance(pointer.get("config_path") or "", str):
         log.warning("%s: unreadable (not a sandbox pointer); nothing to clean", Path(bundle) / BUNDLE_POINTER)
         return Cleaned(0)
-    path = Path(pointer["sandbox_dir"])
-    sdir = SandboxDir(path.parent.parent, path.parent.name, path.name)
+    try:
+        state_dir, namespace, sandbox_id = _sandbox_dir_parts(pointer, container_id)
+    except InvalidArgument as e:
+        log.warning("%s: %s; nothing to clean", Path(bundle) / BUNDLE_POINTER, e)
+        return Cleaned(0)
+    sdir = SandboxDir(state_dir, namespace, sandbox_id)
     if not sdir.path.exists():
+        return Cleaned(0)
+    cfg = _config(pointer.get("config_path") or None)
+    if os.path.abspath(cfg.state_dir) != state_dir and not _holds_its_record(sdir):
+        # only ever remove a rund sandbox dir: in the configured state dir, or one whose record names it
+        log.warning("%s is not in the state dir %s of its configuration; nothing to clean", sdir.path, cfg.state_dir)
         return Cleaned(0)
     if not sdir.lock():
         log.info("sandbox %s is served by a live shim: leaving container %s to it", sdir.sandbox_id, container_id)
         return Cleaned(0)
-    return _release(sdir, container_id, pointer.get("config_path") or None)
+    return _release(sdir, container_id, cfg)
 
 
-def _release(sdir: SandboxDir, container_id: str, config_path: str | None) -> Cleaned:
-    """With the sandbox's lock held: release the container's pins, and the sandbox's VM and cgroup if it goes."""
+def _sandbox_dir_parts(pointer: dict, container_id: str) -> tuple[str, str, str]:
+    """(state dir, namespace, sandbox id) of the pointer's sandbox_dir, every part checked before it names a path."""
+    raw = pointer["sandbox_dir"]
+    if not os.path.isabs(raw) or os.path.normpath(raw) != raw:
+        raise InvalidArgument(f"sandbox_dir {raw!r} is not an absolute, normalized path")
+    state_dir, namespace, sandbox_id = os.path.dirname(os.path.dirname(raw)), *raw.split("/")[-2:]
+    ids.validate(namespace, "namespace")
+    ids.validate(sandbox_id, "sandbox id")
+    if pointer.get("sandbox_id", sandbox_id) != sandbox_id:
+        raise InvalidArgument(f"sandbox_id {pointer.get('sandbox_id')!r} differs from its sandbox_dir {raw!r}")
+    if pointer.get("container_id", container_id) != container_id:
+        raise InvalidArgument(f"container_id {pointer.get('container_id')!r} is not this bundle's {container_id!r}")
+    return state_dir, namespace, sandbox_id
+
+
+def _holds_its_record(sdir: SandboxDir) -> bool:
+    """True if the dir's sandbox.json names this namespace and sandbox (its config file changed since, say)."""
+    try:
+        record = sdir.read_sandbox()
+    except CorruptRecord:
+        return False
+    return record is not None and (record.namespace, record.sandbox_id) == (sdir.namespace, sdir.sandbox_id)
+
+
+def _config(config_path: str | None) -> Config:
     from rund import config
+    try:
+        return config.load(config_path)
+    except RundError as e:   # the runtime class's file changed or went away since: still release what we can
+        log.warning("%s; cleaning up with the default configuration", e)
+        return config.load()
+
+
+def _release(sdir: SandboxDir, container_id: str, cfg: Config) -> Cleaned:
+    """With the sandbox's lock held: release the container's pins, and the sandbox's VM and cgroup if it goes."""
     from rund.resources.cgroups import CgroupError, open_pool
     from rund.resources.rootfs import RootfsError
     from rund.runtime.resource_config import pool_config, rootfs_cache
-    try:
-        cfg = config.load(config_path)
-    except RundError as e:   # the runtime class's file changed or went away since: still release what we can
-        log.warning("%s; cleaning up with the default configuration", e)
-        cfg = config.load()
     try:
         record = sdir.read_sandbox()
     except CorruptRecord as e:

@@ -12,6 +12,7 @@ import sys
 from google.protobuf import timestamp_pb2
 
 from proto.gen.containerd.task.v2 import shim_pb2
+from rund import ids
 from rund.errors import RundError
 from rund.shim.flags import ShimArgs
 
@@ -24,10 +25,12 @@ def delete(args: ShimArgs) -> int:
     bundle = args.bundle or os.getcwd()
     pid = 0
     try:
+        ids.validate(args.id, "container id")      # before anything names a path
+        ids.validate(args.namespace, "namespace")
         from rund.runtime.cleanup import cleanup_container
         pid = cleanup_container(bundle, args.id).pid
     except (RundError, OSError) as e:
-        print(f"rund delete {args.id}: {e}", file=sys.stderr)
+        print(f"rund delete {args.id[:ids.MAX_LENGTH]!r}: {e}", file=sys.stderr)
         return 1
     now = timestamp_pb2.Timestamp()
     now.GetCurrentTime()

@@ -231,3 +231,62 @@ def test_a_pointer_to_a_gone_state_dir_is_nothing_to_clean(tmp_path):
     response, _ = run_delete("c1", tmp_path)
     assert response.pid == 0
     assert json.loads((tmp_path / BUNDLE_POINTER).read_text())["sandbox_id"] == "sb"
+
+
+# ---- hostile input: ids and pointers never become paths unchecked ---------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["../x", ".", "..", "a/b", "a\x01b", "x" * 77], ids=["dotdot-x", "dot", "dotdot",
+                                                                                      "slash", "control", "long"])
+@pytest.mark.parametrize("flag", ["-id", "-namespace"])
+def test_a_bad_id_or_namespace_is_refused_before_anything_is_touched(tmp_path, bad, flag):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("x")
+    write_json_atomic(tmp_path / BUNDLE_POINTER, {"sandbox_dir": str(victim), "container_id": bad})
+    argv = {"-namespace": NS, "-id": "c1", flag: bad}
+    proc = subprocess.run([str(SHIM), "-namespace", argv["-namespace"], "-address", "/x", "-publish-binary",
+                           "/bin/true", "-id", argv["-id"], "-bundle", str(tmp_path), "delete"],
+                          capture_output=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stdout == b""
+    assert b"not a valid identifier" in proc.stderr or b"characters long" in proc.stderr, proc.stderr
+    assert (victim / "keep").exists() and (tmp_path / BUNDLE_POINTER).exists()
+
+
+@pytest.mark.parametrize("sandbox_dir", ["{victim}/../victim/ns/sb", "{victim}/ns/..", "{victim}/../ns", "ns/sb",
+                                         "{victim}/ns/sb/"],
+                         ids=["dotdot-inside", "dotdot-sandbox", "dotdot-namespace", "relative", "trailing-slash"])
+def test_a_pointer_with_a_bad_sandbox_dir_is_nothing_to_clean(tmp_path, sandbox_dir):
+    victim = tmp_path / "victim"
+    (victim / "ns" / "sb" / "containers").mkdir(parents=True)
+    (victim / "ns" / "sb" / "containers" / "c1.json").write_text("{}")
+    write_json_atomic(tmp_path / BUNDLE_POINTER, {"sandbox_dir": sandbox_dir.format(victim=victim),
+                                                  "container_id": "c1", "config_path": ""})
+    response, proc = run_delete("c1", tmp_path)
+    assert response.pid == 0 and b"nothing to clean" in proc.stderr, proc.stderr
+    assert (victim / "ns" / "sb" / "containers" / "c1.json").exists()
+
+
+def test_a_pointer_outside_the_state_dir_is_nothing_to_clean(tmp_path):
+    """A well-formed sandbox_dir that is not in the configuration's state dir and holds no record of its own."""
+    victim = tmp_path / "victim" / "ns" / "sb"
+    (victim / "containers").mkdir(parents=True)
+    (victim / "data").write_text("keep me")
+    conf = tmp_path / "rund.toml"
+    conf.write_text(f'state_dir = "{tmp_path}/state"\n')
+    write_json_atomic(tmp_path / BUNDLE_POINTER, {"sandbox_dir": str(victim), "sandbox_id": "sb",
+                                                  "container_id": "c1", "config_path": str(conf)})
+    response, proc = run_delete("c1", tmp_path)
+    assert response.pid == 0 and b"not in the state dir" in proc.stderr, proc.stderr
+    assert (victim / "data").read_text() == "keep me" and not (victim / "shim.lock").exists()
+
+
+@pytest.mark.parametrize("field, value", [("sandbox_id", "other"), ("container_id", "c2"), ("sandbox_id", 7)])
+def test_a_pointer_that_contradicts_itself_is_nothing_to_clean(tmp_path, field, value):
+    victim = tmp_path / "state" / "ns" / "sb"
+    victim.mkdir(parents=True)
+    write_json_atomic(tmp_path / BUNDLE_POINTER, {"sandbox_dir": str(victim), "sandbox_id": "sb",
+                                                  "container_id": "c1", "config_path": "", field: value})
+    response, proc = run_delete("c1", tmp_path)
+    assert response.pid == 0 and b"nothing to clean" in proc.stderr, proc.stderr
+    assert victim.exists() and not (victim / "shim.lock").exists()
