@@ -10,7 +10,7 @@ from proto.gen.rund.agent.v1 import agent_pb2 as pb
 
 from . import api_convert as convert
 from .container.manager import ContainerManager
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SetupFailed
+from .errors import AgentError, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SetupFailed
 from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,16 @@ _TTRPC_ERROR = {
     AlreadyExists: ttrpc.AlreadyExists,
     FailedPrecondition: ttrpc.FailedPrecondition,
     SetupFailed: ttrpc.Unknown,
+    AgentError: ttrpc.Unknown,
 }
+
+
+def ttrpc_error_for(exc: AgentError) -> type[ttrpc.TtrpcError]:
+    """The status of the nearest mapped class in the error's MRO, so a subclass answers as its base does."""
+    for cls in type(exc).__mro__:
+        if cls in _TTRPC_ERROR:
+            return _TTRPC_ERROR[cls]
+    return ttrpc.Unknown
 
 
 def edge(handler):
@@ -34,7 +43,7 @@ def edge(handler):
         except (ttrpc.TtrpcError, asyncio.CancelledError):
             raise
         except tuple(_TTRPC_ERROR) as exc:
-            raise _TTRPC_ERROR[type(exc)](str(exc)) from None
+            raise ttrpc_error_for(exc)(str(exc)) from None
         except Exception as exc:
             log.exception("%s crashed", handler.__name__)
             raise ttrpc.Internal(f"{handler.__name__}: {type(exc).__name__}: {exc}") from None

@@ -7,8 +7,7 @@ from ..oci.spec import ContainerSpec
 from .launcher import StatusChannel
 from .process import Process
 from .rootfs import PreparedRootfs
-
-CREATED, RUNNING, STOPPED = "created", "running", "stopped"
+from .state import ContainerState
 
 
 class Container:
@@ -26,10 +25,10 @@ class Container:
         self.started = False
 
     @property
-    def state(self) -> str:
+    def state(self) -> ContainerState:
         if self.init.exited:
-            return STOPPED
-        return RUNNING if self.started else CREATED
+            return ContainerState.STOPPED
+        return ContainerState.RUNNING if self.started else ContainerState.CREATED
 
     def process(self, exec_id: str) -> Process:
         if not exec_id:
@@ -42,7 +41,7 @@ class Container:
     def reserve_exec(self, exec_id: str) -> None:
         if exec_id in self.execs or exec_id in self.reserved_exec_ids:
             raise AlreadyExists(f"exec {exec_id!r} already exists in container {self.id}")
-        if self.state != RUNNING:
+        if self.state is not ContainerState.RUNNING:
             raise FailedPrecondition(f"container {self.id} is {self.state}, not running")
         self.reserved_exec_ids.add(exec_id)
 

@@ -12,9 +12,10 @@ from ..oci.spec import ContainerSpec, parse_process_document, parse_resources_do
 from . import files as files_mod
 from . import rootfs as rootfs_mod
 from .child_main import ChildStdio, ExecPlan, InitPlan, run_exec, run_init
-from .container import CREATED, RUNNING, Container
+from .container import Container
 from .launcher import Launcher, PidNamespace
 from .process import Process
+from .state import ContainerState
 from .stdio import PipeSet
 from .types import ContainerStats, ExitInfo, Rootfs, StdioConfig
 
@@ -127,7 +128,7 @@ class ContainerManager:
 
     async def start(self, container_id: str) -> int:
         container = self.get(container_id)
-        if container.state != CREATED or container.channel is None:
+        if container.state is not ContainerState.CREATED or container.channel is None:
             raise FailedPrecondition(f"container {container_id} is {container.state}, not created")
         channel, container.channel = container.channel, None
         container.started = True
@@ -196,7 +197,7 @@ class ContainerManager:
 
     async def remove(self, container_id: str, force: bool) -> None:
         container = self.get(container_id)
-        if container.state == RUNNING and not force:
+        if container.state is ContainerState.RUNNING and not force:
             raise FailedPrecondition(f"container {container_id} is running; kill it first or remove with force")
         container.kill_all(signal.SIGKILL)
         try:

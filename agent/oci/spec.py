@@ -64,7 +64,7 @@ def parse_spec(raw: bytes) -> ContainerSpec:
         check_hostname(hostname, "hostname")
         uts = next(ns for ns in namespaces if ns.type == "uts")
         if uts.path is not None:
-            raise InvalidArgument("hostname", "cannot be set when joining an existing uts namespace")
+            raise InvalidArgument("hostname", "unable to set hostname without a private UTS namespace")
     if linux.list("uidMappings") or linux.list("gidMappings"):
         raise InvalidArgument("linux.uidMappings", "user namespaces are not supported")
     propagation = linux.str("rootfsPropagation")
@@ -116,9 +116,16 @@ def _parse_namespaces(linux: Fields) -> tuple[Namespace, ...]:
     return tuple(seen[k] for k in NAMESPACE_TYPES if k in seen)
 
 
+HOSTNAME_MAX = 64  # the kernel's __NEW_UTS_LEN
+
+
 def check_hostname(name: str, field: str) -> None:
-    if len(name) > 64 or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?", name):
-        raise InvalidArgument(field, f"not a valid hostname: {name!r}")
+    """What sethostname(2) accepts, no more: runc sets the spec's hostname as given and fails only where the
+    kernel refuses (EINVAL), so this error reads as runc's ("sethostname: invalid argument")."""
+    raw = name.encode()
+    if len(raw) > HOSTNAME_MAX or b"\0" in raw:
+        reason = "contains a NUL byte" if b"\0" in raw else f"{len(raw)} bytes, the kernel takes at most {HOSTNAME_MAX}"
+        raise InvalidArgument(field, f"sethostname: invalid argument: {name!r} ({reason})")
 
 
 def _paths(f: Fields, key: str) -> tuple[str, ...]:

@@ -77,7 +77,8 @@ def test_spec_mounts_are_kept_and_essentials_not_duplicated():
     (with_process(rlimits=[{"type": "RLIMIT_NOPE", "hard": 1, "soft": 1}]), "process.rlimits[0].type"),
     (with_process(rlimits=[{"type": "RLIMIT_NOFILE", "hard": 1, "soft": 2}]), "process.rlimits[0].soft"),
     (with_process(oomScoreAdj=5000), "process.oomScoreAdj"),
-    (doc(hostname="bad host"), "hostname"),
+    (doc(hostname="h" * 65), "hostname"),
+    (doc(hostname="a\u0000b"), "hostname"),
     (doc(mounts=[{"destination": "rel", "type": "tmpfs"}]), "mounts[0].destination"),
     (doc(mounts=[{"destination": "/x"}]), "mounts[0].type"),
     (doc(mounts=[{"destination": "/x", "type": "bind", "source": "rel"}]), "mounts[0].source"),
@@ -156,3 +157,15 @@ def test_exec_process_document():
     with pytest.raises(InvalidArgument) as info:
         parse_process_document(b'{"args": ["ls"], "user": {"uid": 0, "gid": 0}}')
     assert info.value.field == "cwd"
+
+
+def test_hostname_is_taken_as_the_kernel_takes_it_like_runc():
+    # runc does not judge a hostname's characters; sethostname(2) refuses only more than 64 bytes.
+    assert parse(doc(hostname="a_b")).hostname == "a_b"
+    assert parse(doc(hostname="h" * 64)).hostname == "h" * 64
+    with pytest.raises(InvalidArgument) as info:
+        parse(doc(hostname="h" * 65))
+    assert "sethostname: invalid argument" in str(info.value)
+    with pytest.raises(InvalidArgument) as info:
+        parse(doc(hostname="h", linux={"namespaces": [{"type": "uts", "path": "/proc/1/ns/uts"}]}))
+    assert str(info.value) == "hostname: unable to set hostname without a private UTS namespace"

@@ -31,3 +31,21 @@ async def test_errors_map_to_ttrpc_codes(exc, expected, caplog):
         assert "Method crashed" in caplog.text
     else:
         assert info.value.message == str(exc)
+
+
+class DeviceRuleInvalid(errors.InvalidArgument):
+    """A subclass the edge has no entry for: it answers as its nearest mapped base."""
+
+
+class NewKind(errors.AgentError):
+    pass
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (DeviceRuleInvalid("linux.resources.devices[0]", "bad"), ttrpc.InvalidArgument),
+    (NewKind("x"), ttrpc.Unknown),
+])
+async def test_error_subclasses_map_by_their_base(exc, expected):
+    with pytest.raises(expected) as info:
+        await Handlers(exc).Method(None, None)
+    assert type(info.value) is expected and info.value.message == str(exc)
