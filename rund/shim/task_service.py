@@ -20,7 +20,7 @@ from proto.gen.containerd.task.v2 import shim_pb2
 from proto.gen.containerd.types import mount_pb2
 from proto.gen.containerd.types.task import task_pb2 as types_pb2
 from proto.gen.runtimeoptions.v1 import api_pb2 as runtimeoptions_pb2
-from rund import __version__, errors
+from rund import __version__, errors, ids
 from rund.runtime import events
 from rund.runtime.process import Exit, Status, Stdio
 from rund.runtime.task_runtime import CreateRequest, Mount, TaskRuntime
@@ -110,9 +110,17 @@ def event_message(event: events.Event) -> tuple[str, object]:
     raise TypeError(f"unknown event {event!r}")
 
 
+def _check_ids(req) -> None:
+    """Every Task request names a container (and maybe an exec): both may reach paths, so both are checked here,
+    once, before the runtime sees them (containerd checks its own, but anyone can write to the shim's socket)."""
+    ids.validate(req.id, "container id")
+    ids.validate_optional(getattr(req, "exec_id", ""), "exec id")
+
+
 def _translating_errors(method):
     async def wrapper(self, ctx, req):
         try:
+            _check_ids(req)
             return await method(self, ctx, req)
         except errors.RundError as e:
             log.info("%s failed: %s: %s", method.__name__, type(e).__name__, e)

@@ -171,3 +171,26 @@ def test_events_translate_with_containerd_topics_and_ids():
     assert event_message(events.TaskOOM("c1"))[0] == "/tasks/oom"
     topic, create = event_message(events.TaskCreated("c1", "/b", Stdio("i", "o", "e", True), 9))
     assert topic == "/tasks/create" and create.io.terminal and create.io.stdout == "o" and create.pid == 9
+
+
+HOSTILE_IDS = ["..", ".", "../x", "a/b", "x\x00y", "x" * 4096, "", " a"]
+
+
+@pytest.mark.parametrize("bad", HOSTILE_IDS)
+def test_an_id_that_could_become_a_path_is_invalid_argument_before_the_runtime_sees_it(bad):
+    rt = MemoryRuntime()
+
+    async def body(stub, _):
+        codes = []
+        for call in (lambda: stub.Create(shim_pb2.CreateTaskRequest(id=bad, bundle="/b")),
+                     lambda: stub.State(shim_pb2.StateRequest(id=bad)),
+                     lambda: stub.Delete(shim_pb2.DeleteRequest(id=bad)),
+                     lambda: stub.Start(shim_pb2.StartRequest(id="c1", exec_id=bad or ".")),
+                     lambda: stub.Kill(shim_pb2.KillRequest(id="c1", exec_id=bad or "..", signal=9))):
+            with pytest.raises(ttrpc.TtrpcError) as e:
+                await call()
+            codes.append(e.value.code)
+        return codes
+
+    assert run(rt, body) == [ttrpc.Code.INVALID_ARGUMENT] * 5
+    assert rt.created == []
