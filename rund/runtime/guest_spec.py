@@ -4,7 +4,8 @@ What refers to the host cannot cross into the VM as such: namespace paths (CRI's
 /var/run/netns/...), hooks (host binaries), the host cgroup path, and bind mounts of host directories (no shared
 filesystem yet). Bind mounts of small host files (CRI's /etc/hosts, /etc/resolv.conf, /etc/hostname) are copied:
 their content travels with CreateContainer and the mount's source becomes "rund-file:<n>". The guest gets its own
-namespaces and cgroups; a container's network is the sandbox VM's (the VM is the isolation boundary).
+namespaces and cgroups; a container's network is the sandbox VM's (the VM is the isolation boundary). seccomp and
+the device allowlist pass through: the agent enforces them in the guest, as runc does on the host.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def guest_spec(host_spec: dict) -> GuestSpec:
     linux = spec.get("linux")
     if isinstance(linux, dict):
         linux.pop("cgroupsPath", None)
-        linux.pop("seccomp", None)   # not enforced by the guest agent yet (the VM is the isolation boundary)
+        _check_memory_limit(linux.get("resources"))
         namespaces = []
         for ns in linux.get("namespaces") or []:
             if isinstance(ns, dict) and ns.get("path"):
@@ -67,6 +68,18 @@ def guest_spec(host_spec: dict) -> GuestSpec:
         if "namespaces" in linux:
             linux["namespaces"] = namespaces
     return GuestSpec(spec, tuple(dropped), tuple(files))
+
+
+# Below this a container's init is OOM-killed while it is being set up (docker refuses under 6 MB for the same reason).
+MIN_MEMORY_LIMIT = 6 << 20
+
+
+def _check_memory_limit(resources: object) -> None:
+    memory = resources.get("memory") if isinstance(resources, dict) else None
+    limit = memory.get("limit") if isinstance(memory, dict) else None
+    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < MIN_MEMORY_LIMIT:
+        raise InvalidArgument(f"linux.resources.memory.limit {limit} is below the minimum of "
+                              f"{MIN_MEMORY_LIMIT >> 20} MiB a container needs to start")
 
 
 def _small_file(m: dict) -> FileCopy | None:

@@ -63,12 +63,26 @@ def test_the_plain_ctr_spec_keeps_every_mount_and_loses_only_the_cgroup_path():
     assert out.spec["linux"]["maskedPaths"] == CTR_SPEC["linux"]["maskedPaths"]
 
 
-def test_hooks_cgroups_path_and_seccomp_are_dropped(host_spec):
+def test_hooks_and_cgroups_path_are_dropped_seccomp_kept_for_the_guest(host_spec):
     out = guest_spec(host_spec).spec
     assert "hooks" not in out
     assert "cgroupsPath" not in out["linux"]
-    assert "seccomp" not in out["linux"]
+    assert out["linux"]["seccomp"] == host_spec["linux"]["seccomp"]    # the agent applies it
     assert out["linux"]["resources"] == host_spec["linux"]["resources"]
+
+
+@pytest.mark.parametrize("limit", [1, 4096, (6 << 20) - 1])
+def test_a_memory_limit_too_small_to_start_is_invalid_argument(host_spec, limit):
+    host_spec["linux"]["resources"]["memory"] = {"limit": limit}
+    with pytest.raises(InvalidArgument, match="memory.limit"):
+        guest_spec(host_spec)
+
+
+def test_a_memory_limit_of_6_mib_or_none_is_accepted(host_spec):
+    host_spec["linux"]["resources"]["memory"] = {"limit": 6 << 20}
+    guest_spec(host_spec)
+    host_spec["linux"]["resources"]["memory"] = {"limit": 0}
+    guest_spec(host_spec)
 
 
 def test_host_and_non_kernel_mounts_are_dropped_kernel_ones_kept(host_spec):
