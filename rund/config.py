@@ -80,6 +80,13 @@ class RootfsConfig:
 
 
 @dataclass(frozen=True)
+class AgentConfig:
+    # A guest that leaves a teardown call (kill, delete) unanswered this long is declared dead: its VM is killed
+    # and its processes exit with 255, so a hung or stopped VM never blocks containerd's kill and delete.
+    teardown_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class Config:
     log_level: str = "info"
     state_dir: str = "/run/rund"
@@ -88,11 +95,13 @@ class Config:
     templates: TemplateConfig = field(default_factory=TemplateConfig)
     cgroups: CgroupConfig = field(default_factory=CgroupConfig)
     rootfs: RootfsConfig = field(default_factory=RootfsConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
     source: str = ""                 # the file it came from, "" for built-in defaults
 
 
 _SECTIONS = {"hypervisor": HypervisorConfig, "guest": GuestConfig, "templates": TemplateConfig,
-             "cgroups": CgroupConfig, "rootfs": RootfsConfig}
+             "cgroups": CgroupConfig, "rootfs": RootfsConfig,
+             "agent": AgentConfig}
 _LOG_LEVELS = {"trace", "debug", "info", "warn", "warning", "error"}
 
 
@@ -109,6 +118,8 @@ def _build(cls, table: dict, where: str):
             values[key] = _build(_SECTIONS[key], value, f"{where} [{key}]")
             continue
         default = f.default
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)      # TOML's `5` for a float key
         if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, type(default)):
             raise InvalidArgument(f"{where}: {key} must be {type(default).__name__}, got {value!r}")
         values[key] = value
@@ -142,4 +153,6 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise InvalidArgument(f"{path}: rootfs needs hotplug_slots >= 0 and at most 16 slots in all")
     if cfg.rootfs.slots < 1 or not 2 <= cfg.rootfs.slot_mib <= 1024 or cfg.rootfs.slot_mib % 2:
         raise InvalidArgument(f"{path}: rootfs needs slots >= 1 and an even slot_mib in 2..1024")
+    if not 0 < cfg.agent.teardown_timeout_s <= 600:
+        raise InvalidArgument(f"{path}: agent.teardown_timeout_s must be in (0, 600]")
     return replace(cfg, source=str(path))

@@ -85,8 +85,9 @@ class AgentClient:
     async def start_container(self, container_id: str) -> int:
         return (await self._call("StartContainer", pb.StartContainerRequest(container_id=container_id))).pid
 
-    async def remove_container(self, container_id: str, force: bool = False) -> None:
-        await self._call("RemoveContainer", pb.RemoveContainerRequest(container_id=container_id, force=force))
+    async def remove_container(self, container_id: str, force: bool = False, timeout=_DEFAULT) -> None:
+        await self._call("RemoveContainer", pb.RemoveContainerRequest(container_id=container_id, force=force),
+                         timeout)
 
     async def update_container(self, container_id: str, resources: bytes | Mapping) -> None:
         await self._call("UpdateContainer", pb.UpdateContainerRequest(
@@ -108,12 +109,14 @@ class AgentClient:
             stdio=convert.stdio(stdio)))
         return r.pid
 
-    async def signal_process(self, container_id: str, exec_id: str, signal: int, all: bool = False) -> None:
+    async def signal_process(self, container_id: str, exec_id: str, signal: int, all: bool = False,
+                             timeout=_DEFAULT) -> None:
         await self._call("SignalProcess", pb.SignalProcessRequest(
-            container_id=container_id, exec_id=exec_id, signal=signal, all=all))
+            container_id=container_id, exec_id=exec_id, signal=signal, all=all), timeout)
 
-    async def remove_process(self, container_id: str, exec_id: str) -> None:
-        await self._call("RemoveProcess", pb.RemoveProcessRequest(container_id=container_id, exec_id=exec_id))
+    async def remove_process(self, container_id: str, exec_id: str, timeout=_DEFAULT) -> None:
+        await self._call("RemoveProcess", pb.RemoveProcessRequest(container_id=container_id, exec_id=exec_id),
+                         timeout)
 
     async def wait_process(self, container_id: str, exec_id: str = "", timeout: float | None = None) -> ExitStatus:
         """Returns once the process exited and its output was read to EOF (or closed)."""

@@ -7,13 +7,17 @@ class AgentFailed(errors.RundError):
     """The agent answered Unknown or Internal: a setup step in the guest failed, or an agent bug."""
 
 
+class AgentTimeout(errors.Unavailable):
+    """The agent did not answer within the call's deadline (a hung, stopped or overloaded guest)."""
+
+
 _BY_TTRPC = {
     ttrpc.InvalidArgument: errors.InvalidArgument,
     ttrpc.NotFound: errors.NotFound,
     ttrpc.AlreadyExists: errors.AlreadyExists,
     ttrpc.FailedPrecondition: errors.FailedPrecondition,
     ttrpc.Unavailable: errors.Unavailable,        # includes ConnectionClosed
-    ttrpc.DeadlineExceeded: errors.Unavailable,   # the agent did not answer in time
+    ttrpc.DeadlineExceeded: AgentTimeout,         # the agent did not answer in time
     ttrpc.ResourceExhausted: errors.ResourceExhausted,
     ttrpc.Unimplemented: errors.Unimplemented,
 }

@@ -290,11 +290,11 @@ class QemuVM(VirtualMachine):
         """QEMU's run state: 'running', 'paused', 'inmigrate', 'postmigrate', ..."""
         return (await self._execute("query-status"))["status"]
 
-    async def pause(self) -> None:
-        await self._execute("stop")
+    async def pause(self, timeout: float | None = None) -> None:
+        await self._execute("stop", timeout=timeout)
 
-    async def resume(self) -> None:
-        await self._execute("cont")
+    async def resume(self, timeout: float | None = None) -> None:
+        await self._execute("cont", timeout=timeout)
 
     # ---- devices added while running --------------------------------------------------------
 

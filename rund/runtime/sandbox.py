@@ -146,7 +146,7 @@ class Sandbox:
 
     async def _watch_vm(self) -> None:
         code = await self.launched.vm.wait()
-        if self._stopping:
+        if self._stopping or self.dead:     # stopped on purpose, or already declared dead
             return
         self.dead = True
         log.error("sandbox %s: VM (pid %d) exited unexpectedly with %s: its processes exit with %d; console "
@@ -154,15 +154,26 @@ class Sandbox:
                   log_tail(VMPaths(self.dir.path).console_log) or "(empty)")
         await self.launched.agent.close()     # every pending agent call now fails Unavailable
 
+    async def declare_dead(self, why: str) -> None:
+        """The guest stopped answering: kill its VM now, so that every process of the pod exits (with 255) and
+        every pending agent call fails, instead of waiting on a guest that will never answer."""
+        if self.dead or self._launched is None:
+            return
+        self.dead = True
+        log.error("sandbox %s: %s: declaring the guest dead and killing its VM (pid %d); its processes exit "
+                  "with %d", self.id, why, self.vmm_pid, UNKNOWN_EXIT_STATUS)
+        self._launched.vm.kill()
+        await self._launched.agent.close()
+
     async def pause(self) -> None:
         try:
-            await self.launched.vm.pause()
+            await self.launched.vm.pause(timeout=self.cfg.agent.teardown_timeout_s)
         except HypervisorError as e:
             raise errors.Unavailable(f"sandbox {self.id}: pause failed: {e}") from e
 
     async def resume(self) -> None:
         try:
-            await self.launched.vm.resume()
+            await self.launched.vm.resume(timeout=self.cfg.agent.teardown_timeout_s)
         except HypervisorError as e:
             raise errors.Unavailable(f"sandbox {self.id}: resume failed: {e}") from e
 

@@ -11,10 +11,11 @@ import asyncio
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from rund import config, errors
-from rund.agent import LayeredRootfs
+from rund.agent import AgentTimeout, LayeredRootfs
 from rund.runtime import events
 from rund.runtime.container import Container, Running
 from rund.runtime.events import EventSink
@@ -117,20 +118,37 @@ class SandboxRuntime:
                                                                agent_stdio(r.process.stdio))
             except BaseException:
                 r.stdio.close()
+                self._start_failed(c, r)
                 raise
             r.stdio.start()
             r.process.mark_started(sandbox.vmm_pid)
             self._emit(events.ExecStarted(container_id, exec_id, sandbox.vmm_pid))
         else:
             trace = StepTrace(f"start {container_id}")
-            with trace.step("agent_start"):
-                await sandbox.agent.start_container(container_id)
+            try:
+                with trace.step("agent_start"):
+                    await sandbox.agent.start_container(container_id)
+            except BaseException:
+                self._start_failed(c, r)
+                raise
             trace.done()
             r.process.mark_started(sandbox.vmm_pid)
             self._emit(events.TaskStarted(container_id, sandbox.vmm_pid))
-        # The start event is queued before the monitor can queue the exit.
-        r.monitor = self._spawn(self._monitor(c, r), f"monitor-{r.process.id}")
+        # The start event is queued before the monitor can queue the exit (a created process killed before its
+        # start already has one).
+        if r.monitor is None:
+            r.monitor = self._spawn(self._monitor(c, r), f"monitor-{r.process.id}")
         return sandbox.vmm_pid
+
+    def _start_failed(self, c: Container, r: Running) -> None:
+        """A process that could not start has exited (as runc's does): Wait returns, Delete may follow. An init
+        reports its exit (containerd learns the task stopped); a failed exec reports none, as runc's shim."""
+        p = r.process
+        if r.monitor is not None or not p.mark_exited(Exit.now(UNKNOWN_EXIT_STATUS)):
+            return
+        log.info("process %s of %s did not start: reporting exit %d", p.id, c.id, UNKNOWN_EXIT_STATUS)
+        if not p.exec_id:
+            self._emit(events.ProcessExited(c.id, p.id, p.pid or self.task_pid(c.id), p.exit))
 
     async def _monitor(self, c: Container, r: Running) -> None:
         p = r.process
@@ -146,7 +164,7 @@ class SandboxRuntime:
         exit = Exit.now(status)
         log.info("process %s of %s exited with %d", p.id, c.id, status)
         if p.mark_exited(exit):
-            self._emit(events.ProcessExited(c.id, p.id, p.pid, exit))
+            self._emit(events.ProcessExited(c.id, p.id, p.pid or self.task_pid(c.id), exit))
 
     async def delete(self, container_id: str, exec_id: str) -> tuple[int, Exit | None]:
         c = self._container(container_id)
@@ -159,7 +177,9 @@ class SandboxRuntime:
             sandbox = self._sandbox
             if r.process.status is Status.STOPPED and sandbox is not None and not sandbox.dead:
                 try:
-                    await sandbox.agent.remove_process(container_id, exec_id)
+                    await sandbox.agent.remove_process(container_id, exec_id, timeout=self._teardown_timeout())
+                except AgentTimeout:
+                    await sandbox.declare_dead(f"removing exec {exec_id} of {container_id} got no answer")
                 except errors.RundError as e:
                     log.warning("exec %s of %s: removing it in the guest: %s", exec_id, container_id, e)
             return r.process.pid, r.process.exit
@@ -175,7 +195,10 @@ class SandboxRuntime:
             if sandbox is not None and not sandbox.dead and container_id != self.sandbox_id:
                 try:
                     with trace.step("agent_remove"):
-                        await sandbox.agent.remove_container(container_id, force=True)
+                        await sandbox.agent.remove_container(container_id, force=True,
+                                                             timeout=self._teardown_timeout())
+                except AgentTimeout:
+                    await sandbox.declare_dead(f"removing container {container_id} got no answer")
                 except errors.RundError as e:
                     log.warning("container %s: removing it in the guest: %s", container_id, e)
             del self._containers[container_id]
@@ -216,10 +239,32 @@ class SandboxRuntime:
 
     async def kill(self, container_id: str, exec_id: str, signal: int, all: bool) -> None:
         c = self._container(container_id)
-        p = c.get(exec_id).process
+        r = c.get(exec_id)
+        p = r.process
         if p.status is Status.STOPPED:
             raise errors.NotFound(f"process {p.id} already finished")
-        await self._live_sandbox().agent.signal_process(container_id, exec_id, signal, all)
+        sandbox = self._sandbox
+        if sandbox is not None and sandbox.dead:
+            return       # its VM is gone: the process is exiting (255) already
+        sandbox = self._live_sandbox()
+        if self._paused:
+            # A stopped VM cannot deliver a signal (runc's kill thaws a frozen container the same way).
+            log.info("sandbox %s is paused: resuming it to deliver signal %d to %s", self.sandbox_id, signal, p.id)
+            try:
+                await sandbox.resume()
+            except errors.Unavailable as e:
+                await sandbox.declare_dead(f"resuming it to deliver a signal failed ({e})")
+                return
+            self._paused = False
+            self._emit(events.TaskResumed(container_id))
+        try:
+            await sandbox.agent.signal_process(container_id, exec_id, signal, all, timeout=self._teardown_timeout())
+        except AgentTimeout:
+            await sandbox.declare_dead(f"signal {signal} to {p.id} got no answer")
+            return
+        if p.status is Status.CREATED and r.monitor is None:
+            # Signalled before its start: if it dies, its exit is reported like any other.
+            r.monitor = self._spawn(self._monitor(c, r), f"monitor-{p.id}")
 
     async def wait(self, container_id: str, exec_id: str) -> Exit:
         return await self._container(container_id).get(exec_id).process.wait()
@@ -262,6 +307,9 @@ class SandboxRuntime:
     async def stats(self, container_id: str) -> ContainerStats:
         self._container(container_id)
         return await self._live_sandbox().agent.stats_container(container_id)
+
+    def _teardown_timeout(self) -> float:
+        return self._sandbox.cfg.agent.teardown_timeout_s if self._sandbox else config.AgentConfig.teardown_timeout_s
 
     def task_pid(self, container_id: str) -> int:
         return self._sandbox.vmm_pid if self._sandbox else 0
@@ -333,6 +381,15 @@ def _read_spec(bundle: str) -> dict:
 
 
 def _hostname(spec: dict, sandbox_id: str) -> str:
-    """The VM's hostname: the spec's, else the sandbox id (docker's habit; an unset one would read "(none)")."""
-    name = spec.get("hostname") or sandbox_id[:63]
-    return name if isinstance(name, str) else ""
+    """The VM's hostname: the spec's, else one made from the sandbox id (docker's habit; an unset one would read
+    "(none)"). An id may hold '_' and '.', which a hostname label may not: they become '-'."""
+    name = spec.get("hostname")
+    if name:
+        return name if isinstance(name, str) else ""
+    return hostname_from_id(sandbox_id)
+
+
+def hostname_from_id(sandbox_id: str) -> str:
+    label = re.sub(r"[^a-z0-9-]+", "-", sandbox_id.lower())[:63].strip("-")
+    return label or "rund"
+

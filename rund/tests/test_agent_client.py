@@ -16,7 +16,7 @@ from proto import ttrpc
 from proto.gen.rund.agent.v1 import agent_pb2 as pb
 from rund import errors
 from rund.agent import (
-    AgentClient, AgentFailed, Interface, IPAddress, LayeredRootfs, NetworkConfig, PathRootfs, Route, StdioConfig,
+    AgentClient, AgentFailed, AgentTimeout, Interface, IPAddress, LayeredRootfs, NetworkConfig, PathRootfs, Route, StdioConfig,
 )
 from rund.agent import convert
 from rund.agent.errors import translate
@@ -53,13 +53,14 @@ def test_exit_status_and_stats_come_back_as_dataclasses():
 @pytest.mark.parametrize("ttrpc_error, rund_error", [
     (ttrpc.InvalidArgument("x"), errors.InvalidArgument), (ttrpc.NotFound("x"), errors.NotFound),
     (ttrpc.AlreadyExists("x"), errors.AlreadyExists), (ttrpc.FailedPrecondition("x"), errors.FailedPrecondition),
-    (ttrpc.ConnectionClosed("x"), errors.Unavailable), (ttrpc.DeadlineExceeded("x"), errors.Unavailable),
+    (ttrpc.ConnectionClosed("x"), errors.Unavailable), (ttrpc.DeadlineExceeded("x"), AgentTimeout),
     (ttrpc.Unimplemented("x"), errors.Unimplemented), (ttrpc.Unknown("x"), AgentFailed),
     (ttrpc.Internal("x"), AgentFailed),
 ])
 def test_ttrpc_statuses_become_rund_errors(ttrpc_error, rund_error):
     translated = translate(ttrpc_error)
     assert type(translated) is rund_error and "x" in str(translated)
+    assert not isinstance(ttrpc_error, ttrpc.DeadlineExceeded) or isinstance(translated, errors.Unavailable)
 
 
 @pytest.fixture
