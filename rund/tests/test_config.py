@@ -26,6 +26,8 @@ def test_file_overrides_only_what_it_names(tmp_path):
     ("[templates]\nenabled = \"yes\"\n", "enabled must be bool"),
     ("[hypervisor]\nvcpus = true\n", "vcpus must be int"),
     ("hypervisor = 1\n", "must be a table"),
+    ("[agent]\nteardown_timeout_s = 0\n", "teardown_timeout_s"),
+    ("[agent]\nteardown_timeout_s = \"5\"\n", "teardown_timeout_s must be float"),
     ("[[broken\n", "config file"),
 ])
 def test_bad_files_are_invalid_argument_naming_the_key(tmp_path, text, needle):
@@ -39,3 +41,10 @@ def test_bad_files_are_invalid_argument_naming_the_key(tmp_path, text, needle):
 def test_missing_explicit_file_is_an_error(tmp_path):
     with pytest.raises(InvalidArgument):
         config.load(tmp_path / "nope.toml")
+
+
+def test_a_whole_number_is_taken_for_a_float_key(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[agent]\nteardown_timeout_s = 3\n")
+    assert config.load(p).agent.teardown_timeout_s == 3.0
+    assert config.Config().agent.teardown_timeout_s == 5.0

@@ -8,7 +8,7 @@ import pytest
 
 from rund import errors
 from rund.runtime.process import Stdio
-from rund.runtime.sandbox_runtime import SandboxRuntime
+from rund.runtime.sandbox_runtime import SandboxRuntime, hostname_from_id
 from rund.runtime.task_runtime import CreateRequest
 
 
@@ -75,3 +75,9 @@ async def test_a_full_state_disk_is_resource_exhausted_and_leaves_nothing(tmp_pa
         assert not (bundle / "rund.json").exists()
     finally:
         subprocess.run(["umount", str(state)], check=True)
+
+
+@pytest.mark.parametrize("sandbox_id, hostname", [("a_b", "a-b"), ("web.1", "web-1"), ("Box", "box"),
+                                                  ("_x_", "x"), ("x" * 76, "x" * 63), ("___", "rund")])
+def test_a_hostname_made_from_an_id_is_a_valid_label(sandbox_id, hostname):
+    assert hostname_from_id(sandbox_id) == hostname
