@@ -7,8 +7,11 @@ import signal
 
 from ..container.types import ContainerStats
 from ..errors import InvalidArgument, SetupFailed
-from ..oci.resources import Resources
+from ..linux import bpf
+from ..oci.resources import DeviceRule, Resources
 from . import stats as stat_files
+from .device_filter import LICENSE, program
+from .device_rules import effective_policy
 from .v2_files import files_for
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,30 @@ class CgroupV2:
         self.path = path
         self.procs_path = os.path.join(path, "cgroup.procs")
         self.memory_events_path = os.path.join(path, "memory.events")
+        self._device_program: int | None = None  # fd of the attached device program
+
+    def restrict_devices(self, rules: tuple[DeviceRule, ...], field: str = "linux.resources.devices") -> None:
+        """Attach the device allowlist (the rules plus runc's defaults) as a BPF program, replacing ours if any:
+        the new one is attached before the old one goes, so no moment is unguarded."""
+        code = program(effective_policy(rules, field))
+        try:
+            prog = bpf.load_device_program(code, LICENSE)
+        except OSError as exc:
+            raise SetupFailed("device cgroup program", str(exc)) from None
+        try:
+            dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                bpf.attach_device_program(dir_fd, prog)
+                if self._device_program is not None:
+                    bpf.detach_device_program(dir_fd, self._device_program)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            os.close(prog)
+            raise SetupFailed("attaching the device cgroup program", f"{self.path}: {exc.strerror}") from None
+        if self._device_program is not None:
+            os.close(self._device_program)
+        self._device_program = prog
 
     def apply(self, resources: Resources, field: str = "linux.resources") -> None:
         unified = dict(resources.unified)
@@ -77,6 +104,9 @@ class CgroupV2:
 
     async def remove(self, timeout: float = 5.0) -> None:
         """rmdir once the last process has left; exiting tasks leave the group a moment after death."""
+        if self._device_program is not None:
+            os.close(self._device_program)  # the group holds the program while it lives
+            self._device_program = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

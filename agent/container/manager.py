@@ -81,6 +81,7 @@ class ContainerManager:
             cgroup = self._cgroups.create(container_id)
             if cgroup is not None:
                 cgroup.apply(spec.resources)
+                cgroup.restrict_devices(spec.resources.devices)  # always: no rules means runc's defaults only
             elif not spec.resources.is_empty():
                 log.warning("container %s: no cgroups here, its resource limits are not applied", container_id)
             joins, new_flags, pid_ns = [], 0, PidNamespace()
@@ -259,6 +260,8 @@ class ContainerManager:
         if container.cgroup is None:
             raise FailedPrecondition(f"this agent runs without cgroups ({self._cgroups.describe()})")
         container.cgroup.apply(resources, field="resources_json")
+        if resources.devices:
+            container.cgroup.restrict_devices(resources.devices, field="resources_json.devices")
 
     def stats(self, container_id: str) -> ContainerStats:
         container = self.get(container_id)

@@ -7,8 +7,8 @@ libc.syscall.restype = ctypes.c_long
 
 # Numbers for syscalls glibc has no wrapper for (or not on every glibc we meet).
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "finit_module": 313},
-    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "finit_module": 273},
+    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "finit_module": 313, "bpf": 321, "seccomp": 317},
+    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "finit_module": 273, "bpf": 280, "seccomp": 277},
 }
 SYSCALL_NUMBERS = _SYSCALLS[os.uname().machine]
 

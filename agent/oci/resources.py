@@ -5,6 +5,16 @@ from ..errors import InvalidArgument
 from .fields import Fields, check_int
 
 MAX = -1  # "no limit" as the OCI spec writes it
+_DEVICE_RULE_TYPES = ("a", "b", "c")
+
+
+class DeviceRule(NamedTuple):
+    """One `linux.resources.devices` entry (cgroup v1 devices.allow/deny semantics)."""
+    allow: bool
+    type: str = "a"          # a (all), b (block) or c (char)
+    major: int | None = None  # None: any
+    minor: int | None = None  # None: any
+    access: str = "rwm"       # a subset of "rwm", in that order
 
 
 class Resources(NamedTuple):
@@ -21,6 +31,7 @@ class Resources(NamedTuple):
     blkio_weight: int | None = None        # 10..1000
     hugepage_limits: tuple[tuple[str, int], ...] = ()  # (page size "2MB", bytes)
     unified: tuple[tuple[str, str], ...] = ()          # raw cgroup v2 files
+    devices: tuple[DeviceRule, ...] = ()               # in order; runc's defaults are appended when applied
 
     def is_empty(self) -> bool:
         return self == Resources()
@@ -64,6 +75,7 @@ def parse_resources(f: Fields | None) -> Resources:
         if "/" in key or key.startswith(".") or not key:
             raise InvalidArgument(f"{f.name('unified')}.{key}", "must name a file of the cgroup itself")
     values["unified"] = tuple(sorted(unified.items()))
+    values["devices"] = tuple(_parse_device_rule(d) for d in f.obj_list("devices"))
     resources = Resources(**values)
     _check_swap(resources, f)
     return resources
@@ -85,3 +97,25 @@ def _check_swap(r: Resources, f: Fields) -> None:
         raise InvalidArgument(swap_field, "needs memory.limit (it is memory+swap)")
     if r.memory_limit != MAX and r.memory_swap < r.memory_limit:
         raise InvalidArgument(swap_field, f"{r.memory_swap} is below memory.limit {r.memory_limit}")
+
+
+def _parse_device_rule(f: Fields) -> DeviceRule:
+    kind = f.str("type") or "a"
+    if kind not in _DEVICE_RULE_TYPES:
+        raise InvalidArgument(f.name("type"), f"invalid cgroup device type {kind!r} (a, b or c)")
+    access = f.str("access")
+    if not access:
+        raise InvalidArgument(f.name("access"), "cannot be empty")  # runc refuses it too
+    if set(access) - set("rwm"):
+        raise InvalidArgument(f.name("access"), f"must be made of r, w and m; got {access!r}")
+    major = f.int("major", minimum=-(2**63), maximum=2**32 - 1)
+    minor = f.int("minor", minimum=-(2**63), maximum=2**32 - 1)
+    if f.data.get("allow") is None:
+        raise InvalidArgument(f.name("allow"), "is required")
+    return DeviceRule(
+        allow=f.bool("allow"),
+        type=kind,
+        major=None if major is None or major < 0 else major,  # runc: a negative number is a wildcard
+        minor=None if minor is None or minor < 0 else minor,
+        access="".join(c for c in "rwm" if c in access),
+    )

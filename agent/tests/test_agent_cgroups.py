@@ -9,7 +9,7 @@ from rund import errors
 from rund.agent import AgentClient, PathRootfs, StdioConfig
 
 from .agent_process import AgentProcess
-from .helpers import process, spec
+from .helpers import process, read_all, read_until, spec
 
 pytestmark = pytest.mark.root
 
@@ -84,3 +84,27 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_the_device_allowlist_holds_for_init_and_execs_and_can_be_replaced(cgroup_agent, busybox_rootfs):
+    """runc's rules: mknod of any node works (CAP_MKNOD, `b *:* m`), using one the list lacks is EPERM."""
+    agent, _ = cgroup_agent
+    # loop0: a block device this host lets root read (an unbound one reads as empty)
+    probe = ("mknod /tmp/b b 7 0 && echo mknod-ok; "
+             "head -c1 /tmp/b >/dev/null 2>/tmp/err && echo read-ok || cat /tmp/err; rm -f /tmp/b; "
+             "echo x > /dev/null && echo null-ok")
+    s = spec(["sh", "-c", probe + "; sleep 600"])
+    s["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
+    async with await AgentClient.connect_unix(agent.socket) as client:
+        await client.create_container("dev", s, PathRootfs(busybox_rootfs), StdioConfig(stdout=True))
+        await client.start_container("dev")
+        out = await read_until(client, "dev", "", b"null-ok\n")
+        assert out.decode().splitlines() == ["mknod-ok", "head: /tmp/b: Operation not permitted", "null-ok"], out
+        await client.exec_process("dev", "e", process(["sh", "-c", probe]), StdioConfig(stdout=True))
+        assert b"Operation not permitted" in await read_all(client, "dev", "e")
+        # An update that allows the device swaps the program.
+        await client.update_container("dev", {"devices": [
+            {"allow": True, "type": "b", "major": 7, "minor": 0, "access": "r"}]})
+        await client.exec_process("dev", "e2", process(["sh", "-c", probe]), StdioConfig(stdout=True))
+        assert b"read-ok" in await read_all(client, "dev", "e2")
+        await client.remove_container("dev", force=True)
