@@ -96,14 +96,18 @@ def trace(sysroot: Path, required: Iterable[str], optional: Iterable[str], path:
     return Trace(modules)
 
 
-def check_in_chroot(root: Path, names: Iterable[str], agent_module: str | None) -> None:
+def check_in_chroot(root: Path, names: Iterable[str], agent_module: str | None, dlopen: Iterable[str] = ()
+                    ) -> None:
     """Inside a chroot of root (a staged image tree), exactly as the guest will: import every name with
-    `python3.11 -I`, then run `python3.11 -I -m <agent_module> --help`. Raises StdlibTraceError on failure."""
+    `python3.11 -I`, load every `dlopen` soname with ctypes, then run `python3.11 -I -m <agent_module> --help`.
+    Raises StdlibTraceError on failure."""
     userns = [] if os.geteuid() == 0 else ["unshare", "--map-root-user"]  # chroot needs (namespaced) root
     chroot = [*userns, "chroot", str(root), spec.PYTHON_BIN, "-I", "-B"]
     try:
         run(chroot + ["-c", _TRACE_CHILD, "--deny", "", "--path", "", "--require", ",".join(sorted(set(names))),
                       "--optional", ""])
+        for soname in dlopen:
+            run(chroot + ["-c", f"import ctypes; ctypes.CDLL({soname!r})"])
         if agent_module:
             run(chroot + ["-m", agent_module, "--help"])
     except ToolError as exc:

@@ -89,7 +89,7 @@ def build(*, sysroot: Path, wheel_dir: Path, tree: ModuleTree, kernel_release: s
 
     progress("checking the staged tree in a chroot: imports, and the agent's command line")
     pysubset.check_in_chroot(stage, required, agent_module=spec.AGENT_MODULE if _has_module(opt, spec.AGENT_MODULE)
-                             else None)
+                             else None, dlopen=spec.DLOPENED_LIBRARIES)
 
     progress("packing erofs")
     _normalize_times(stage)  # compiling touched __pycache__ dirs
@@ -151,10 +151,13 @@ def _stage_busybox(sysroot: Path, stage: Path) -> None:
 
 
 def _stage_libraries(sysroot: Path, stage: Path) -> None:
-    """Every shared library that an ELF in the stage needs, transitively, plus the dynamic loader."""
+    """Every shared library that an ELF in the stage needs, transitively, plus the dynamic loader and the
+    libraries the agent dlopens."""
     _copy_from(sysroot, "lib64/ld-linux-x86-64.so.2", stage)
+    seen: set[str] = set(spec.DLOPENED_LIBRARIES)
+    for soname in spec.DLOPENED_LIBRARIES:
+        _copy_from(sysroot, _find_library(sysroot, soname), stage)
     pending = [p for p in stage.rglob("*") if p.is_file() and not p.is_symlink() and _is_elf(p)]
-    seen: set[str] = set()
     while pending:
         path = pending.pop()
         for soname in elf.needed_libraries(path.read_bytes()):

@@ -18,7 +18,10 @@ ROOTFS_PACKAGES = (
     "libffi8",  # _ctypes: the agent calls unshare/mount/pivot_root/setns through ctypes
     "libstdc++6",  # protobuf's upb extension (google/_upb/_message.abi3.so) is C++
     "libgcc-s1",  # libstdc++ needs it
+    "libseccomp2",  # the agent compiles linux.seccomp profiles with it (ctypes; see DLOPENED_LIBRARIES)
 )
+# Libraries the agent loads with ctypes: no ELF names them as NEEDED, so the image stages them by name.
+DLOPENED_LIBRARIES = ("libseccomp.so.2",)
 # Host tools whose version changes the output bytes; their dpkg versions are part of the key.
 HOST_TOOL_PACKAGES = ("erofs-utils", "lz4", "dpkg")
 

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from ..linux import namespaces as ns
 from ..linux.prctl import PR_SET_PDEATHSIG, prctl
+from ..linux.seccomp import SeccompFilter
 from ..linux.system import sethostname
 from ..oci.process import ProcessSpec
 from ..oci.spec import ContainerSpec
@@ -39,6 +40,7 @@ class InitPlan(NamedTuple):
     joins: tuple[tuple[int, int], ...]  # (CLONE_NEW* flag, fd of the namespace to join), pid excluded
     new_namespaces: int                  # CLONE_NEW* flags to unshare, pid excluded
     stdio: ChildStdio
+    seccomp: SeccompFilter | None = None
 
 
 class ExecPlan(NamedTuple):
@@ -47,6 +49,7 @@ class ExecPlan(NamedTuple):
     joins: tuple[tuple[int, int], ...]  # the container's namespaces, mount last
     root_fd: int                         # the container's root directory
     stdio: ChildStdio
+    seccomp: SeccompFilter | None = None  # the container's, as runc applies it to execs too
 
 
 def run_init(sock: socket.socket, plan: InitPlan) -> None:
@@ -80,12 +83,12 @@ def _init(sock: socket.socket, plan: InitPlan) -> None:
         sethostname(plan.spec.hostname)
     enter_rootfs(plan.spec, plan.rootfs)
     master = _setup_stdio(plan.stdio)
-    path, env = become(plan.spec.process)
+    path, env = become(plan.spec.process, plan.seccomp)
     _report_ready(sock, master)
     if sock.recv(16) != status.START:
         os._exit(1)  # the agent gave up on this container
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    execute(path, plan.spec.process, env)
+    execute(path, plan.spec.process, env, plan.seccomp)
 
 
 def _exec(sock: socket.socket, plan: ExecPlan) -> None:
@@ -97,10 +100,10 @@ def _exec(sock: socket.socket, plan: ExecPlan) -> None:
     os.fchdir(plan.root_fd)
     os.chroot(".")
     master = _setup_stdio(plan.stdio)
-    path, env = become(plan.process)
+    path, env = become(plan.process, plan.seccomp)
     _report_ready(sock, master)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    execute(path, plan.process, env)
+    execute(path, plan.process, env, plan.seccomp)
 
 
 def _start_clean() -> None:

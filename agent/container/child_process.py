@@ -2,19 +2,23 @@
 import os
 import resource
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, SetupFailed
 from ..linux import capabilities as caps
+from ..linux import seccomp
 from ..linux.prctl import PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS, prctl
 from ..oci.process import U64_MAX, ProcessSpec
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def become(process: ProcessSpec) -> tuple[str, dict[str, str]]:
+def become(process: ProcessSpec, seccomp_filter: seccomp.SeccompFilter | None = None
+           ) -> tuple[str, dict[str, str]]:
     """Apply limits, identity, capabilities and cwd; return the executable's path and the environment."""
     _apply_rlimits(process)
     if process.oom_score_adj is not None:
         _write("/proc/self/oom_score_adj", str(process.oom_score_adj), "process.oomScoreAdj")
+    if seccomp_filter is not None and not process.no_new_privileges:
+        _install_seccomp(seccomp_filter)  # runc: without no_new_privs this needs CAP_SYS_ADMIN: before the drop
     _switch_user(process)
     os.umask(process.user.umask if process.user.umask is not None else 0o022)
     try:
@@ -38,14 +42,26 @@ def find_executable(name: str, search_path: str) -> str:
     raise InvalidArgument("process.args[0]", f"executable file {name!r} not found in $PATH")
 
 
-def execute(path: str, process: ProcessSpec, env: dict[str, str]) -> None:
-    """The last step: no_new_privs, then execve. Returns only by raising."""
+def execute(path: str, process: ProcessSpec, env: dict[str, str],
+            seccomp_filter: seccomp.SeccompFilter | None = None) -> None:
+    """The last steps: no_new_privs, seccomp (when no_new_privs lets it wait this long), execve.
+    Returns only by raising."""
     if process.no_new_privileges:
         prctl(PR_SET_NO_NEW_PRIVS, 1)
+        if seccomp_filter is not None:
+            _install_seccomp(seccomp_filter)  # last, so the profile need not allow the agent's own setup
     try:
         os.execve(path, list(process.args), env)
     except OSError as exc:
         raise InvalidArgument("process.args[0]", f"exec {path}: {exc.strerror}") from None
+
+
+def _install_seccomp(seccomp_filter: seccomp.SeccompFilter) -> None:
+    try:
+        seccomp.install(seccomp_filter)
+    except OSError as exc:
+        raise SetupFailed("seccomp", f"installing the filter ({seccomp_filter.length} instructions): "
+                                     f"{exc.strerror}") from None
 
 
 def _apply_rlimits(process: ProcessSpec) -> None:

@@ -33,6 +33,8 @@ def enter_rootfs(spec: ContainerSpec, rootfs: str) -> None:
     except OSError as exc:
         raise SetupFailed("creating /dev", str(exc)) from None
     for i, device in enumerate(spec.devices):
+        if os.path.normpath(device.path) == "/dev/ptmx":
+            continue  # runc leaves it to the ptmx symlink into the container's devpts (privileged specs list it)
         try:
             create_device(secure_join(rootfs, device.path), device)
         except OSError as exc:

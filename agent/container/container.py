@@ -3,6 +3,7 @@ import os
 import signal
 
 from ..errors import AlreadyExists, FailedPrecondition, NotFound
+from ..linux.seccomp import SeccompFilter
 from ..oci.spec import ContainerSpec
 from .launcher import StatusChannel
 from .process import Process
@@ -12,7 +13,7 @@ from .state import ContainerState
 
 class Container:
     def __init__(self, container_id: str, spec: ContainerSpec, rootfs: PreparedRootfs, cgroup, init: Process,
-                 channel: StatusChannel, ns_names: tuple[str, ...]):
+                 channel: StatusChannel, ns_names: tuple[str, ...], seccomp_filter: SeccompFilter | None = None):
         self.id = container_id
         self.spec = spec
         self.rootfs = rootfs
@@ -20,6 +21,7 @@ class Container:
         self.init = init
         self.channel: StatusChannel | None = channel  # until the init exec'd
         self.ns_names = ns_names  # /proc/<pid>/ns entries an exec joins
+        self.seccomp_filter = seccomp_filter  # execs get it too
         self.execs: dict[str, Process] = {}
         self.reserved_exec_ids: set[str] = set()
         self.started = False

@@ -8,9 +8,11 @@ import signal
 
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SetupFailed
 from ..linux import namespaces as ns
+from ..linux.seccomp import SeccompFilter
 from ..oci.spec import ContainerSpec, parse_process_document, parse_resources_document, parse_spec
 from . import files as files_mod
 from . import rootfs as rootfs_mod
+from .seccomp import compile_profile
 from .child_main import ChildStdio, ExecPlan, InitPlan, run_exec, run_init
 from .container import Container
 from .launcher import Launcher, PidNamespace
@@ -56,10 +58,11 @@ class ContainerManager:
         if container_id in self._containers or container_id in self._creating:
             raise AlreadyExists(f"container {container_id!r} already exists")
         spec = parse_spec(spec_json)
+        seccomp_filter = compile_profile(spec.seccomp) if spec.seccomp is not None else None
         self._creating.add(container_id)
         try:
             spec = files_mod.place(spec, list(files), self._files_dir(container_id))
-            container = await self._create(container_id, spec, rootfs, stdio)
+            container = await self._create(container_id, spec, rootfs, stdio, seccomp_filter)
         except BaseException:
             shutil.rmtree(self._files_dir(container_id), ignore_errors=True)
             raise
@@ -70,7 +73,8 @@ class ContainerManager:
             self._oom.watch(container_id, container.cgroup.memory_events_path)
         return container.init.pid
 
-    async def _create(self, container_id: str, spec: ContainerSpec, rootfs: Rootfs, stdio: StdioConfig) -> Container:
+    async def _create(self, container_id: str, spec: ContainerSpec, rootfs: Rootfs, stdio: StdioConfig,
+                      seccomp_filter: SeccompFilter | None) -> Container:
         await rootfs_mod.wait_for_devices(rootfs)
         prepared = rootfs_mod.prepare(rootfs, os.path.join(self._state_dir, "containers", container_id))
         cgroup = None
@@ -103,7 +107,8 @@ class ContainerManager:
             plan = InitPlan(spec=spec, rootfs=prepared.path,
                             cgroup_procs=cgroup.procs_path if cgroup is not None else None,
                             joins=tuple(joins), new_namespaces=new_flags,
-                            stdio=ChildStdio(tuple(pipes.child_fds), stdio.terminal, spec.process.console_size))
+                            stdio=ChildStdio(tuple(pipes.child_fds), stdio.terminal, spec.process.console_size),
+                            seccomp=seccomp_filter)
             pid, exit_future, channel = self._launcher.fork(lambda sock: run_init(sock, plan), pid_ns)
             pipes.close_child_ends()
             try:
@@ -115,7 +120,7 @@ class ContainerManager:
                 raise
             init = Process(container_id, "", pid, exit_future, pipes.process_io(master))
             ns_names = tuple(ns.BY_OCI_TYPE[n.type][1] for n in spec.namespaces)
-            return Container(container_id, spec, prepared, cgroup, init, channel, ns_names)
+            return Container(container_id, spec, prepared, cgroup, init, channel, ns_names, seccomp_filter)
         except BaseException:
             if pipes is not None:
                 pipes.close()
@@ -175,7 +180,8 @@ class ContainerManager:
             cgroup = container.cgroup
             plan = ExecPlan(process=process, cgroup_procs=cgroup.procs_path if cgroup is not None else None,
                             joins=tuple(joins), root_fd=root_fd,
-                            stdio=ChildStdio(tuple(pipes.child_fds), stdio.terminal, process.console_size))
+                            stdio=ChildStdio(tuple(pipes.child_fds), stdio.terminal, process.console_size),
+                            seccomp=container.seccomp_filter)
             pid, exit_future, channel = self._launcher.fork(lambda sock: run_exec(sock, plan), pid_ns)
             pipes.close_child_ends()
             try:

@@ -8,6 +8,7 @@ from .fields import Fields, check_absolute, decode_document
 from .mounts import PROPAGATION, Mount, parse_mount, with_essentials
 from .process import ProcessSpec, parse_process
 from .resources import Resources, parse_resources
+from .seccomp import SeccompProfile, parse_seccomp
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup")
 # Always private to the container, whatever the spec says, so no container shares the agent's.
@@ -44,6 +45,7 @@ class ContainerSpec(NamedTuple):
     devices: tuple[Device, ...] = ()
     resources: Resources = Resources()
     rootfs_propagation: int = m.MS_SLAVE | m.MS_REC
+    seccomp: SeccompProfile | None = None  # applied to the init and every exec
 
     def namespace(self, kind: str) -> Namespace | None:
         for ns in self.namespaces:
@@ -82,6 +84,7 @@ def parse_spec(raw: bytes) -> ContainerSpec:
         devices=tuple(_parse_device(d) for d in linux.obj_list("devices")),
         resources=parse_resources(linux.obj("resources")),
         rootfs_propagation=PROPAGATION[propagation] if propagation else m.MS_SLAVE | m.MS_REC,
+        seccomp=parse_seccomp(linux.obj("seccomp")),
     )
 
 

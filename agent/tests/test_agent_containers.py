@@ -342,3 +342,55 @@ async def test_stopping_the_agent_removes_its_containers(own_agent, busybox_root
         await client.start_container("left")
     assert own_agent.stop() == 0
     assert not os.path.exists(f"/proc/{pid}")
+
+
+async def test_seccomp_applies_to_init_and_execs_with_and_without_no_new_privs(agent, busybox_rootfs):
+    from .test_seccomp import CONTAINERD_DEFAULT
+    show = ["sh", "-c", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status | tr -d '\\t'; unshare -U true || :"]
+    # containerd's default set: no CAP_SYS_ADMIN, so without no_new_privs the filter must go in before the drop.
+    names = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+             "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+             "CAP_AUDIT_WRITE"]
+    caps = {"bounding": names, "effective": names, "permitted": names}
+    async with await AgentClient.connect_unix(agent.socket) as client:
+        for nnp in (False, True):
+            s = spec(["sleep", "600"], noNewPrivileges=nnp, capabilities=caps)
+            s["linux"]["seccomp"] = CONTAINERD_DEFAULT
+            await client.create_container("sc", s, PathRootfs(busybox_rootfs))
+            await client.start_container("sc")
+            await client.exec_process("sc", "e", process(show, noNewPrivileges=nnp, capabilities=caps), OUT)
+            out, err = await asyncio.gather(read_all(client, "sc", "e"), read_all(client, "sc", "e", "stderr"))
+            assert out.decode().split() == [f"NoNewPrivs:{int(nnp)}", "Seccomp:2"]
+            assert b"Operation not permitted" in err           # unshare is not in the default profile
+            assert (await client.wait_process("sc", "e")).code == 0
+            with open(f"/proc/{(await client.list_processes('sc'))[0]}/status") as f:
+                assert "Seccomp:\t2\n" in f.read()            # the init too
+            await client.remove_container("sc", force=True)
+        bad = spec(["true"])
+        bad["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_VAX"]}
+        with pytest.raises(errors.InvalidArgument) as info:
+            await client.create_container("sc", bad, PathRootfs(busybox_rootfs))
+        assert "linux.seccomp.architectures[0]" in str(info.value)
+
+
+async def test_a_privileged_spec_runs_with_its_devices_all_capabilities_and_a_writable_sys(agent, busybox_rootfs):
+    """What `ctr run --privileged` sends: every host device (/dev/ptmx among them), all capabilities, /sys rw."""
+    from agent.linux.capabilities import NAMES
+    s = spec(["sh", "-c", "ls -l /dev/ptmx; test -c /dev/net/tun && echo tun; grep -c CapEff /proc/self/status; "
+                          "grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1"])
+    held = int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("CapBnd:")), 16)
+    current = [name for i, name in enumerate(NAMES) if held >> i & 1]  # containerd: WithAllCurrentCapabilities
+    s["process"]["capabilities"] = {k: current for k in ("bounding", "effective", "permitted")}
+    s["mounts"] = [{"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                    "options": ["nosuid", "noexec", "nodev", "rw"]}]
+    s["linux"]["devices"] = [{"path": p, "type": "c", "major": ma, "minor": mi, "fileMode": 0o666}
+                             for p, ma, mi in (("/dev/ptmx", 5, 2), ("/dev/net/tun", 10, 200), ("/dev/null", 1, 3))]
+    s["linux"]["resources"] = {"devices": [{"allow": True, "access": "rwm"}]}
+    async with await AgentClient.connect_unix(agent.socket) as client:
+        await client.create_container("priv", s, PathRootfs(busybox_rootfs), OUT)
+        await client.start_container("priv")
+        out, err = await asyncio.gather(read_all(client, "priv"), read_all(client, "priv", stream="stderr"))
+        assert (await client.wait_process("priv")).code == 0, err
+        await client.remove_container("priv")
+    lines = out.decode().splitlines()
+    assert lines[0].endswith("/dev/ptmx -> pts/ptmx") and lines[1:4] == ["tun", "1", "rw"], out
