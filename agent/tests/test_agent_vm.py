@@ -184,3 +184,34 @@ def test_a_fatal_error_as_pid1_says_why_and_powers_off():
         console = spec_.console_log.read_text(errors="replace")
     assert "rund-agent: fatal: ValueError: unknown listen address 'bogus:1'" in console
     assert "Attempted to kill init" not in console
+
+
+async def test_guest_enforces_the_device_allowlist_and_seccomp_and_runs_privileged(vm):
+    """In the real guest (cgroup v2, its own kernel): the raw disk holding the agent's image (vda, 254:0) can be
+    mknod'ed (runc's `b *:* m`) but not read; the default seccomp profile is on; a privileged spec runs."""
+    from .test_device_filter import CONTAINERD_DEFAULT as DEVICES, PRIVILEGED
+    from .test_seccomp import CONTAINERD_DEFAULT as SECCOMP
+    probe = ("mknod /tmp/b b 254 0 && echo mknod-ok; head -c1 /tmp/b >/dev/null 2>/tmp/e && echo read-ok || "
+             "cat /tmp/e; grep Seccomp: /proc/self/status | tr -d '\\t'")
+    async with await AgentClient.connect_unix(vm.socket, timeout=60.0) as client:
+        s = spec(["sh", "-c", probe])
+        s["linux"]["resources"] = {"devices": DEVICES}
+        s["linux"]["seccomp"] = SECCOMP
+        await client.create_container("hardened", s, LAYERED, StdioConfig(stdout=True))
+        await client.start_container("hardened")
+        out = (await read_all(client, "hardened")).decode().splitlines()
+        assert out == ["mknod-ok", "head: /tmp/b: Operation not permitted", "Seccomp:2"], out
+        await client.wait_process("hardened")
+        await client.remove_container("hardened")
+
+        s = spec(["sh", "-c", probe])
+        s["linux"]["resources"] = {"devices": PRIVILEGED}
+        s["linux"]["devices"] = [{"path": "/dev/ptmx", "type": "c", "major": 5, "minor": 2},
+                                 {"path": "/dev/vda", "type": "b", "major": 254, "minor": 0, "fileMode": 0o600}]
+        s["mounts"] = [{"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "rw"]}]
+        await client.create_container("privileged", s, LAYERED, StdioConfig(stdout=True))
+        await client.start_container("privileged")
+        out = (await read_all(client, "privileged")).decode().splitlines()
+        assert out == ["mknod-ok", "read-ok", "Seccomp:0"], out
+        assert (await client.wait_process("privileged")).code == 0
+        await client.remove_container("privileged")
