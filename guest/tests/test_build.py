@@ -114,6 +114,13 @@ def test_image_starts_the_agent_and_finds_opt_rund(image_tree):
         assert (image_tree / d.lstrip("/")).is_dir()
 
 
+def test_image_carries_the_libraries_the_agent_dlopens(image_tree):
+    """libseccomp: no ELF needs it, the agent loads it with ctypes to compile linux.seccomp profiles."""
+    for soname in spec.DLOPENED_LIBRARIES:
+        dirs = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
+        assert any((image_tree / d / soname).exists() for d in dirs), soname
+
+
 def test_image_leaves_out_what_the_guest_does_not_need(image_tree):
     dynload = {p.name.split(".")[0] for p in (image_tree / "usr/lib/python3.11/lib-dynload").iterdir()}
     assert "_ctypes" in dynload
