@@ -1,21 +1,27 @@
-"""Which guest device holds each container's rootfs: images from the rootfs cache, bound to the VM's slots.
+"""RootfsSlots: which guest device holds each container's rootfs, the one place that answers it.
 
-The first container's image is bound to a slot when the VM starts (a clone binds it at restore: no hotplug on the
-start path). A later container of the pod shares an image already there (a read-only base; each container gets its
-own writable upper in the guest), or its image is hotplugged into the running VM (q35, a few slots per VM). A
-hotplugged image stays until the VM ends: its cache pin is held by its containers, the device by the VM.
+Images come from the rootfs cache (one erofs per layer chain, pinned per container). The first container's image is
+bound to a fixed slot when the VM starts (a clone binds it at restore: no hotplug on the start path). A later
+container of the pod shares an image already in the VM (a read-only base; each container gets its own writable upper
+in the guest), or its image is hotplugged into a free hotplug slot (q35). QEMU cannot unplug a virtio-pmem device
+("virtio based memory devices cannot be unplugged", QEMU 7.2), so a hotplug slot keeps its image until the VM ends;
+the image stays usable by later containers of the pod.
+
+It is handed the VM's hotplug call once the VM runs, never the sandbox.
 """
 from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from rund import errors
-from rund.config import Config
-from rund.resources.rootfs import RootfsImage, SnapshotMount
-from rund.runtime.resource_config import rootfs_cache
+from rund.resources.rootfs import RootfsCache, RootfsImage, SnapshotMount
 from rund.runtime.task_runtime import Mount
+
+Plug = Callable[[int, Path], Awaitable[None]]     # (hotplug slot index, image) -> bound in the running VM
 
 
 def owner_of(namespace: str, container_id: str) -> str:
@@ -33,42 +39,68 @@ def snapshot_mounts(mounts: tuple[Mount, ...], bundle: str) -> list[SnapshotMoun
     return [SnapshotMount("bind", rootfs, ("rbind", "ro"))]
 
 
-class RootfsPins:
-    def __init__(self, cfg: Config, sandbox):
-        self._cache = rootfs_cache(cfg)
-        self._sandbox = sandbox
-        self._bound: list[Path] = []                  # image files bound at launch (slot i)
-        self._plugged: dict[Path, str] = {}           # image files added since, and their guest device
-        self._held: dict[str, tuple[RootfsImage, str]] = {}   # container id -> (image, owner)
+@dataclass(frozen=True)
+class SlotLayout:
+    """The VM's rootfs slots: fixed ones bound at launch, then hotplug ones, and each slot's guest device."""
+    fixed: int
+    hotplug: int
+    device: Callable[[int], str]       # slot index (fixed first, then hotplug) -> guest device path
 
-    async def _acquire(self, container_id: str, owner: str, mounts: tuple[Mount, ...], bundle: str) -> RootfsImage:
-        image = await asyncio.to_thread(self._cache.acquire, snapshot_mounts(mounts, bundle), owner)
-        self._held[container_id] = (image, owner)
-        return image
 
-    async def prepare_first(self, container_id: str, owner: str, mounts: tuple[Mount, ...],
-                            bundle: str) -> tuple[Path, ...]:
-        """The images to bind at launch: the first container's."""
-        image = await self._acquire(container_id, owner, mounts, bundle)
-        self._bound = [image.path]
-        return tuple(self._bound)
+class RootfsSlots:
+    def __init__(self, cache: RootfsCache):
+        self._cache = cache
+        self._layout = SlotLayout(0, 0, str)
+        self._devices: list[str] = []                # guest device of each slot in use, by slot index
+        self._images: list[Path] = []                # the image in each slot in use, same order
+        self._held: dict[str, tuple[RootfsImage, str]] = {}   # container id -> (pinned image, pin owner)
+        self._plug: Plug | None = None
 
-    async def device_for(self, container_id: str, owner: str, mounts: tuple[Mount, ...],
-                         bundle: str) -> str:
-        """The guest device holding the container's image (acquired now unless prepare_first did)."""
+    async def acquire(self, container_id: str, owner: str, mounts: tuple[Mount, ...], bundle: str) -> Path:
+        """Pin the container's image in the cache (an image already pinned for it is returned again)."""
         held = self._held.get(container_id)
-        image = held[0] if held else await self._acquire(container_id, owner, mounts, bundle)
-        if image.path in self._bound:
-            return self._sandbox.launched.rootfs_devices[self._bound.index(image.path)]
-        if image.path not in self._plugged:    # a pod's container with another image: add it to the VM
-            try:
-                self._plugged[image.path] = await self._sandbox.hotplug_rootfs(image.path)
-            except BaseException:
-                await self.release(container_id)
-                raise
-        return self._plugged[image.path]
+        if held is None:
+            image = await asyncio.to_thread(self._cache.acquire, snapshot_mounts(mounts, bundle), owner)
+            self._held[container_id] = held = (image, owner)
+        return held[0].path
+
+    def launched(self, layout: SlotLayout, images: tuple[Path, ...], devices: tuple[str, ...],
+                 plug: Plug | None) -> None:
+        """The VM runs with `images` bound to its first fixed slots (as `devices`); `plug` adds more (None: it
+        cannot)."""
+        self._layout = layout
+        self._images, self._devices, self._plug = list(images), list(devices), plug
+
+    async def device_for(self, container_id: str) -> str:
+        """The guest device holding the container's (acquired) image, hotplugging it if the VM lacks it."""
+        image = self._held[container_id][0].path
+        if image in self._images:
+            return self._devices[self._images.index(image)]
+        used = len(self._images) - self._layout.fixed        # hotplug slots taken (never given back: see above)
+        if self._plug is None or used >= self._layout.hotplug:
+            raise errors.ResourceExhausted(self._no_slot_reason(used))
+        await self._plug(used, image)
+        self._images.append(image)
+        self._devices.append(self._layout.device(self._layout.fixed + used))
+        return self._devices[-1]
+
+    def _no_slot_reason(self, used: int) -> str:
+        if self._layout.hotplug == 0:
+            return ("this pod's VM has no rootfs hotplug slots (rootfs.hotplug_slots = 0, or the microvm machine, "
+                    "which has no hotplug): all its containers must use the first container's image")
+        return (f"all {self._layout.hotplug} rootfs hotplug slots of this pod's VM hold other images ({used} "
+                f"images added since it started; QEMU cannot unplug virtio-pmem, so a slot is freed only when the "
+                f"VM ends): raise rootfs.hotplug_slots for pods with more images")
+
+    def device_of(self, container_id: str) -> str | None:
+        """The guest device a container's image is in, if any (for logs and tests)."""
+        held = self._held.get(container_id)
+        if held is None or held[0].path not in self._images:
+            return None
+        return self._devices[self._images.index(held[0].path)]
 
     async def release(self, container_id: str) -> None:
+        """Unpin the container's image (the VM keeps its slot, see above)."""
         held = self._held.pop(container_id, None)
         if held is not None:
             await asyncio.to_thread(self._cache.release, *held)

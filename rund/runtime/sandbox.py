@@ -1,46 +1,77 @@
-"""The pod's VM and the host resources it holds: its state directory, a cgroup from the pool, the launched VM.
+"""Sandbox: the pod's VM and everything it holds on the host, with one owner and one teardown path.
 
-Created once per shim by the first container; torn down when the sandbox container is deleted or the shim exits.
-Every acquisition is recorded on disk before it is made, so `delete` can release it after a shim crash.
+It holds the state directory (and its lifetime lock), the cgroup lease, the launched VM and its agent, the VM watch,
+the OOM stream and the rootfs slots. Its verbs are container-level (create, remove, signal a process); containerd's
+bookkeeping (processes, exits, events) stays in SandboxRuntime. Every acquisition is recorded on disk before it is
+made, so `delete` can release it after a shim crash (rund/runtime/cleanup.py).
+
+Create path:  create_container → record → rootfs pin → [first: cgroup → VM (clone|cold) → agent setup → watches]
+              → guest device for the image (hotplug if new) → agent CreateContainer.
+Teardown:     stop() → agent closed → VM stopped → watches ended → cgroup released → pins released → state dir gone.
+A guest that leaves a teardown call unanswered for [agent] teardown_timeout_s is declared dead (VM killed).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable, Sequence
 
 from rund import errors
-from rund.agent import AgentClient
+from rund.agent import AgentClient, AgentTimeout, FileCopy, LayeredRootfs, StdioConfig
 from rund.config import Config
-from rund.resources.cgroups import CgroupError, CgroupLease, limits_from_oci, open_pool
-from rund.runtime.resource_config import pool_config
-from rund.runtime.trace import StepTrace
-from rund.runtime.process import UNKNOWN_EXIT_STATUS
-from rund.runtime.state import SandboxDir, SandboxRecord, process_start_ticks
-from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
 from rund.hypervisor import HypervisorError
 from rund.hypervisor.logtail import log_tail
 from rund.hypervisor.paths import VMPaths
+from rund.resources.cgroups import CgroupError, CgroupLease, limits_from_oci, open_pool
+from rund.runtime.process import UNKNOWN_EXIT_STATUS
+from rund.runtime.resource_config import pool_config, rootfs_cache
+from rund.runtime.rootfs import RootfsSlots, SlotLayout, owner_of
+from rund.runtime.state import BUNDLE_POINTER, ContainerRecord, SandboxDir, SandboxRecord, process_start_ticks, \
+    write_json_atomic
+from rund.runtime.task_runtime import Mount
+from rund.runtime.trace import StepTrace
+from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
 
 log = logging.getLogger("rund.runtime.sandbox")
 
+OomSink = Callable[[str], None]        # the id of a container the guest OOM-killed in
+TASKS_END_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class ContainerSetup:
+    """What the guest needs to create one container."""
+    id: str
+    bundle: str
+    rootfs: tuple[Mount, ...]
+    spec: dict                         # the guest's OCI spec (rund/runtime/guest_spec.py)
+    files: Sequence[FileCopy]
+    stdio: StdioConfig
+    resources: dict | None             # the host spec's linux.resources (the first container sizes the VM's cgroup)
+    hostname: str                      # the VM's, when this container starts it
+
 
 class Sandbox:
-    def __init__(self, cfg: Config, namespace: str, sandbox_id: str, shim_pid: int):
+    def __init__(self, cfg: Config, namespace: str, sandbox_id: str, shim_pid: int, on_oom: OomSink):
         self.cfg = cfg
         self.id = sandbox_id
+        self.namespace = namespace
         self.dir = SandboxDir(cfg.state_dir, namespace, sandbox_id)
         self._record = SandboxRecord(namespace, sandbox_id, shim_pid)
+        self._on_oom = on_oom
+        self._slots = RootfsSlots(rootfs_cache(cfg))
         self._pool = None
         self._lease: CgroupLease | None = None
         self._launched: LaunchedVM | None = None
-        self._watch: asyncio.Task | None = None
-        self._refill: asyncio.Task | None = None
-        self._shape = None
-        self._hotplugged = 0
+        self._tasks: list[asyncio.Task] = []        # VM watch, OOM stream, pool refill: ended by stop()
+        self._refilling = False
         self._stopping = False
         self.dead = False
+        self.paused = False
+
+    # ---- what callers may read ---------------------------------------------------------------------------------
 
     @property
     def agent(self) -> AgentClient:
@@ -53,13 +84,13 @@ class Sandbox:
         return (self._launched.vm.pid or 0) if self._launched else 0
 
     @property
-    def launched(self) -> LaunchedVM:
-        assert self._launched is not None
-        return self._launched
-
-    @property
     def started(self) -> bool:
         return self._launched is not None
+
+    def rootfs_device_of(self, container_id: str) -> str | None:
+        return self._slots.device_of(container_id)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------------
 
     def claim(self) -> None:
         """Take the sandbox's state dir (and its lifetime lock) before acquiring anything recorded there."""
@@ -72,87 +103,69 @@ class Sandbox:
             self.dir.remove()
             raise
 
-    async def start(self, rootfs_images: tuple[Path, ...], resources: dict | None, hostname: str,
-                    trace: StepTrace) -> None:
-        """A cgroup and a VM whose agent answers. On failure, everything is released (the state dir too)."""
+    async def create_container(self, c: ContainerSetup, trace: StepTrace) -> int:
+        """Create the container in the guest (the VM is started by the first); returns its init's guest pid. On
+        failure this container's share is released; the caller stops the sandbox if it holds no container."""
+        owner = owner_of(self.namespace, c.id)
+        # Recorded before acquired: `delete` after a crash releases what the records name.
+        self.dir.write_container(ContainerRecord(c.id, c.bundle, owner))
+        write_json_atomic(Path(c.bundle) / BUNDLE_POINTER, {
+            "sandbox_dir": str(self.dir.path), "sandbox_id": self.id, "container_id": c.id,
+            "config_path": self.cfg.source})
         try:
-            with trace.step("cgroup"):
-                await self._acquire_cgroup(resources)
-            shape = self._shape = shape_from_config(self.cfg)
-            templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
-            launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
-            placement = self._lease.placement() if self._lease else None
-            with trace.step("vm"):
-                self._launched = await launcher.launch(LaunchRequest(
-                    name=self.id[:32], dir=self.dir.path, rootfs_images=rootfs_images, pre_exec=placement,
-                    hostname=hostname))
-            if not self._launched.dax:
-                log.info("sandbox %s: the %s machine has no DAX: container rootfs images go on read-only virtio-blk "
-                         "disks and the guest keeps its own page cache of them", self.id, shape.machine.value)
-            trace.label("vm", self._launched.how)
-            for name, seconds in self._launched.timings.items():
-                trace.add(f"vm.{name}", seconds)
-            pid = self._launched.vm.pid or 0
-            self._record = replace(self._record, qemu_pid=pid, qemu_start_ticks=process_start_ticks(pid) or 0)
-            self.dir.write_sandbox(self._record)
-            if self._launched.how != "clone":   # a clone got its hostname with PostRestore
-                with trace.step("agent_setup"):
-                    await self.agent.setup_sandbox(self.id, hostname=hostname)
+            with trace.step("rootfs"):
+                image = await self._slots.acquire(c.id, owner, c.rootfs, c.bundle)
+            if not self.started:
+                await self._start(image, c.resources, c.hostname, trace)
+            device = await self._slots.device_for(c.id)
+            rootfs = LayeredRootfs(base_device=device, base_fstype="erofs", dax=self._launched.dax,
+                                   upper_size_bytes=self.cfg.rootfs.upper_mib << 20)
+            with trace.step("agent_create"):
+                return await self.agent.create_container(c.id, c.spec, rootfs, c.stdio, c.files)
         except BaseException:
-            await self.stop()
+            await self._slots.release(c.id)
+            self.dir.remove_container(c.id)
             raise
-        self._watch = asyncio.create_task(self._watch_vm(), name=f"vm-watch-{self.id}")
 
-    async def _acquire_cgroup(self, resources: dict | None) -> None:
-        try:
-            self._pool = await asyncio.to_thread(open_pool, pool_config(self.cfg))
-            # The VMM's cgroup gets the pod's CPU limits; memory is bounded by the VM's size (the guest enforces
-            # the container's own limit in its cgroups).
-            oci = {k: v for k, v in (resources or {}).items() if k in ("cpu",)}
-            self._record = replace(self._record, cgroup_leased=True)
-            self.dir.write_sandbox(self._record)
-            self._lease = await asyncio.to_thread(self._pool.acquire, _cgroup_name(self.id), limits_from_oci(oci))
-        except CgroupError as e:
-            log.warning("sandbox %s runs without a cgroup of its own: %s", self.id, e)
-            self._lease = None
+    async def remove_container(self, container_id: str, in_guest: bool = True) -> None:
+        """Remove the container in the guest (bounded), unpin its image, forget its record."""
+        if in_guest and self._launched is not None and not self.dead:
+            try:
+                await self.agent.remove_container(container_id, force=True, timeout=self._teardown_timeout)
+            except AgentTimeout:
+                await self.declare_dead(f"removing container {container_id} got no answer")
+            except errors.RundError as e:
+                log.warning("container %s: removing it in the guest: %s", container_id, e)
+        await self._slots.release(container_id)
+        self.dir.remove_container(container_id)
 
-    async def hotplug_rootfs(self, image: Path) -> str:
-        """Add a rootfs image to the running VM; returns its guest device."""
-        shape = self._shape
-        if shape is None or self._hotplugged >= shape.rootfs_hotplug_slots:
-            raise errors.ResourceExhausted(
-                f"sandbox {self.id}: no free rootfs slot for another image (rootfs.slots + rootfs.hotplug_slots "
-                f"= {shape.rootfs_slots + shape.rootfs_hotplug_slots if shape else 0}; the microvm machine has no "
-                f"hotplug)")
-        index = self._hotplugged
-        try:
-            await self.launched.vm.hotplug_pmem(index, image)
-        except HypervisorError as e:
-            raise errors.Unavailable(f"sandbox {self.id}: adding rootfs image {image.name}: {e}") from e
-        self._hotplugged += 1
-        return shape.rootfs_device(shape.rootfs_slots + index)
-
-    def refill_pool(self) -> None:
-        """Top the cgroup pool up, off the start path (the first sandboxes on a host find it empty)."""
-        pool = self._pool
-        if pool is None or self._refill is not None or pool.size == 0:
+    async def remove_process(self, container_id: str, exec_id: str) -> None:
+        """Forget an exited exec in the guest (bounded)."""
+        if self._launched is None or self.dead:
             return
+        try:
+            await self.agent.remove_process(container_id, exec_id, timeout=self._teardown_timeout)
+        except AgentTimeout:
+            await self.declare_dead(f"removing exec {exec_id} of {container_id} got no answer")
+        except errors.RundError as e:
+            log.warning("exec %s of %s: removing it in the guest: %s", exec_id, container_id, e)
 
-        def fill() -> None:
-            if pool.statistics().free < pool.size // 2:
-                made = pool.fill()
-                log.info("cgroup pool: created %d free cgroups", made)
-        self._refill = asyncio.create_task(asyncio.to_thread(fill), name=f"cgroup-refill-{self.id}")
-
-    async def _watch_vm(self) -> None:
-        code = await self.launched.vm.wait()
-        if self._stopping or self.dead:     # stopped on purpose, or already declared dead
+    async def signal(self, container_id: str, exec_id: str, signal: int, all: bool) -> None:
+        """Deliver a signal (bounded). A paused VM is resumed first: its vCPUs cannot deliver one (runc's kill
+        thaws a frozen container the same way). A dead guest needs no signal: its processes exit with 255."""
+        if self.dead:
             return
-        self.dead = True
-        log.error("sandbox %s: VM (pid %d) exited unexpectedly with %s: its processes exit with %d; console "
-                  "tail:\n%s", self.id, self.vmm_pid, code, UNKNOWN_EXIT_STATUS,
-                  log_tail(VMPaths(self.dir.path).console_log) or "(empty)")
-        await self.launched.agent.close()     # every pending agent call now fails Unavailable
+        if self.paused:
+            log.info("sandbox %s is paused: resuming it to deliver signal %d", self.id, signal)
+            try:
+                await self.resume()
+            except errors.Unavailable as e:
+                await self.declare_dead(f"resuming it to deliver a signal failed ({e})")
+                return
+        try:
+            await self.agent.signal_process(container_id, exec_id, signal, all, timeout=self._teardown_timeout)
+        except AgentTimeout:
+            await self.declare_dead(f"signal {signal} to {exec_id or container_id} got no answer")
 
     async def declare_dead(self, why: str) -> None:
         """The guest stopped answering: kill its VM now, so that every process of the pod exits (with 255) and
@@ -166,19 +179,27 @@ class Sandbox:
         await self._launched.agent.close()
 
     async def pause(self) -> None:
-        try:
-            await self.launched.vm.pause(timeout=self.cfg.agent.teardown_timeout_s)
-        except HypervisorError as e:
-            raise errors.Unavailable(f"sandbox {self.id}: pause failed: {e}") from e
+        await self._vm_call("pause", self._running_vm().pause)
+        self.paused = True
 
     async def resume(self) -> None:
-        try:
-            await self.launched.vm.resume(timeout=self.cfg.agent.teardown_timeout_s)
-        except HypervisorError as e:
-            raise errors.Unavailable(f"sandbox {self.id}: resume failed: {e}") from e
+        await self._vm_call("resume", self._running_vm().resume)
+        self.paused = False
+
+    def refill_pool(self) -> None:
+        """Top the cgroup pool up, off the start path (the first sandboxes on a host find it empty)."""
+        pool = self._pool
+        if pool is None or self._refilling or pool.size == 0:
+            return
+        self._refilling = True
+
+        def fill() -> None:
+            if pool.statistics().free < pool.size // 2:
+                log.info("cgroup pool: created %d free cgroups", pool.fill())
+        self._spawn(asyncio.to_thread(fill), "cgroup-refill")
 
     async def stop(self) -> None:
-        """Release everything (idempotent): the VM, the cgroup, the state dir."""
+        """The one teardown path (idempotent): the VM, the watches, the cgroup, the rootfs pins, the state dir."""
         self._stopping = True
         if self._launched is not None:
             await self._launched.agent.close()
@@ -186,22 +207,107 @@ class Sandbox:
                 await self._launched.vm.stop(timeout=2.0)
             except HypervisorError as e:
                 log.warning("sandbox %s: stopping the VM: %s", self.id, e)
-        if self._watch is not None:
-            await asyncio.gather(self._watch, return_exceptions=True)
-            self._watch = None
-        if self._refill is not None:
-            results = await asyncio.gather(self._refill, return_exceptions=True)
-            if isinstance(results[0], Exception):
-                log.warning("cgroup pool refill failed: %s", results[0])
+        # With the agent closed and the VM gone, the watches end by themselves, and a refill is a few mkdirs.
+        tasks, self._tasks = self._tasks, []
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=TASKS_END_TIMEOUT)
+            for task in late:
+                task.cancel()
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.warning("sandbox %s: a background task failed: %s", self.id, result)
         if self._lease is not None and self._pool is not None:
             try:
                 await asyncio.to_thread(self._pool.release, self._lease)
             except CgroupError as e:
                 log.warning("sandbox %s: releasing its cgroup: %s", self.id, e)
             self._lease = None
+        await self._slots.release_all()
         self.dir.remove()
 
+    # ---- inside ------------------------------------------------------------------------------------------------
 
-def _cgroup_name(sandbox_id: str) -> str:
-    return sandbox_id[:64]
+    @property
+    def _teardown_timeout(self) -> float:
+        return self.cfg.agent.teardown_timeout_s
 
+    async def _start(self, image: Path, resources: dict | None, hostname: str, trace: StepTrace) -> None:
+        """A cgroup and a VM whose agent answers, with `image` in its first rootfs slot."""
+        with trace.step("cgroup"):
+            await self._acquire_cgroup(resources)
+        shape = shape_from_config(self.cfg)
+        templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
+        launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
+        with trace.step("vm"):
+            self._launched = launched = await launcher.launch(LaunchRequest(
+                name=self.id[:32], dir=self.dir.path, rootfs_images=(image,),
+                pre_exec=self._lease.placement() if self._lease else None, hostname=hostname))
+        if not launched.dax:
+            log.info("sandbox %s: the %s machine has no DAX: container rootfs images go on read-only virtio-blk "
+                     "disks and the guest keeps its own page cache of them", self.id, shape.machine.value)
+        trace.label("vm", launched.how)
+        for name, seconds in launched.timings.items():
+            trace.add(f"vm.{name}", seconds)
+        pid = launched.vm.pid or 0
+        self._record = replace(self._record, qemu_pid=pid, qemu_start_ticks=process_start_ticks(pid) or 0)
+        self.dir.write_sandbox(self._record)
+        self._slots.launched(
+            SlotLayout(shape.rootfs_slots, shape.rootfs_hotplug_slots, shape.rootfs_device), (image,),
+            launched.rootfs_devices, self._plug if shape.rootfs_hotplug_slots else None)
+        if launched.how != "clone":   # a clone got its hostname with PostRestore
+            with trace.step("agent_setup"):
+                await self.agent.setup_sandbox(self.id, hostname=hostname)
+        self._spawn(self._watch_vm(), "vm-watch")
+        self._spawn(self._forward_ooms(), "oom")
+
+    async def _plug(self, index: int, image: Path) -> None:
+        try:
+            await self._running_vm().hotplug_pmem(index, image)
+        except HypervisorError as e:
+            raise errors.Unavailable(f"sandbox {self.id}: adding rootfs image {image.name}: {e}") from e
+
+    async def _acquire_cgroup(self, resources: dict | None) -> None:
+        try:
+            self._pool = await asyncio.to_thread(open_pool, pool_config(self.cfg))
+            # The VMM's cgroup gets the pod's CPU limits; memory is bounded by the VM's size (the guest enforces
+            # the container's own limit in its cgroups).
+            oci = {k: v for k, v in (resources or {}).items() if k in ("cpu",)}
+            self._record = replace(self._record, cgroup_leased=True)
+            self.dir.write_sandbox(self._record)
+            self._lease = await asyncio.to_thread(self._pool.acquire, self.id[:64], limits_from_oci(oci))
+        except CgroupError as e:
+            log.warning("sandbox %s runs without a cgroup of its own: %s", self.id, e)
+            self._lease = None
+
+    def _running_vm(self):
+        if self._launched is None or self.dead:
+            raise errors.Unavailable(f"sandbox {self.id}: its VM is not running")
+        return self._launched.vm
+
+    async def _vm_call(self, what: str, call) -> None:
+        try:
+            await call(timeout=self._teardown_timeout)
+        except HypervisorError as e:
+            raise errors.Unavailable(f"sandbox {self.id}: {what} failed: {e}") from e
+
+    async def _watch_vm(self) -> None:
+        assert self._launched is not None
+        code = await self._launched.vm.wait()
+        if self._stopping or self.dead:     # stopped on purpose, or already declared dead
+            return
+        self.dead = True
+        log.error("sandbox %s: VM (pid %d) exited unexpectedly with %s: its processes exit with %d; console "
+                  "tail:\n%s", self.id, self.vmm_pid, code, UNKNOWN_EXIT_STATUS,
+                  log_tail(VMPaths(self.dir.path).console_log) or "(empty)")
+        await self._launched.agent.close()     # every pending agent call now fails Unavailable
+
+    async def _forward_ooms(self) -> None:
+        while not self.dead and not self._stopping:
+            try:
+                container_id = await self.agent.get_oom_event()
+            except errors.RundError:
+                return
+            self._on_oom(container_id)
+
+    def _spawn(self, coro, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=f"{name}-{self.id}"))

@@ -1,9 +1,10 @@
-"""SandboxRuntime: the TaskRuntime of one shim, serving one pod VM and its containers.
+"""SandboxRuntime: the TaskRuntime of one shim: containerd's bookkeeping for one pod (its containers, their
+processes, exits and events). The pod's VM and what it holds belong to the Sandbox (rund/runtime/sandbox.py).
 
 Exit path, one per process, in containerd's order: the agent's WaitProcess returns once the guest process exited and
 its output was read to EOF; then our copies to the FIFOs finish and the FIFOs close; an init's exit waits for the
 exits of its execs; only then is the exit recorded (Wait/State see it) and TaskExit published. A VM that dies makes
-every agent call fail: each process still running exits with 255.
+every agent call fail: each process still running exits with 255. A process whose start fails has exited too.
 """
 from __future__ import annotations
 
@@ -12,21 +13,17 @@ import json
 import logging
 import os
 import re
-from pathlib import Path
 
 from rund import config, errors
-from rund.agent import AgentTimeout, LayeredRootfs
 from rund.runtime import events
 from rund.runtime.container import Container, Running
 from rund.runtime.events import EventSink
 from rund.runtime.guest_spec import guest_spec
-from rund.runtime.process import UNKNOWN_EXIT_STATUS, Exit, Process, Status, Stdio
-from rund.runtime.rootfs import RootfsPins, owner_of
-from rund.runtime.sandbox import Sandbox
-from rund.runtime.state import BUNDLE_POINTER, ContainerRecord, write_json_atomic
+from rund.runtime.process import UNKNOWN_EXIT_STATUS, Exit, Process, Status, Stdio, Verb
+from rund.runtime.sandbox import ContainerSetup, Sandbox
 from rund.runtime.stdio_copy import StdioCopy, agent_stdio
-from rund.runtime.trace import StepTrace
 from rund.runtime.task_runtime import ContainerStats, CreateRequest, ProcessView
+from rund.runtime.trace import StepTrace
 
 log = logging.getLogger("rund.runtime")
 
@@ -38,10 +35,8 @@ class SandboxRuntime:
         self._emit = emit
         self._containers: dict[str, Container] = {}
         self._sandbox: Sandbox | None = None
-        self._pins: RootfsPins | None = None
         self._lock = asyncio.Lock()          # create/delete of containers and the sandbox, one at a time
         self._tasks: set[asyncio.Task] = set()
-        self._paused = False
 
     # ---- containers --------------------------------------------------------------------------------------------
 
@@ -54,64 +49,43 @@ class SandboxRuntime:
             if spec.dropped_mounts:
                 log.warning("container %s: host directories cannot be mounted in the VM yet, left out: %s", req.id,
                             ", ".join(spec.dropped_mounts))
-            if self._sandbox is None:
-                self._claim_sandbox(req)
-            assert self._sandbox is not None and self._pins is not None
-            sandbox, pins = self._sandbox, self._pins
-            owner = owner_of(self.namespace, req.id)
-            init = None
+            sandbox = self._sandbox or self._claim_sandbox(req)
+            if sandbox.paused:
+                raise errors.FailedPrecondition(f"sandbox {self.sandbox_id} is paused")
             trace = StepTrace(f"create {req.id}")
+            init = Running(Process(req.id, "", req.stdio), StdioCopy(req.id, "", req.stdio))
             try:
-                # Recorded before acquired: `delete` after a crash releases what the records name.
-                sandbox.dir.write_container(ContainerRecord(req.id, req.bundle, owner))
-                write_json_atomic(Path(req.bundle) / BUNDLE_POINTER, {
-                    "sandbox_dir": str(sandbox.dir.path), "sandbox_id": self.sandbox_id, "container_id": req.id,
-                    "config_path": sandbox.cfg.source})
-                if not sandbox.started:
-                    with trace.step("rootfs"):
-                        images = await pins.prepare_first(req.id, owner, req.rootfs, req.bundle)
-                    await sandbox.start(images, (host_spec.get("linux") or {}).get("resources"),
-                                        _hostname(host_spec, self.sandbox_id), trace)
-                    self._spawn(self._forward_ooms(), f"oom-{self.sandbox_id}")
-                device = await pins.device_for(req.id, owner, req.rootfs, req.bundle)
-                rootfs = LayeredRootfs(base_device=device, base_fstype="erofs", dax=sandbox.launched.dax,
-                                       upper_size_bytes=sandbox.cfg.rootfs.upper_mib << 20)
-                init = Running(Process(req.id, "", req.stdio), StdioCopy(sandbox.agent, req.id, "", req.stdio))
                 init.stdio.open()
-                with trace.step("agent_create"):
-                    init.guest_pid = await sandbox.agent.create_container(req.id, spec.spec, rootfs,
-                                                                          agent_stdio(req.stdio), spec.files)
+                init.guest_pid = await sandbox.create_container(ContainerSetup(
+                    id=req.id, bundle=req.bundle, rootfs=req.rootfs, spec=spec.spec, files=spec.files,
+                    stdio=agent_stdio(req.stdio), resources=(host_spec.get("linux") or {}).get("resources"),
+                    hostname=_hostname(host_spec, self.sandbox_id)), trace)
             except BaseException:
-                if init is not None:
-                    init.stdio.close()
-                await pins.release(req.id)
-                sandbox.dir.remove_container(req.id)
+                init.stdio.close()
                 if not self._containers:
                     await self._stop_sandbox()
                 raise
-            init.stdio.start()
+            init.stdio.start(sandbox.agent)
             trace.done()
             sandbox.refill_pool()
             self._containers[req.id] = Container(req.id, req.bundle, init)
-            pid = sandbox.vmm_pid
-            self._emit(events.TaskCreated(req.id, req.bundle, req.stdio, pid, req.rootfs))
-            return pid
+            self._emit(events.TaskCreated(req.id, req.bundle, req.stdio, sandbox.vmm_pid, req.rootfs))
+            return sandbox.vmm_pid
 
-    def _claim_sandbox(self, req: CreateRequest) -> None:
+    def _claim_sandbox(self, req: CreateRequest) -> Sandbox:
         cfg = config.load(req.config_path or None)
-        sandbox = Sandbox(cfg, self.namespace, self.sandbox_id, os.getpid())
+        sandbox = Sandbox(cfg, self.namespace, self.sandbox_id, os.getpid(), on_oom=self._oom)
         sandbox.claim()
-        self._sandbox, self._pins = sandbox, RootfsPins(cfg, sandbox)
+        self._sandbox = sandbox
+        return sandbox
 
     async def start(self, container_id: str, exec_id: str) -> int:
         c = self._container(container_id)
         r = c.get(exec_id)
         sandbox = self._live_sandbox()
-        if r.process.status is not Status.CREATED:
-            raise errors.FailedPrecondition(f"process {r.process.id} is {r.process.status.value}, cannot start")
+        r.process.check(Verb.START)
         if exec_id:
-            if c.init.process.status is not Status.RUNNING:
-                raise errors.FailedPrecondition(f"container {container_id} is not running")
+            c.init.process.check_running("start an exec")
             r.stdio.open()
             try:
                 r.guest_pid = await sandbox.agent.exec_process(container_id, exec_id, r.process.spec,
@@ -120,7 +94,7 @@ class SandboxRuntime:
                 r.stdio.close()
                 self._start_failed(c, r)
                 raise
-            r.stdio.start()
+            r.stdio.start(sandbox.agent)
             r.process.mark_started(sandbox.vmm_pid)
             self._emit(events.ExecStarted(container_id, exec_id, sandbox.vmm_pid))
         else:
@@ -134,8 +108,8 @@ class SandboxRuntime:
             trace.done()
             r.process.mark_started(sandbox.vmm_pid)
             self._emit(events.TaskStarted(container_id, sandbox.vmm_pid))
-        # The start event is queued before the monitor can queue the exit (a created process killed before its
-        # start already has one).
+        # The start event is queued before the monitor can queue the exit (a created process signalled before its
+        # start has one already).
         if r.monitor is None:
             r.monitor = self._spawn(self._monitor(c, r), f"monitor-{r.process.id}")
         return sandbox.vmm_pid
@@ -148,7 +122,7 @@ class SandboxRuntime:
             return
         log.info("process %s of %s did not start: reporting exit %d", p.id, c.id, UNKNOWN_EXIT_STATUS)
         if not p.exec_id:
-            self._emit(events.ProcessExited(c.id, p.id, p.pid or self.task_pid(c.id), p.exit))
+            self._emit(events.ProcessExited(c.id, p.id, self.task_pid(c.id), p.exit))
 
     async def _monitor(self, c: Container, r: Running) -> None:
         p = r.process
@@ -170,44 +144,30 @@ class SandboxRuntime:
         c = self._container(container_id)
         if exec_id:
             r = c.get(exec_id)
-            if r.process.status is Status.RUNNING:
-                raise errors.FailedPrecondition(f"exec {exec_id} is running; kill it first")
+            r.process.check(Verb.DELETE)
             await r.wind_down()
+            exit = r.process.exit
+            ran = r.process.status is Status.STOPPED
+            r.process.mark_deleted()
             del c.execs[exec_id]
-            sandbox = self._sandbox
-            if r.process.status is Status.STOPPED and sandbox is not None and not sandbox.dead:
-                try:
-                    await sandbox.agent.remove_process(container_id, exec_id, timeout=self._teardown_timeout())
-                except AgentTimeout:
-                    await sandbox.declare_dead(f"removing exec {exec_id} of {container_id} got no answer")
-                except errors.RundError as e:
-                    log.warning("exec %s of %s: removing it in the guest: %s", exec_id, container_id, e)
-            return r.process.pid, r.process.exit
+            if ran and self._sandbox is not None:
+                await self._sandbox.remove_process(container_id, exec_id)
+            return r.process.pid, exit
         async with self._lock:
             p = c.init.process
-            if p.status is Status.RUNNING:
-                raise errors.FailedPrecondition(f"container {container_id} is running; kill it first")
+            p.check(Verb.DELETE)
             for r in [c.init, *c.execs.values()]:
                 await r.wind_down()
+            exit = p.exit                     # None: created, never started
             trace = StepTrace(f"delete {container_id}")
             sandbox = self._sandbox
-            # The sandbox container's VM goes away with it: no need to remove it in the guest first.
-            if sandbox is not None and not sandbox.dead and container_id != self.sandbox_id:
-                try:
-                    with trace.step("agent_remove"):
-                        await sandbox.agent.remove_container(container_id, force=True,
-                                                             timeout=self._teardown_timeout())
-                except AgentTimeout:
-                    await sandbox.declare_dead(f"removing container {container_id} got no answer")
-                except errors.RundError as e:
-                    log.warning("container %s: removing it in the guest: %s", container_id, e)
-            del self._containers[container_id]
-            if self._pins is not None:
-                await self._pins.release(container_id)
+            pid = p.pid or self.task_pid(container_id)
             if sandbox is not None:
-                sandbox.dir.remove_container(container_id)
-            exit = p.exit                     # None: created, never started
-            pid = p.pid or (sandbox.vmm_pid if sandbox else 0)
+                # The sandbox container's VM goes away with it: no need to remove it in the guest first.
+                with trace.step("remove"):
+                    await sandbox.remove_container(container_id, in_guest=container_id != self.sandbox_id)
+            p.mark_deleted()
+            del self._containers[container_id]
             if container_id == self.sandbox_id or not self._containers:
                 with trace.step("teardown"):
                     await self._stop_sandbox()
@@ -221,21 +181,16 @@ class SandboxRuntime:
             raise errors.InvalidArgument("exec id is required")
         if exec_id in c.execs:
             raise errors.AlreadyExists(f"exec {exec_id} already exists in container {container_id}")
-        if c.init.process.status is not Status.RUNNING:
-            raise errors.FailedPrecondition(f"container {container_id} is not running")
-        sandbox = self._live_sandbox()
+        c.init.process.check_running("exec")
+        self._live_sandbox()
         c.execs[exec_id] = Running(Process(container_id, exec_id, stdio, process_spec),
-                                   StdioCopy(sandbox.agent, container_id, exec_id, stdio))
+                                   StdioCopy(container_id, exec_id, stdio))
         self._emit(events.ExecAdded(container_id, exec_id))
 
     def state(self, container_id: str, exec_id: str) -> ProcessView:
         c = self._container(container_id)
         p = c.get(exec_id).process
-        status = p.status
-        if self._paused and status is Status.RUNNING:
-            status = Status.PAUSED
-        return ProcessView(c.bundle, p.pid or (self._sandbox.vmm_pid if self._sandbox else 0), status, p.stdio,
-                           p.exit)
+        return ProcessView(c.bundle, p.pid or self.task_pid(container_id), p.status, p.stdio, p.exit)
 
     async def kill(self, container_id: str, exec_id: str, signal: int, all: bool) -> None:
         c = self._container(container_id)
@@ -244,25 +199,14 @@ class SandboxRuntime:
         if p.status is Status.STOPPED:
             raise errors.NotFound(f"process {p.id} already finished")
         sandbox = self._sandbox
-        if sandbox is not None and sandbox.dead:
-            return       # its VM is gone: the process is exiting (255) already
-        sandbox = self._live_sandbox()
-        if self._paused:
-            # A stopped VM cannot deliver a signal (runc's kill thaws a frozen container the same way).
-            log.info("sandbox %s is paused: resuming it to deliver signal %d to %s", self.sandbox_id, signal, p.id)
-            try:
-                await sandbox.resume()
-            except errors.Unavailable as e:
-                await sandbox.declare_dead(f"resuming it to deliver a signal failed ({e})")
-                return
-            self._paused = False
+        if sandbox is None:
+            raise errors.Unavailable(f"sandbox {self.sandbox_id}: its VM is not running")
+        was_paused = sandbox.paused
+        await sandbox.signal(container_id, exec_id, signal, all)
+        if was_paused and not sandbox.paused:
+            self._mark_all(Process.mark_resumed)
             self._emit(events.TaskResumed(container_id))
-        try:
-            await sandbox.agent.signal_process(container_id, exec_id, signal, all, timeout=self._teardown_timeout())
-        except AgentTimeout:
-            await sandbox.declare_dead(f"signal {signal} to {p.id} got no answer")
-            return
-        if p.status is Status.CREATED and r.monitor is None:
+        if p.status is Status.CREATED and r.monitor is None and not sandbox.dead:
             # Signalled before its start: if it dies, its exit is reported like any other.
             r.monitor = self._spawn(self._monitor(c, r), f"monitor-{p.id}")
 
@@ -276,19 +220,18 @@ class SandboxRuntime:
         return [(pid, execs.get(pid, "")) for pid in pids]
 
     async def pause(self, container_id: str) -> None:
-        self._container(container_id)
-        if self._paused:
-            raise errors.FailedPrecondition(f"sandbox {self.sandbox_id} is already paused")
+        """Pauses the pod's VM: every container of the pod is paused with it (one VM, one set of vCPUs)."""
+        c = self._container(container_id)
+        c.init.process.check(Verb.PAUSE)
         await self._live_sandbox().pause()
-        self._paused = True
+        self._mark_all(Process.mark_paused)
         self._emit(events.TaskPaused(container_id))
 
     async def resume(self, container_id: str) -> None:
-        self._container(container_id)
-        if not self._paused:
-            raise errors.FailedPrecondition(f"sandbox {self.sandbox_id} is not paused")
+        c = self._container(container_id)
+        c.init.process.check(Verb.RESUME)
         await self._live_sandbox().resume()
-        self._paused = False
+        self._mark_all(Process.mark_resumed)
         self._emit(events.TaskResumed(container_id))
 
     async def resize_pty(self, container_id: str, exec_id: str, width: int, height: int) -> None:
@@ -308,9 +251,6 @@ class SandboxRuntime:
         self._container(container_id)
         return await self._live_sandbox().agent.stats_container(container_id)
 
-    def _teardown_timeout(self) -> float:
-        return self._sandbox.cfg.agent.teardown_timeout_s if self._sandbox else config.AgentConfig.teardown_timeout_s
-
     def task_pid(self, container_id: str) -> int:
         return self._sandbox.vmm_pid if self._sandbox else 0
 
@@ -323,7 +263,7 @@ class SandboxRuntime:
             for r in [c.init, *c.execs.values()]:
                 await r.stdio.stop()
         self._containers.clear()
-        await self._stop_sandbox()        # releases every rootfs pin too
+        await self._stop_sandbox()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -341,29 +281,23 @@ class SandboxRuntime:
             raise errors.Unavailable(f"sandbox {self.sandbox_id}: its VM is not running")
         return self._sandbox
 
+    def _mark_all(self, mark) -> None:
+        for c in self._containers.values():
+            for r in [c.init, *c.execs.values()]:
+                mark(r.process)
+
     async def _stop_sandbox(self) -> None:
-        if self._sandbox is None and self._pins is None:
+        if self._sandbox is None:
             return
+        sandbox, self._sandbox = self._sandbox, None
         trace = StepTrace(f"teardown {self.sandbox_id}")
-        if self._sandbox is not None:
-            sandbox, self._sandbox = self._sandbox, None
-            with trace.step("sandbox"):
-                await sandbox.stop()
-        if self._pins is not None:
-            pins, self._pins = self._pins, None
-            with trace.step("rootfs"):
-                await pins.release_all()
+        with trace.step("sandbox"):
+            await sandbox.stop()
         trace.done()
 
-    async def _forward_ooms(self) -> None:
-        sandbox = self._sandbox
-        while sandbox is not None and not sandbox.dead:
-            try:
-                cid = await sandbox.agent.get_oom_event()
-            except errors.RundError:
-                return
-            if cid in self._containers:
-                self._emit(events.TaskOOM(cid))
+    def _oom(self, container_id: str) -> None:
+        if container_id in self._containers:
+            self._emit(events.TaskOOM(container_id))
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)
@@ -392,4 +326,3 @@ def _hostname(spec: dict, sandbox_id: str) -> str:
 def hostname_from_id(sandbox_id: str) -> str:
     label = re.sub(r"[^a-z0-9-]+", "-", sandbox_id.lower())[:63].strip("-")
     return label or "rund"
-

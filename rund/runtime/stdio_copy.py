@@ -26,8 +26,8 @@ def agent_stdio(stdio: Stdio) -> StdioConfig:
 
 
 class StdioCopy:
-    def __init__(self, agent: AgentClient, container_id: str, exec_id: str, stdio: Stdio):
-        self._agent = agent
+    def __init__(self, container_id: str, exec_id: str, stdio: Stdio):
+        self._agent: AgentClient | None = None       # given by start(): the VM may not run yet when we open
         self._cid, self._eid = container_id, exec_id
         self._stdio = stdio
         self._writers: list[FifoWriter] = []
@@ -49,10 +49,11 @@ class StdioCopy:
             self.close()
             raise
 
-    def start(self) -> None:
+    def start(self, agent: AgentClient) -> None:
         """Start copying once the agent has the process (its streams exist)."""
+        self._agent = agent
         name = f"{self._cid}/{self._eid}" if self._eid else self._cid
-        readers = [self._agent.read_stdout, self._agent.read_stderr]
+        readers = [agent.read_stdout, agent.read_stderr]
         for writer, read in zip(self._writers, readers):
             self._outputs.append(asyncio.create_task(self._copy_out(read, writer), name=f"stdout-{name}"))
         if self._stdin is not None:
@@ -73,6 +74,7 @@ class StdioCopy:
         assert self._stdin is not None
         try:
             while data := await self._stdin.read():
+                assert self._agent is not None
                 await self._agent.write_stdin(self._cid, self._eid, data)
         except (errors.RundError, OSError) as e:
             log.debug("input copy of %s/%s ended: %s", self._cid, self._eid, e)
@@ -91,6 +93,8 @@ class StdioCopy:
             except asyncio.TimeoutError:
                 self._input.cancel()
             await asyncio.gather(self._input, return_exceptions=True)
+        if self._agent is None:       # never started: the process never had a stdin to close
+            return
         try:
             await self._agent.close_stdin(self._cid, self._eid)
         except errors.RundError as e:   # the process already exited

@@ -35,7 +35,7 @@ METRICS_URL = "io.containerd.cgroups.v1.Metrics"
 GO_ZERO_TIME = timestamp_pb2.Timestamp(seconds=-62135596800)
 
 _STATUS = {Status.CREATED: types_pb2.CREATED, Status.RUNNING: types_pb2.RUNNING,
-           Status.STOPPED: types_pb2.STOPPED, Status.PAUSED: types_pb2.PAUSED}
+           Status.STOPPED: types_pb2.STOPPED, Status.PAUSED: types_pb2.PAUSED, Status.DELETED: types_pb2.STOPPED}
 _ERRORS = {errors.NotFound: ttrpc.NotFound, errors.AlreadyExists: ttrpc.AlreadyExists,
            errors.FailedPrecondition: ttrpc.FailedPrecondition, errors.InvalidArgument: ttrpc.InvalidArgument,
            errors.Unimplemented: ttrpc.Unimplemented, errors.Unavailable: ttrpc.Unavailable,

@@ -35,7 +35,7 @@ def fifos(tmp_path) -> dict[str, str]:
 
 
 def copier(stdio: Stdio) -> StdioCopy:
-    return StdioCopy(None, "c1", "", stdio)     # type: ignore[arg-type]
+    return StdioCopy("c1", "", stdio)
 
 
 def fifo_fds(paths) -> list[str]:
