@@ -1,7 +1,8 @@
 """Boot the built guest in QEMU with a smoke script as PID 1 and read its verdict off the serial console.
 
-Used by guest/tests (vm) and hack/bench_guest_boot.py. Deliberately independent of rund/hypervisor: a small argv
-per machine, QEMU's serial on a pipe, the process killed by its pid if it outlives the check.
+Used by guest/tests (vm) and hack/bench_guest_boot.py. Deliberately independent of rund's QEMU driver: a small argv
+per machine, QEMU's serial on a pipe, the process killed by its pid if it outlives the check. Only the kernel command
+line comes from rund (rund.hypervisor.cmdline, its one spelling).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from guest import cmdline
 from guest.artifacts import GuestArtifacts
 from guest.errors import BootError
+from rund.hypervisor import Machine, cmdline
+from rund.hypervisor.tsc import host_tsc_khz
 
 MACHINES = ("q35", "microvm")
 MARKER = "RUND-GUEST-OK"
@@ -93,12 +95,12 @@ def agent_channel_argv(machine: str, socket_path: str) -> list[str]:
 
 
 def root_params(machine: str) -> tuple[str, str]:
-    return (cmdline.PMEM_ROOT, cmdline.DAX_FLAGS) if machine == "q35" else (cmdline.BLK_ROOT, "")
+    return cmdline.guest_root(Machine(machine))
 
 
 def smoke_cmdline(machine: str, script: str = SMOKE_SH, trace: bool = False) -> str:
     root, flags = root_params(machine)
-    return cmdline.kernel_cmdline(root=root, rootflags=flags, initcmd=script, tsc_khz=cmdline.host_tsc_khz(),
+    return cmdline.kernel_cmdline(root=root, rootflags=flags, initcmd=script, tsc_khz=host_tsc_khz(),
                                   trace=trace)
 
 
@@ -153,7 +155,7 @@ def boot(art: GuestArtifacts, machine: str, timeout: float = 90.0, wait_modules:
 def boot_to_agent(art: GuestArtifacts, machine: str, timeout: float = 120.0) -> AgentBoot:
     """Boot the image's real init (the agent as PID 1) and time until it answers Health over virtio-serial."""
     root, flags = root_params(machine)
-    append = cmdline.kernel_cmdline(root=root, rootflags=flags, tsc_khz=cmdline.host_tsc_khz(), trace=True)
+    append = cmdline.kernel_cmdline(root=root, rootflags=flags, tsc_khz=host_tsc_khz(), trace=True)
     rundir = tempfile.mkdtemp(prefix="rund-guest-boot-")
     sock = os.path.join(rundir, "agent.sock")
     console = open(os.path.join(rundir, "console.log"), "w+b")

@@ -50,9 +50,5 @@ class ManifestError(GuestError):
     """A manifest is malformed or disagrees with the files next to it."""
 
 
-class CmdlineError(GuestError):
-    """A value cannot be put on the kernel command line (whitespace, quotes, too long)."""
-
-
 class BootError(GuestError):
     """A smoke boot of the guest did not reach its marker."""

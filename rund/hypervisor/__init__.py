@@ -1,4 +1,4 @@
-"""Hypervisor drivers: a VMSpec in, a running VM out (QEMU over QMP first).
+"""The hypervisor driver: a VMSpec in, a running VM out (QEMU over QMP).
 
 This layer never imports the agent client or rund.templates; the sandbox hands the agent
 client the address a VM exposes (VirtualMachine.agent_address).
@@ -6,7 +6,7 @@ client the address a VM exposes (VirtualMachine.agent_address).
 
 from rund.hypervisor.accel import AccelDecision, detect_accel
 from rund.hypervisor.argv import build_argv
-from rund.hypervisor.base import Hypervisor, VirtualMachine
+from rund.hypervisor.base import VirtualMachine
 from rund.hypervisor.errors import (
     HypervisorError,
     InvalidSpec,
@@ -20,7 +20,7 @@ from rund.hypervisor.errors import (
     VMTimeout,
 )
 from rund.hypervisor.layout import pmem_slot_address
-from rund.hypervisor.qemu import QemuHypervisor, QemuVM
+from rund.hypervisor.qemu import QemuVM
 from rund.hypervisor.spec import (
     Accel,
     AgentAddress,
@@ -42,8 +42,8 @@ from rund.hypervisor.vsock import CidReservation, CidUnavailable, reserve_guest_
 
 __all__ = [
     "Accel", "AccelDecision", "CidReservation", "CidUnavailable", "AgentAddress", "AnonymousMemory", "BlockDevice", "FileMemory",
-    "Hypervisor", "HypervisorError", "InvalidSpec", "Machine", "MigrationError", "PmemHotplugSlot", "PmemSlot",
-    "PmemSlotMismatch", "QMPCommandError", "QMPConnectionLost", "QemuHypervisor", "QemuVM",
+    "HypervisorError", "InvalidSpec", "Machine", "MigrationError", "PmemHotplugSlot", "PmemSlot",
+    "PmemSlotMismatch", "QMPCommandError", "QMPConnectionLost", "QemuVM",
     "SerialChannel", "SerialSocketAddress", "TapNetwork", "VMDied", "VMNotRunning", "VMSpec",
     "VMStartError", "VMTimeout", "VirtualMachine", "VsockAddress", "VsockChannel", "build_argv",
     "detect_accel", "host_tsc_khz", "pmem_slot_address", "reserve_guest_cid",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rund.hypervisor.cmdline import tsc_params
 from rund.hypervisor.layout import MiB, q35_maxmem_bytes
 from rund.hypervisor.spec import (
     Accel,
@@ -187,9 +188,7 @@ def _boot(spec: VMSpec) -> list[str]:
         argv += ["-initrd", str(spec.initrd)]
     cmdline = spec.cmdline
     if spec.accel is Accel.TCG:
-        # PIT calibration of the TSC fails at random under TCG and the guest then hangs;
-        # hand the kernel the host's TSC rate instead.
-        cmdline = f"{cmdline} tsc_early_khz={spec.tsc_khz} tsc=reliable".strip()
+        cmdline = " ".join([cmdline, *tsc_params(spec.tsc_khz)]).strip()
     if cmdline:
         argv += ["-append", cmdline]
     return argv

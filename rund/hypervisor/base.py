@@ -1,15 +1,12 @@
-"""The driver interface the runtime programs against, so another VMM could plug in later."""
+"""The surface of one running VM (QemuVM is the only driver so far)."""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
 from pathlib import Path
 
-from rund.hypervisor.accel import AccelDecision
+from rund.hypervisor.process import PreExec
 from rund.hypervisor.spec import AgentAddress, VMSpec
-
-PreExec = Callable[[], None]
 
 
 class VirtualMachine(abc.ABC):
@@ -49,17 +46,3 @@ class VirtualMachine(abc.ABC):
 
     @abc.abstractmethod
     async def restore_state(self, path: Path) -> None: ...
-
-
-class Hypervisor(abc.ABC):
-    """A VMM driver: turns a VMSpec into a VirtualMachine on this host."""
-
-    name: str
-
-    @abc.abstractmethod
-    def accel(self) -> AccelDecision:
-        """Which accelerator this host offers for standard guests."""
-
-    @abc.abstractmethod
-    def create(self, spec: VMSpec) -> VirtualMachine:
-        """A VM that is not started yet."""

@@ -24,9 +24,8 @@ from typing import Any, TypeVar
 from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError
 
 from rund.hypervisor import migration
-from rund.hypervisor.accel import AccelDecision, detect_accel
 from rund.hypervisor.argv import build_argv, hotplug_port
-from rund.hypervisor.base import Hypervisor, PreExec, VirtualMachine
+from rund.hypervisor.base import VirtualMachine
 from rund.hypervisor.errors import (
     HypervisorError,
     QMPCommandError,
@@ -38,7 +37,7 @@ from rund.hypervisor.errors import (
 )
 from rund.hypervisor.logtail import log_tail
 from rund.hypervisor.pmem import check_pmem_images
-from rund.hypervisor.process import ExitWatch, spawn
+from rund.hypervisor.process import ExitWatch, PreExec, spawn
 from rund.hypervisor.spec import PmemSlot, VMSpec, VsockChannel
 
 log = logging.getLogger(__name__)
@@ -354,16 +353,3 @@ class QemuVM(VirtualMachine):
 
 def _log_rmtree_error(function: Any, path: str, exc_info: Any) -> None:
     log.error("cannot remove %s: %s", path, exc_info[1])
-
-
-class QemuHypervisor(Hypervisor):
-    name = "qemu"
-
-    def __init__(self, qemu_binary: str | Path = QEMU_BINARY) -> None:
-        self.qemu_binary = qemu_binary
-
-    def accel(self) -> AccelDecision:
-        return detect_accel()
-
-    def create(self, spec: VMSpec) -> QemuVM:
-        return QemuVM(spec, self.qemu_binary)

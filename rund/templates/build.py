@@ -16,6 +16,7 @@ from pathlib import Path
 from rund import errors
 from rund.agent import AgentClient, LayeredRootfs, StdioConfig
 from rund.hypervisor import FileMemory, HypervisorError, QemuVM
+from rund.hypervisor.cmdline import guest_root
 from rund.templates import integrity
 from rund.templates.errors import TemplateBuildFailed
 from rund.templates.key import TemplateKey
@@ -33,7 +34,7 @@ PATH_ENV = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def guest_os_device(shape: SandboxShape) -> str:
-    return "/dev/pmem0" if shape.dax else "/dev/vda"
+    return guest_root(shape.machine)[0]
 
 
 async def warm_agent(agent: AgentClient, shape: SandboxShape) -> None:

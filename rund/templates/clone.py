@@ -1,7 +1,9 @@
-"""Start a sandbox VM as a copy-on-write clone of a template: same spec, RAM mapped share=off, state restored.
+"""Start a sandbox VM as a copy-on-write clone of a template: the template's spec without kernel and initrd, RAM
+mapped share=off, device state restored.
 
-Then the post-restore duties every clone owes (DESIGN.md): the guest clock set from the host, the guest RNG
-reseeded from host entropy, and the sandbox's own hostname (network identity comes with SetupSandbox later).
+Then one PostRestore call does the duties every clone owes (DESIGN.md): the guest clock set from the host, the guest
+RNG reseeded from host entropy, and the sandbox's own hostname (a clone gets no SetupSandbox). PostRestore's network
+identity is left empty: rund has no pod network yet.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from rund.config import Config
 from rund.errors import FailedPrecondition, InvalidArgument
 from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, Machine, PmemHotplugSlot, PmemSlot,
                              SerialChannel, VMSpec, detect_accel, host_tsc_khz, pmem_slot_address)
+from rund.hypervisor.cmdline import CmdlineError, guest_root, kernel_cmdline
 from rund.hypervisor.layout import GiB, MiB, PMEM_ALIGN
 from rund.hypervisor.paths import VMPaths
 
@@ -52,8 +53,9 @@ class SandboxShape:
         return "/dev/vd" + chr(ord("b") + slot)
 
     def cmdline(self) -> str:
-        root = "rund.root=/dev/pmem0 rund.rootflags=dax=always" if self.dax else "rund.root=/dev/vda"
-        return " ".join(w for w in ("console=ttyS0 panic=-1 quiet", root, self.kernel_params) if w)
+        """The guest's words only: the driver adds the TCG flags (tsc_khz) itself."""
+        root, flags = guest_root(self.machine)
+        return kernel_cmdline(root=root, rootflags=flags, extra=self.kernel_params.split())
 
 
 def shape_from_config(cfg: Config) -> SandboxShape:
@@ -71,12 +73,17 @@ def shape_from_config(cfg: Config) -> SandboxShape:
         accel = detect_accel().accel
     else:
         accel = Accel(hv.accel)
-    return SandboxShape(
+    shape = SandboxShape(
         machine=Machine(hv.machine), accel=accel, vcpus=hv.vcpus, memory_mib=hv.memory_mib,
         tb_size_mib=hv.tb_size_mib, kernel=kernel, initrd=initrd, image=image, image_bytes=os.stat(image).st_size,
         kernel_params=guest.kernel_params, rootfs_slots=cfg.rootfs.slots, rootfs_slot_bytes=slot_bytes,
         rootfs_hotplug_slots=cfg.rootfs.hotplug_slots if hv.machine == "q35" else 0,
         qemu_binary=hv.path, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None)
+    try:
+        shape.cmdline()
+    except CmdlineError as e:
+        raise InvalidArgument(f"guest.kernel_params: {e}") from None
+    return shape
 
 
 def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: tuple[Path, ...],

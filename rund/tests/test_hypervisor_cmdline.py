@@ -1,4 +1,4 @@
-"""The kernel command line contract with guest/init.sh."""
+"""The kernel command line contract with guest/init.sh (rund.hypervisor.cmdline)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from guest import cmdline
-from guest.errors import CmdlineError
+from rund.hypervisor import Machine, cmdline
+from rund.hypervisor.cmdline import CmdlineError
 
 
 def _params(line):
@@ -43,11 +43,6 @@ def test_too_long_is_rejected():
         cmdline.kernel_cmdline(root="/dev/vda", initcmd="x" * 1600)
 
 
-def test_host_tsc_khz(tmp_path):
-    f = tmp_path / "cpuinfo"
-    f.write_text("processor\t: 0\nmodel name\t: X\ncpu MHz\t\t: 2299.998\n")
-    assert cmdline.host_tsc_khz(f) == 2299998
-    f.write_text("processor\t: 0\n")
-    with pytest.raises(CmdlineError):
-        cmdline.host_tsc_khz(f)
-    assert cmdline.host_tsc_khz() > 100_000  # this machine's real /proc/cpuinfo
+def test_the_guest_root_per_machine():
+    assert cmdline.guest_root(Machine.Q35) == ("/dev/pmem0", "dax=always")
+    assert cmdline.guest_root(Machine.MICROVM) == ("/dev/vda", "")

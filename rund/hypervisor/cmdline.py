@@ -1,13 +1,17 @@
-"""The kernel command line the guest understands: what the initramfs /init reads, plus the flags this guest
-kernel needs under QEMU (see reference/qemu-on-this-machine.md). Pure, except host_tsc_khz()."""
+"""The guest kernel command line, spelled in this one place: what the guest's /init (guest/init.sh, see
+guest/README.md) reads, plus the flags this guest kernel needs under QEMU (reference/qemu-on-this-machine.md).
+
+The runtime (templates/shape.py), the driver (argv.py adds the TCG flags) and the guest build's own smoke boots
+(guest/bootcheck.py) all build it here. Pure.
+"""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from pathlib import Path
 
-from guest.errors import CmdlineError
+from rund.hypervisor.errors import InvalidSpec
+from rund.hypervisor.spec import Machine
 
 MAX_LENGTH = 2047  # x86 COMMAND_LINE_SIZE is 2048 including the NUL
 
@@ -16,22 +20,28 @@ BLK_ROOT = "/dev/vda"  # microvm + read-only virtio-blk-device
 DAX_FLAGS = "dax=always"
 
 
-def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
-    """The host TSC rate in kHz: without tsc_early_khz the guest's PIT calibration fails at random under TCG."""
-    for line in cpuinfo.read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "cpu MHz":
-            return round(float(value) * 1000)
-    raise CmdlineError(f"no 'cpu MHz' in {cpuinfo}")
+class CmdlineError(InvalidSpec):
+    """A value cannot be put on the kernel command line (whitespace, quotes, too long)."""
+
+
+def guest_root(machine: Machine) -> tuple[str, str]:
+    """(root device, mount flags) of the guest OS image: pmem slot 0 with DAX on q35, the first disk on microvm."""
+    return (PMEM_ROOT, DAX_FLAGS) if machine is Machine.Q35 else (BLK_ROOT, "")
+
+
+def tsc_params(tsc_khz: int) -> list[str]:
+    """Under TCG the guest's PIT calibration of the TSC fails at random and the guest hangs: hand it the rate."""
+    return [f"tsc_early_khz={tsc_khz}", "tsc=reliable"]
 
 
 def kernel_cmdline(*, root: str, rootflags: str = "", init: str | None = None, initcmd: str | None = None,
                    tsc_khz: int | None = None, console: str = "ttyS0", quiet: bool = True, trace: bool = False,
                    extra: Sequence[str] = ()) -> str:
-    """root: PMEM_ROOT (with rootflags=DAX_FLAGS) or BLK_ROOT. initcmd: a shell script that replaces /sbin/init."""
+    """root: PMEM_ROOT (with rootflags=DAX_FLAGS) or BLK_ROOT. initcmd: a shell script that replaces /sbin/init.
+    tsc_khz: only for a QEMU started without rund's driver (build_argv adds the flags itself)."""
     words = [f"console={console}" if console else "", "panic=-1"]
     if tsc_khz:
-        words += [f"tsc_early_khz={tsc_khz}", "tsc=reliable"]
+        words += tsc_params(tsc_khz)
     if quiet:
         words.append("quiet")
     words.append(f"rund.root={_word(root)}")
