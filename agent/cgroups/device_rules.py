@@ -60,7 +60,8 @@ def fold(rules: tuple[DeviceRule, ...], field: str = "linux.resources.devices", 
         if rule.allow != default_allow:
             exceptions.setdefault(key, set()).update(access)
             continue
-        _check_no_hole_in_wildcard(exceptions, key, access, f"{field}[{i}]" if i < from_spec else f"{field} (with runc's default rules)")
+        where = f"{field}[{i}]" if i < from_spec else f"{field} (with runc's default rules)"
+        _check_no_hole_in_wildcard(exceptions, key, access, where)
         remaining = exceptions.get(key, set()) - access
         if remaining:
             exceptions[key] = remaining

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from agent.cgroups import device_filter as df
-from agent.cgroups.device_rules import RUNC_DEFAULT_RULES, effective_policy, fold
+from agent.cgroups.device_rules import effective_policy, fold
 from agent.errors import InvalidArgument
 from agent.oci.resources import DeviceRule
 from agent.oci.spec import parse_resources_document

@@ -143,3 +143,9 @@ async def test_waiting_for_a_rootfs_device_ends_when_it_appears_or_at_the_deadli
     await rootfs_mod.wait_for_devices(LayeredRootfs(base_device=str(tmp_path / "never")), timeout=0.3)
     assert 0.25 < t.monotonic() - start < 2          # gives up; prepare() then names the missing device
     await rootfs_mod.wait_for_devices(PathRootfs(str(tmp_path)))
+
+
+def test_container_states_are_an_enum_that_reads_as_runc_names_them():
+    from agent.container.state import ContainerState
+    assert [str(s) for s in ContainerState] == ["created", "running", "stopped"]
+    assert f"container x is {ContainerState.CREATED}, not running" == "container x is created, not running"
