@@ -1,8 +1,11 @@
-"""Events to containerd: an ordered queue drained by one owned task into containerd's ttrpc Forward endpoint.
+"""Events to containerd, all in this file: the runtime's domain events translated to containerd's topics and
+messages (event_message), wrapped in its envelope, and sent in order by one owned task to containerd's ttrpc
+Forward endpoint.
 
-Order is the order of publish() calls; the Task service publishes under its own ordering rules (create, start
-before exit, exec-added/started, exit only after output drained, delete). Like containerd's own publisher, a failed
-forward is retried (5 attempts, back-off 1 s x attempt) and the connection re-dialled; the queue is bounded.
+Order is the order of emit() calls; the runtime emits under containerd's ordering rules (create, start before exit,
+exec-added/started, an exec's exit before its init's, exit only after output drained, delete). Like containerd's
+own publisher, a failed forward is retried (5 attempts, back-off 1 s x attempt) and the connection re-dialled; the
+queue is bounded.
 """
 from __future__ import annotations
 
@@ -14,7 +17,11 @@ from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from proto import ttrpc
+from proto.gen.containerd.events import task_pb2 as events_pb2
 from proto.gen.containerd.services.events.ttrpc.v1 import events_pb2 as forward_pb2
+from proto.gen.containerd.types import mount_pb2
+from rund.runtime import events
+from rund.shim.timestamps import timestamp
 
 log = logging.getLogger("rund.shim.events")
 
@@ -22,6 +29,41 @@ EVENTS_SERVICE = forward_pb2.DESCRIPTOR.services_by_name["Events"]
 QUEUE_SIZE = 2048
 ATTEMPTS = 5
 FORWARD_TIMEOUT = 5.0
+
+
+def event_message(event: events.Event) -> tuple[str, object]:
+    """A domain event as containerd's (topic, protobuf message)."""
+    match event:
+        case events.TaskCreated():
+            return "/tasks/create", events_pb2.TaskCreate(
+                container_id=event.container_id, bundle=event.bundle, pid=event.pid,
+                rootfs=[mount_pb2.Mount(type=m.type, source=m.source, target=m.target,
+                                        options=m.options) for m in event.rootfs],
+                io=events_pb2.TaskIO(stdin=event.stdio.stdin, stdout=event.stdio.stdout,
+                                     stderr=event.stdio.stderr, terminal=event.stdio.terminal))
+        case events.TaskStarted():
+            return "/tasks/start", events_pb2.TaskStart(container_id=event.container_id, pid=event.pid)
+        case events.ExecAdded():
+            return "/tasks/exec-added", events_pb2.TaskExecAdded(container_id=event.container_id,
+                                                                 exec_id=event.exec_id)
+        case events.ExecStarted():
+            return "/tasks/exec-started", events_pb2.TaskExecStarted(
+                container_id=event.container_id, exec_id=event.exec_id, pid=event.pid)
+        case events.ProcessExited():
+            return "/tasks/exit", events_pb2.TaskExit(
+                container_id=event.container_id, id=event.id, pid=event.pid,
+                exit_status=event.exit.status, exited_at=timestamp(event.exit.at))
+        case events.TaskDeleted():
+            return "/tasks/delete", events_pb2.TaskDelete(
+                container_id=event.container_id, pid=event.pid, exit_status=event.exit.status,
+                exited_at=timestamp(event.exit.at))
+        case events.TaskOOM():
+            return "/tasks/oom", events_pb2.TaskOOM(container_id=event.container_id)
+        case events.TaskPaused():
+            return "/tasks/paused", events_pb2.TaskPaused(container_id=event.container_id)
+        case events.TaskResumed():
+            return "/tasks/resumed", events_pb2.TaskResumed(container_id=event.container_id)
+    raise TypeError(f"unknown event {event!r}")
 
 
 def envelope(namespace: str, topic: str, event: Message) -> forward_pb2.ForwardRequest:
@@ -53,6 +95,10 @@ class EventPublisher:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="event-publisher")
+
+    def emit(self, event: events.Event) -> None:
+        """The runtime's event sink."""
+        self.publish(*event_message(event))
 
     def publish(self, topic: str, event: Message) -> None:
         req = envelope(self._namespace, topic, event)

@@ -15,7 +15,7 @@ from rund.runtime.task_runtime import TaskRuntime
 from rund.shim import logs
 from rund.shim.events import EventPublisher
 from rund.shim.flags import ShimArgs
-from rund.shim.task_service import TASK_SERVICE, TaskService, event_message
+from rund.shim.task_service import TASK_SERVICE, TaskService
 
 log = logging.getLogger("rund.shim")
 
@@ -37,7 +37,7 @@ async def _serve(args: ShimArgs, sock: socket.socket, sandbox_id: str, make_runt
     publisher = EventPublisher(args.ttrpc_address, args.namespace)
     publisher.start()
     stop = asyncio.Event()
-    runtime = make_runtime(args.namespace, sandbox_id, lambda ev: publisher.publish(*event_message(ev)))
+    runtime = make_runtime(args.namespace, sandbox_id, publisher.emit)
     server = ttrpc.Server()
     server.register_service(TASK_SERVICE, TaskService(runtime, on_shutdown=stop.set))
     loop = asyncio.get_running_loop()

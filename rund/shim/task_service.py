@@ -8,22 +8,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime
 
 from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 
 from proto import ttrpc
 from proto.gen.containerd.cgroups.v1 import metrics_pb2
-from proto.gen.containerd.events import task_pb2 as events_pb2
 from proto.gen.containerd.runc.v1 import runc_pb2
 from proto.gen.containerd.task.v2 import shim_pb2
-from proto.gen.containerd.types import mount_pb2
 from proto.gen.containerd.types.task import task_pb2 as types_pb2
 from proto.gen.runtimeoptions.v1 import api_pb2 as runtimeoptions_pb2
 from rund import __version__, errors, ids
-from rund.runtime import events
 from rund.runtime.process import Exit, Status, Stdio
 from rund.runtime.task_runtime import CreateRequest, Mount, TaskRuntime
+from rund.shim.timestamps import GO_ZERO_TIME, timestamp
 
 log = logging.getLogger("rund.shim.task")
 
@@ -31,8 +28,6 @@ TASK_SERVICE = shim_pb2.DESCRIPTOR.services_by_name["Task"]
 PROCESS_SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RESOURCES_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 METRICS_URL = "io.containerd.cgroups.v1.Metrics"
-# Go's zero time: what Go shims send for "not exited" (containerd 1.6 decodes a missing timestamp the same way).
-GO_ZERO_TIME = timestamp_pb2.Timestamp(seconds=-62135596800)
 
 _STATUS = {Status.CREATED: types_pb2.CREATED, Status.RUNNING: types_pb2.RUNNING,
            Status.STOPPED: types_pb2.STOPPED, Status.PAUSED: types_pb2.PAUSED, Status.DELETED: types_pb2.STOPPED}
@@ -47,14 +42,6 @@ def to_ttrpc_error(e: errors.RundError) -> ttrpc.TtrpcError:
         if cls in _ERRORS:
             return _ERRORS[cls](str(e))
     return ttrpc.Unknown(str(e))
-
-
-def timestamp(at: datetime | None) -> timestamp_pb2.Timestamp:
-    if at is None:
-        return GO_ZERO_TIME
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(at)
-    return ts
 
 
 def _exit_fields(exit: Exit | None) -> tuple[int, timestamp_pb2.Timestamp]:
@@ -73,41 +60,6 @@ def _json_any(value: any_pb2.Any, expected_url: str, what: str) -> dict:
     if not isinstance(doc, dict):
         raise errors.InvalidArgument(f"{what}: must be a JSON object")
     return doc
-
-
-def event_message(event: events.Event) -> tuple[str, object]:
-    """A domain event as containerd's (topic, protobuf message)."""
-    match event:
-        case events.TaskCreated():
-            return "/tasks/create", events_pb2.TaskCreate(
-                container_id=event.container_id, bundle=event.bundle, pid=event.pid,
-                rootfs=[mount_pb2.Mount(type=m.type, source=m.source, target=m.target,
-                                        options=m.options) for m in event.rootfs],
-                io=events_pb2.TaskIO(stdin=event.stdio.stdin, stdout=event.stdio.stdout,
-                                     stderr=event.stdio.stderr, terminal=event.stdio.terminal))
-        case events.TaskStarted():
-            return "/tasks/start", events_pb2.TaskStart(container_id=event.container_id, pid=event.pid)
-        case events.ExecAdded():
-            return "/tasks/exec-added", events_pb2.TaskExecAdded(container_id=event.container_id,
-                                                                 exec_id=event.exec_id)
-        case events.ExecStarted():
-            return "/tasks/exec-started", events_pb2.TaskExecStarted(
-                container_id=event.container_id, exec_id=event.exec_id, pid=event.pid)
-        case events.ProcessExited():
-            return "/tasks/exit", events_pb2.TaskExit(
-                container_id=event.container_id, id=event.id, pid=event.pid,
-                exit_status=event.exit.status, exited_at=timestamp(event.exit.at))
-        case events.TaskDeleted():
-            return "/tasks/delete", events_pb2.TaskDelete(
-                container_id=event.container_id, pid=event.pid, exit_status=event.exit.status,
-                exited_at=timestamp(event.exit.at))
-        case events.TaskOOM():
-            return "/tasks/oom", events_pb2.TaskOOM(container_id=event.container_id)
-        case events.TaskPaused():
-            return "/tasks/paused", events_pb2.TaskPaused(container_id=event.container_id)
-        case events.TaskResumed():
-            return "/tasks/resumed", events_pb2.TaskResumed(container_id=event.container_id)
-    raise TypeError(f"unknown event {event!r}")
 
 
 def _check_ids(req) -> None:

@@ -9,15 +9,14 @@ import pytest
 
 from proto import ttrpc
 from proto.gen.containerd.cgroups.v1 import metrics_pb2
-from proto.gen.containerd.events import task_pb2 as events_pb2
 from proto.gen.containerd.task.v2 import shim_pb2
 from proto.gen.containerd.types.task import task_pb2 as types_pb2
 from rund import errors
-from rund.runtime import events
 from rund.runtime.process import Exit, Status, Stdio
 from rund.agent.types import CpuStats, MemoryStats, PidsStats
 from rund.runtime.task_runtime import ContainerStats, ProcessView
-from rund.shim.task_service import GO_ZERO_TIME, TASK_SERVICE, TaskService, event_message
+from rund.shim.task_service import TASK_SERVICE, TaskService
+from rund.shim.timestamps import GO_ZERO_TIME
 
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -158,19 +157,6 @@ def test_shutdown_is_a_noop_while_containers_remain():
     before, after, connect = run(rt, body)
     assert (before, after) == (0, 1)
     assert connect.task_pid == 4242 and connect.shim_pid > 0
-
-
-def test_events_translate_with_containerd_topics_and_ids():
-    exit = Exit(3, AT)
-    topic, msg = event_message(events.ProcessExited("c1", "c1", 12, exit))
-    assert topic == "/tasks/exit" and isinstance(msg, events_pb2.TaskExit)
-    assert (msg.container_id, msg.id, msg.pid, msg.exit_status) == ("c1", "c1", 12, 3)
-    assert msg.exited_at.ToDatetime(tzinfo=timezone.utc) == AT
-    assert event_message(events.ExecStarted("c1", "e1", 5))[0] == "/tasks/exec-started"
-    assert event_message(events.TaskDeleted("c1", 12, exit))[0] == "/tasks/delete"
-    assert event_message(events.TaskOOM("c1"))[0] == "/tasks/oom"
-    topic, create = event_message(events.TaskCreated("c1", "/b", Stdio("i", "o", "e", True), 9))
-    assert topic == "/tasks/create" and create.io.terminal and create.io.stdout == "o" and create.pid == 9
 
 
 HOSTILE_IDS = ["..", ".", "../x", "a/b", "x\x00y", "x" * 4096, "", " a"]
