@@ -9,6 +9,9 @@ import pytest
 
 ASYNC_TEST_TIMEOUT = 30.0
 
+# VM fixtures by stage (vm_factory, booted, template, clone) for every test tree.
+pytest_plugins = ["rund.tests.vm_fixtures"]
+
 
 async def _run_bounded(coro) -> None:
     limit = asyncio.timeout(ASYNC_TEST_TIMEOUT)

@@ -1,7 +1,9 @@
 """Boot the built guest under QEMU (TCG): initramfs -> modules -> erofs root -> switch_root -> python3.11.
 
 One boot per machine (TCG on two cores is slow): q35 with the root on virtio-pmem mounted with DAX, microvm with
-the root on a read-only virtio-blk. Each boot also loads /etc/rund/modules.list in order, as the agent will.
+the root on a read-only virtio-blk. Each boot also loads /etc/rund/modules.list in order, as the agent will. These
+smoke boots use guest/bootcheck.py's own QEMU argv, independent of rund's driver; the agent's boot is the session's
+`booted` guest (rund/tests/vm_fixtures.py), started as rund starts a sandbox.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import subprocess
 
 import pytest
 
-from guest import bootcheck, cmdline, wheel
+from guest import bootcheck, wheel
+from rund.hypervisor import cmdline
+from rund.hypervisor.tsc import host_tsc_khz
 
 pytestmark = pytest.mark.vm
 
@@ -42,7 +46,7 @@ def test_microvm_boots_from_read_only_virtio_blk(built):
 
 
 def test_init_reports_a_bad_root_and_powers_off(built):
-    append = cmdline.kernel_cmdline(root="/dev/sdz", tsc_khz=cmdline.host_tsc_khz())
+    append = cmdline.kernel_cmdline(root="/dev/sdz", tsc_khz=host_tsc_khz())
     proc = subprocess.run(bootcheck.qemu_argv(built, "microvm", append), stdin=subprocess.DEVNULL,
                           capture_output=True, timeout=120)
     console = proc.stdout.decode(errors="replace")
@@ -51,7 +55,8 @@ def test_init_reports_a_bad_root_and_powers_off(built):
     assert proc.returncode == 0  # QEMU exited because the guest powered off
 
 
-def test_the_images_own_init_starts_the_agent_and_it_answers_health(built):
-    r = bootcheck.boot_to_agent(built, "microvm")
-    assert r.health["kernel_release"] == built.kernel_release
-    assert int(r.health["uptime_ns"]) > 0
+async def test_the_images_own_init_starts_the_agent_and_it_answers_health(built, booted):
+    async with await booted.connect() as client:
+        health = await client.health()
+    assert health.kernel_release == built.kernel_release
+    assert health.uptime_ns > 0
