@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 # System packages rund needs at run time and for its tests (Debian 12).
-APT_PACKAGES := qemu-system-x86 containerd runc busybox-static erofs-utils cpio iproute2 python3-venv
+APT_PACKAGES := qemu-system-x86 containerd runc busybox-static erofs-utils cpio iproute2 python3-venv containernetworking-plugins
 PIP_STAMP := $(VENV)/.pip-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 BIN_LINKS := containerd-shim-rund-v2 rund
 

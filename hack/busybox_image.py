@@ -61,6 +61,12 @@ def _blob(tar: tarfile.TarFile, data: bytes) -> tuple[str, int]:
 def build(out: Path, name: str = IMAGE_NAME, busybox: Path = BUSYBOX, extra_files: dict[str, str] | None = None) -> str:
     """extra_files: path in the image (no leading /) -> text, e.g. to make a second, different image."""
     layer = _layer(busybox, extra_files or {})
+    return write_image(out, name, layer, {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]})
+
+
+def write_image(out: Path, name: str, layer: bytes, image_config: dict) -> str:
+    """One uncompressed layer tar and the image's runtime config (Env, Entrypoint, Cmd, User ...) as an OCI
+    image-layout tar named `name`; the same inputs give the same digests."""
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
     gz = gzip.compress(layer, mtime=EPOCH)
     tmp = out.with_name(out.name + ".tmp")
@@ -68,7 +74,7 @@ def build(out: Path, name: str = IMAGE_NAME, busybox: Path = BUSYBOX, extra_file
         layer_digest, layer_size = _blob(tar, gz)
         config = json.dumps({
             "architecture": "amd64", "os": "linux",
-            "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+            "config": image_config,
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(EPOCH)),
         }, sort_keys=True).encode()
