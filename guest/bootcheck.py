@@ -2,18 +2,16 @@
 
 Used by guest/tests (vm) and hack/bench_guest_boot.py. Deliberately independent of rund's QEMU driver: a small argv
 per machine, QEMU's serial on a pipe, the process killed by its pid if it outlives the check. Only the kernel command
-line comes from rund (rund.hypervisor.cmdline, its one spelling).
+line comes from rund (rund.hypervisor.cmdline, its one spelling). Booting the agent is the VM factory's job
+(rund/tests/vm_factory.py): it waits for the agent as the runtime does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import selectors
-import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -58,14 +56,6 @@ class BootResult:
     serial: str  # the whole console output
 
 
-@dataclass(frozen=True)
-class AgentBoot:
-    machine: str
-    seconds_to_ready: float  # from QEMU exec to the first answered Health call
-    health: dict
-    serial: str
-
-
 def qemu_argv(art: GuestArtifacts, machine: str, append: str, memory_mib: int = 256) -> list[str]:
     argv = ["qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-serial", "stdio", "-accel", "tcg,tb-size=16", "-cpu", "qemu64,+arat",
@@ -85,13 +75,6 @@ def qemu_argv(art: GuestArtifacts, machine: str, append: str, memory_mib: int = 
             "-device", "virtio-blk-device,drive=rootfs",
         ]
     raise ValueError(f"unknown machine {machine!r}; expected one of {MACHINES}")
-
-
-def agent_channel_argv(machine: str, socket_path: str) -> list[str]:
-    """The agent's virtio-serial port (named "agent"), backed by a unix socket on the host."""
-    bus = "virtio-serial-pci" if machine == "q35" else "virtio-serial-device"
-    return ["-chardev", f"socket,id=agent,path={socket_path},server=on,wait=off",
-            "-device", f"{bus},id=vs0", "-device", "virtserialport,bus=vs0.0,chardev=agent,name=agent"]
 
 
 def root_params(machine: str) -> tuple[str, str]:
@@ -150,56 +133,3 @@ def boot(art: GuestArtifacts, machine: str, timeout: float = 90.0, wait_modules:
         raise BootError(f"{machine}: QEMU exited {proc.returncode} before {MARKER}:\n"
                         + serial.decode(errors="replace")[-3000:])
     return BootResult(machine, at_marker, report, modules_failed, serial.decode(errors="replace"))
-
-
-def boot_to_agent(art: GuestArtifacts, machine: str, timeout: float = 120.0) -> AgentBoot:
-    """Boot the image's real init (the agent as PID 1) and time until it answers Health over virtio-serial."""
-    root, flags = root_params(machine)
-    append = cmdline.kernel_cmdline(root=root, rootflags=flags, tsc_khz=host_tsc_khz(), trace=True)
-    rundir = tempfile.mkdtemp(prefix="rund-guest-boot-")
-    sock = os.path.join(rundir, "agent.sock")
-    console = open(os.path.join(rundir, "console.log"), "w+b")
-    argv = qemu_argv(art, machine, append) + agent_channel_argv(machine, sock)
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
-    try:
-        health = asyncio.run(asyncio.wait_for(_health(sock, proc), timeout))
-        ready = time.monotonic() - start
-    except (TimeoutError, ConnectionError, OSError) as exc:
-        console.seek(0)
-        raise BootError(f"{machine}: agent not ready ({type(exc).__name__}: {exc}):\n"
-                        + console.read().decode(errors="replace")[-3000:]) from exc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        console.seek(0)
-        serial = console.read().decode(errors="replace")
-        console.close()
-        shutil.rmtree(rundir, ignore_errors=True)
-    return AgentBoot(machine, ready, health, serial)
-
-
-async def _health(sock: str, proc: subprocess.Popen) -> dict:
-    from google.protobuf.json_format import MessageToDict
-
-    from proto import ttrpc
-    from proto.gen.rund.agent.v1 import agent_pb2
-
-    while not os.path.exists(sock):
-        if proc.poll() is not None:
-            raise ConnectionError(f"QEMU exited {proc.returncode}")
-        await asyncio.sleep(0.005)
-    client = await ttrpc.Client.connect_unix(sock)
-    try:
-        stub = ttrpc.Stub(client, agent_pb2.DESCRIPTOR.services_by_name["Agent"])
-        while True:  # requests wait in the socket until the guest opens its port; retry in case one is lost
-            if proc.poll() is not None:
-                raise ConnectionError(f"QEMU exited {proc.returncode}")
-            try:
-                reply = await stub.Health(agent_pb2.HealthRequest(), timeout=1.0)
-                return MessageToDict(reply, preserving_proto_field_name=True)
-            except ttrpc.DeadlineExceeded:
-                continue
-    finally:
-        await client.close()

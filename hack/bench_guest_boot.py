@@ -3,7 +3,9 @@
 Three stages per machine, each timed from QEMU exec:
   shell   kernel -> initramfs -> modules -> erofs root -> switch_root -> a shell prints a marker (the baseline)
   python  ... -> python3.11 imports google.protobuf and proto -> marker
-  agent   ... -> the image's own /sbin/init -> the agent answers Health over virtio-serial ("agent-ready")
+  agent   ... -> the image's own /sbin/init -> the agent answers Health over virtio-serial ("agent-ready"), booted
+          as rund boots a sandbox (rund's QEMU driver and wait_for_agent, through rund/tests/vm_factory.py); shell
+          and python use guest/bootcheck.py's own QEMU argv
 Guest-side stamps come from /init's rund.trace lines (/proc/uptime, 10 ms resolution).
 
     python3 hack/bench_guest_boot.py [--runs 5] [--machines q35,microvm] [--stages shell,python,agent]
@@ -25,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from guest import bootcheck  # noqa: E402
 from guest.build import ensure_built  # noqa: E402
 from guest.progress import Progress  # noqa: E402
+from rund.hypervisor import Machine  # noqa: E402
+from rund.tests.vm_factory import VMFactory  # noqa: E402
 
 SHELL_SCRIPT = f"echo {bootcheck.MARKER} {{}}; poweroff -f"
 TRACE = re.compile(r"rund-init: ([\d.]+) (init started|modules loaded|root mounted)")
@@ -32,8 +36,9 @@ TRACE = re.compile(r"rund-init: ([\d.]+) (init started|modules loaded|root mount
 
 def one(art, machine: str, stage: str) -> tuple[float, dict[str, float]]:
     if stage == "agent":
-        r = bootcheck.boot_to_agent(art, machine)
-        return r.seconds_to_ready, _stamps(r.serial)
+        with VMFactory.scratch() as factory:
+            guest = factory.booted(Machine(machine), trace=True)
+            return guest.ready_s, _stamps(guest.console(tail=1 << 20))
     script = SHELL_SCRIPT if stage == "shell" else bootcheck.SMOKE_SH
     r = bootcheck.boot(art, machine, wait_modules=False, trace=True, script=script)
     stamps = _stamps(r.serial)
