@@ -91,11 +91,14 @@ async def serve(config: AgentConfig) -> None:
     from .container.launcher import Launcher
     from .container.manager import ContainerManager
     from .init.modules import ModuleLoader
+    from .network import loopback
     from .reaper import Reaper
     from .sandbox import Sandbox
     from .service import DESCRIPTOR, AgentService
 
     loop = asyncio.get_running_loop()
+    if config.pid1:
+        loopback.bring_up()     # the VM's network namespace is the pod's: its containers share localhost
     reaper = Reaper(loop)
     reaper.install()
     cgroups = CgroupV2Driver(config.cgroup_root) if config.cgroup_root else NoCgroups()

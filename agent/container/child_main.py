@@ -13,6 +13,7 @@ import termios
 from typing import NamedTuple
 
 from ..linux import namespaces as ns
+from ..network import loopback
 from ..linux.prctl import PR_SET_PDEATHSIG, prctl
 from ..linux.seccomp import SeccompFilter
 from ..linux.system import sethostname
@@ -78,6 +79,8 @@ def _init(sock: socket.socket, plan: InitPlan) -> None:
     for flag, fd in plan.joins:
         ns.setns(fd, flag)
     ns.unshare(plan.new_namespaces)
+    if plan.new_namespaces & ns.CLONE_NEWNET:
+        loopback.bring_up()
     write_sysctls(plan.spec.sysctl)
     if plan.spec.hostname and plan.new_namespaces & ns.CLONE_NEWUTS:
         sethostname(plan.spec.hostname)

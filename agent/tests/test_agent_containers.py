@@ -262,6 +262,19 @@ async def test_namespaces_are_new(agent, busybox_rootfs):
         await client.remove_container("ns2")
 
 
+async def test_a_new_network_namespace_has_loopback_up_as_under_runc(agent, busybox_rootfs):
+    netns = spec(["sh", "-c", "ip -o link show lo"])
+    netns["linux"]["namespaces"].append({"type": "network"})
+    async with await AgentClient.connect_unix(agent.socket) as client:
+        await client.create_container("lo", netns, PathRootfs(busybox_rootfs), OUT)
+        await client.start_container("lo")
+        out, err = await asyncio.gather(read_all(client, "lo"), read_all(client, "lo", stream="stderr"))
+        assert (await client.wait_process("lo")).code == 0, err
+        await client.remove_container("lo")
+    (link,) = out.decode().splitlines()
+    assert "UP" in link.split("<", 1)[1].split(">", 1)[0].split(","), link
+
+
 async def test_user_env_cwd_rlimits_capabilities_no_new_privs(agent, busybox_rootfs):
     script = ("id; pwd; echo $FOO $HOME; ulimit -n; umask; "
               "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status")
