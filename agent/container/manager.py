@@ -11,6 +11,7 @@ from ..linux import namespaces as ns
 from ..linux.seccomp import SeccompFilter
 from ..oci.spec import ContainerSpec, parse_process_document, parse_resources_document, parse_spec
 from . import files as files_mod
+from . import pod_shm
 from . import rootfs as rootfs_mod
 from .seccomp import compile_profile
 from .child_main import ChildStdio, ExecPlan, InitPlan, run_exec, run_init
@@ -62,6 +63,7 @@ class ContainerManager:
         self._creating.add(container_id)
         try:
             spec = files_mod.place(spec, list(files), self._files_dir(container_id))
+            spec = pod_shm.place(spec, os.path.join(self._state_dir, "pod-shm"))
             container = await self._create(container_id, spec, rootfs, stdio, seccomp_filter)
         except BaseException:
             shutil.rmtree(self._files_dir(container_id), ignore_errors=True)

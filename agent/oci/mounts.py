@@ -43,6 +43,8 @@ class Mount(NamedTuple):
 
 # A bind source naming a file the host sent with the request (agent/container/files.py places it).
 COPIED_FILE_PREFIX = "rund-file:"
+# A bind source naming the pod's shared /dev/shm, "rund-pod-shm:<size in bytes>" (agent/container/pod_shm.py).
+POD_SHM_PREFIX = "rund-pod-shm:"
 
 
 def parse_mount(f: Fields) -> Mount:
@@ -52,7 +54,7 @@ def parse_mount(f: Fields) -> Mount:
     flags, propagation, data = parse_options(f.str_list("options"), f.name("options"))
     if kind == "bind":
         flags |= m.MS_BIND
-    if flags & m.MS_BIND and not source.startswith(COPIED_FILE_PREFIX):
+    if flags & m.MS_BIND and not source.startswith((COPIED_FILE_PREFIX, POD_SHM_PREFIX)):
         check_absolute(source, f.name("source"))
     elif not kind:
         raise InvalidArgument(f.name("type"), "is required for a mount that is not a bind mount")

@@ -275,6 +275,28 @@ async def test_a_new_network_namespace_has_loopback_up_as_under_runc(agent, busy
     assert "UP" in link.split("<", 1)[1].split(">", 1)[0].split(","), link
 
 
+async def test_containers_of_a_pod_share_its_dev_shm_of_the_size_given(agent, busybox_rootfs):
+    def with_pod_shm(args):
+        s = spec(args)
+        s["mounts"] = [{"destination": "/dev/shm", "type": "bind", "source": "rund-pod-shm:8388608",
+                        "options": ["rbind", "rw"]}]
+        return s
+    async with await AgentClient.connect_unix(agent.socket) as client:
+        await client.create_container("shm1", with_pod_shm(["sh", "-c", "echo hi > /dev/shm/note; df -k /dev/shm"]),
+                                      PathRootfs(busybox_rootfs), OUT)
+        await client.start_container("shm1")
+        out, err = await asyncio.gather(read_all(client, "shm1"), read_all(client, "shm1", stream="stderr"))
+        assert (await client.wait_process("shm1")).code == 0, err
+        await client.remove_container("shm1")
+        assert out.decode().splitlines()[-1].split()[1] == "8192"          # 1K-blocks: the size the host gave
+        await client.create_container("shm2", with_pod_shm(["cat", "/dev/shm/note"]), PathRootfs(busybox_rootfs), OUT)
+        await client.start_container("shm2")
+        out, err = await asyncio.gather(read_all(client, "shm2"), read_all(client, "shm2", stream="stderr"))
+        assert (await client.wait_process("shm2")).code == 0, err
+        await client.remove_container("shm2")
+        assert out == b"hi\n"
+
+
 async def test_user_env_cwd_rlimits_capabilities_no_new_privs(agent, busybox_rootfs):
     script = ("id; pwd; echo $FOO $HOME; ulimit -n; umask; "
               "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status")

@@ -1,8 +1,9 @@
 """The host's OCI spec (the bundle's config.json) as the guest agent should see it.
 
 What refers to the host cannot cross into the VM as such: namespace paths (CRI's /proc/<pid>/ns/... or
-/var/run/netns/...), hooks (host binaries), the host cgroup path, and bind mounts of host directories (no shared
-filesystem yet). Bind mounts of small host files (CRI's /etc/hosts, /etc/resolv.conf, /etc/hostname) are copied:
+/var/run/netns/...: translated to the pod's namespaces in the guest, pod_namespaces.py), hooks (host binaries), the
+host cgroup path, and bind mounts of host directories (no shared filesystem yet; CRI's /dev/shm becomes the pod's
+tmpfs in the guest). Bind mounts of small host files (CRI's /etc/hosts, /etc/resolv.conf, /etc/hostname) are copied:
 their content travels with CreateContainer and the mount's source becomes "rund-file:<n>". The guest gets its own
 namespaces and cgroups; a container's network is the sandbox VM's (the VM is the isolation boundary). seccomp and
 the device allowlist pass through: the agent enforces them in the guest, as runc does on the host.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from rund.agent import FileCopy
 from rund.errors import InvalidArgument
+from rund.runtime.pod_namespaces import PodNamespaces, check_hostname, translate
 
 log = logging.getLogger("rund.runtime.spec")
 
@@ -26,6 +28,8 @@ GUEST_FS_TYPES = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgrou
 
 
 FILE_PREFIX = "rund-file:"             # the agent's marker for a copied file (agent/container/files.py)
+POD_SHM_PREFIX = "rund-pod-shm:"       # the agent's marker for the pod's /dev/shm (agent/container/pod_shm.py)
+DEFAULT_SHM_BYTES = 64 << 20           # CRI's default, should the host's size be unreadable
 MAX_FILE_BYTES = 1 << 20
 
 
@@ -36,11 +40,12 @@ class GuestSpec:
     files: tuple[FileCopy, ...] = ()    # copied host files, by the index their mounts name
 
 
-def guest_spec(host_spec: dict) -> GuestSpec:
+def guest_spec(host_spec: dict, pod: PodNamespaces = PodNamespaces()) -> GuestSpec:
     if not isinstance(host_spec, dict):
         raise InvalidArgument("config.json must hold a JSON object")
     if not isinstance(host_spec.get("process"), dict):
         raise InvalidArgument("config.json: process is required")
+    check_hostname(host_spec)
     spec = copy.deepcopy(host_spec)
     spec.pop("hooks", None)
     kept, dropped, files = [], [], []
@@ -49,6 +54,8 @@ def guest_spec(host_spec: dict) -> GuestSpec:
             raise InvalidArgument("config.json: mounts must hold objects")
         if not _is_host_mount(m):
             kept.append(m)
+        elif (shm := _pod_shm(m)) is not None:
+            kept.append(shm)
         elif (copied := _small_file(m)) is not None:
             kept.append({**m, "source": f"{FILE_PREFIX}{len(files)}"})
             files.append(copied)
@@ -59,14 +66,8 @@ def guest_spec(host_spec: dict) -> GuestSpec:
     if isinstance(linux, dict):
         linux.pop("cgroupsPath", None)
         _check_memory_limit(linux.get("resources"))
-        namespaces = []
-        for ns in linux.get("namespaces") or []:
-            if isinstance(ns, dict) and ns.get("path"):
-                # A path names a host namespace (a CRI pod's): in the guest, a fresh one of that type for now.
-                ns = {k: v for k, v in ns.items() if k != "path"}
-            namespaces.append(ns)
         if "namespaces" in linux:
-            linux["namespaces"] = namespaces
+            linux["namespaces"] = translate(linux.get("namespaces") or [], pod)
     return GuestSpec(spec, tuple(dropped), tuple(files))
 
 
@@ -80,6 +81,20 @@ def _check_memory_limit(resources: object) -> None:
     if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < MIN_MEMORY_LIMIT:
         raise InvalidArgument(f"linux.resources.memory.limit {limit} is below the minimum of "
                               f"{MIN_MEMORY_LIMIT >> 20} MiB a container needs to start")
+
+
+def _pod_shm(m: dict) -> dict | None:
+    """CRI's /dev/shm (a bind of the host tmpfs it made for the pod) becomes the pod's tmpfs in the guest, of the
+    same size, shared by the pod's containers."""
+    source = m.get("source")
+    if m.get("destination") != "/dev/shm" or not isinstance(source, str) or not os.path.isdir(source):
+        return None
+    try:
+        st = os.statvfs(source)
+        size = st.f_blocks * st.f_frsize
+    except OSError:
+        size = 0
+    return {**m, "type": "bind", "source": f"{POD_SHM_PREFIX}{size or DEFAULT_SHM_BYTES}"}
 
 
 def _small_file(m: dict) -> FileCopy | None:

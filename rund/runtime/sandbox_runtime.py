@@ -13,12 +13,15 @@ import json
 import logging
 import os
 import re
+import signal
+import socket
 
 from rund import config, errors
 from rund.runtime import events
 from rund.runtime.container import Container, Running
 from rund.runtime.events import EventSink
 from rund.runtime.guest_spec import guest_spec
+from rund.runtime.pod_namespaces import PodNamespaces, has_private_uts
 from rund.runtime.process import UNKNOWN_EXIT_STATUS, Exit, Process, Status, Stdio, Verb
 from rund.runtime.sandbox import ContainerSetup, Sandbox
 from rund.runtime.stdio_copy import StdioCopy, agent_stdio
@@ -37,6 +40,7 @@ class SandboxRuntime:
         self._sandbox: Sandbox | None = None
         self._lock = asyncio.Lock()          # create/delete of containers and the sandbox, one at a time
         self._tasks: set[asyncio.Task] = set()
+        self._pod_end: asyncio.Task | None = None     # started when the sandbox container exits
 
     # ---- containers --------------------------------------------------------------------------------------------
 
@@ -45,7 +49,7 @@ class SandboxRuntime:
             if req.id in self._containers:
                 raise errors.AlreadyExists(f"container {req.id} already exists")
             host_spec = _read_spec(req.bundle)
-            spec = guest_spec(host_spec)
+            spec = guest_spec(host_spec, self._pod_namespaces(req.id))
             if spec.dropped_mounts:
                 log.warning("container %s: host directories cannot be mounted in the VM yet, left out: %s", req.id,
                             ", ".join(spec.dropped_mounts))
@@ -71,6 +75,13 @@ class SandboxRuntime:
             self._containers[req.id] = Container(req.id, req.bundle, init)
             self._emit(events.TaskCreated(req.id, req.bundle, req.stdio, sandbox.vmm_pid, req.rootfs))
             return sandbox.vmm_pid
+
+    def _pod_namespaces(self, container_id: str) -> PodNamespaces:
+        """Where a pod member finds the pod's namespaces in the guest: in its sandbox container's init."""
+        sandbox = self._containers.get(self.sandbox_id)
+        if container_id == self.sandbox_id or sandbox is None or not sandbox.init.guest_pid:
+            return PodNamespaces()
+        return PodNamespaces(sandbox_pid=sandbox.init.guest_pid)
 
     def _claim_sandbox(self, req: CreateRequest) -> Sandbox:
         cfg = config.load(req.config_path or None)
@@ -139,6 +150,26 @@ class SandboxRuntime:
         log.info("process %s of %s exited with %d", p.id, c.id, status)
         if p.mark_exited(exit):
             self._emit(events.ProcessExited(c.id, p.id, p.pid or self.task_pid(c.id), exit))
+        if c.id == self.sandbox_id and not p.exec_id and self._pod_end is None:
+            self._pod_end = self._spawn(self._end_pod(), f"pod-end-{self.sandbox_id}")
+
+    async def _end_pod(self) -> None:
+        """The sandbox container exited: the pod is gone. Every other container is killed and its exit reported,
+        then the VM stops (its containers' records stay for containerd to delete)."""
+        others = [c for cid, c in self._containers.items() if cid != self.sandbox_id]
+        for c in others:
+            if c.init.process.status is not Status.STOPPED:
+                log.info("pod %s ended: killing container %s", self.sandbox_id, c.id)
+                try:
+                    await self.kill(c.id, "", signal.SIGKILL, True)
+                except errors.RundError as e:
+                    log.warning("pod %s ended: killing container %s: %s", self.sandbox_id, c.id, e)
+        monitors = [r.monitor for c in others for r in [c.init, *c.execs.values()]
+                    if r.monitor is not None and not r.monitor.done()]
+        if monitors:
+            await asyncio.wait(monitors, timeout=self._teardown_timeout())
+        async with self._lock:
+            await self._stop_sandbox()
 
     async def delete(self, container_id: str, exec_id: str) -> tuple[int, Exit | None]:
         c = self._container(container_id)
@@ -153,6 +184,8 @@ class SandboxRuntime:
             if ran and self._sandbox is not None:
                 await self._sandbox.remove_process(container_id, exec_id)
             return r.process.pid, exit
+        if container_id == self.sandbox_id and self._pod_end is not None:
+            await asyncio.gather(self._pod_end, return_exceptions=True)   # the pod's other exits come first
         async with self._lock:
             p = c.init.process
             p.check(Verb.DELETE)
@@ -251,6 +284,10 @@ class SandboxRuntime:
         self._container(container_id)
         return await self._live_sandbox().agent.stats_container(container_id)
 
+    def _teardown_timeout(self) -> float:
+        cfg = self._sandbox.cfg if self._sandbox else config.Config()
+        return cfg.agent.teardown_timeout_s
+
     def task_pid(self, container_id: str) -> int:
         return self._sandbox.vmm_pid if self._sandbox else 0
 
@@ -315,11 +352,14 @@ def _read_spec(bundle: str) -> dict:
 
 
 def _hostname(spec: dict, sandbox_id: str) -> str:
-    """The VM's hostname: the spec's, else one made from the sandbox id (docker's habit; an unset one would read
-    "(none)"). An id may hold '_' and '.', which a hostname label may not: they become '-'."""
+    """The VM's hostname: the spec's; the node's when the spec keeps the host's UTS namespace (a hostNetwork pod,
+    as under runc); else one made from the sandbox id (docker's habit; an unset one would read "(none)"). An id may
+    hold '_' and '.', which a hostname label may not: they become '-'."""
     name = spec.get("hostname")
     if name:
         return name if isinstance(name, str) else ""
+    if not has_private_uts(spec):
+        return socket.gethostname()
     return hostname_from_id(sandbox_id)
 
 

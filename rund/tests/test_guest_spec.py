@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from rund.errors import InvalidArgument
 from rund.runtime.guest_spec import guest_spec
+from rund.runtime.pod_namespaces import PodNamespaces
 
 CTR_SPEC = json.loads((Path(__file__).parent / "ctr_oci_spec.json").read_text())
 
@@ -114,9 +116,44 @@ def test_kernel_filesystems_are_kept(kind):
     assert out.spec["mounts"] == [mount] and out.dropped_mounts == ()
 
 
-def test_namespace_paths_are_stripped_but_the_namespaces_kept(host_spec):
-    out = guest_spec(host_spec).spec
-    assert out["linux"]["namespaces"] == [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")]
+def test_the_sandbox_container_gets_new_ipc_and_uts_and_the_vms_network(host_spec):
+    out = guest_spec(host_spec).spec            # the pod's sandbox container: no sandbox pid to join
+    assert out["linux"]["namespaces"] == [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+
+
+def test_a_pod_member_joins_the_sandbox_containers_namespaces_by_guest_path(host_spec):
+    host_spec["linux"]["namespaces"][0] = {"type": "pid", "path": "/proc/4242/ns/pid"}     # pid = POD
+    out = guest_spec(host_spec, PodNamespaces(sandbox_pid=57)).spec
+    assert out["linux"]["namespaces"] == [
+        {"type": "pid", "path": "/proc/57/ns/pid"}, {"type": "ipc", "path": "/proc/57/ns/ipc"},
+        {"type": "uts", "path": "/proc/57/ns/uts"}, {"type": "mount"}]
+
+
+def test_a_plain_ctr_network_namespace_without_path_stays_new():
+    out = guest_spec(CTR_SPEC, PodNamespaces(sandbox_pid=57)).spec
+    assert out["linux"]["namespaces"] == CTR_SPEC["linux"]["namespaces"]
+
+
+def test_a_hostname_without_a_private_uts_namespace_is_refused_as_runc_does(host_spec):
+    host_spec["hostname"] = "web"                # its uts entry joins the pause container's
+    with pytest.raises(InvalidArgument, match="unable to set hostname without a private UTS namespace"):
+        guest_spec(host_spec)
+    host_spec["linux"]["namespaces"] = [ns for ns in host_spec["linux"]["namespaces"] if ns["type"] != "uts"]
+    with pytest.raises(InvalidArgument, match="private UTS"):
+        guest_spec(host_spec)                    # no uts entry at all: the host's (a hostNetwork pod)
+    host_spec["linux"]["namespaces"].append({"type": "uts"})
+    assert guest_spec(host_spec).spec["hostname"] == "web"
+
+
+def test_cris_dev_shm_becomes_the_pods_tmpfs_in_the_guest_of_the_hosts_size(host_spec, tmp_path):
+    host_spec["mounts"].append({"destination": "/dev/shm", "type": "bind", "source": str(tmp_path),
+                                "options": ["rbind", "ro"]})
+    out = guest_spec(host_spec)
+    (shm,) = [m for m in out.spec["mounts"] if m["destination"] == "/dev/shm" and m.get("options") == ["rbind", "ro"]]
+    st = os.statvfs(tmp_path)
+    assert shm == {"destination": "/dev/shm", "type": "bind", "source": f"rund-pod-shm:{st.f_blocks * st.f_frsize}",
+                   "options": ["rbind", "ro"]}
+    assert "/dev/shm" not in out.dropped_mounts
 
 
 def test_the_input_is_not_mutated(host_spec):

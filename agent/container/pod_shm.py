@@ -1,0 +1,41 @@
+"""The pod's /dev/shm: one tmpfs in the guest that every container of the pod binds, as CRI's pods share one
+(runc binds a host tmpfs the CRI plugin made; in a VM that host directory is out of reach, so the guest makes its
+own, of the size CRI gave the host's)."""
+import os
+
+from ..errors import InvalidArgument, SetupFailed
+from ..linux import mounts as m
+from ..oci.mounts import POD_SHM_PREFIX as PREFIX
+from ..oci.spec import ContainerSpec
+
+MAX_BYTES = 1 << 40
+
+
+def place(spec: ContainerSpec, directory: str) -> ContainerSpec:
+    """Point mounts of the pod's /dev/shm at the shared tmpfs in `directory` (mounted by the first that needs it)."""
+    if not any(mount.source.startswith(PREFIX) for mount in spec.mounts):
+        return spec
+    mounts = []
+    for mount in spec.mounts:
+        if mount.source.startswith(PREFIX):
+            _ensure(directory, _size(mount.source, mount.field))
+            mount = mount._replace(source=directory)
+        mounts.append(mount)
+    return spec._replace(mounts=tuple(mounts))
+
+
+def _size(source: str, field: str) -> int:
+    text = source[len(PREFIX):]
+    if not text.isdigit() or not 0 < int(text) <= MAX_BYTES:
+        raise InvalidArgument(f"{field}.source", f"{source!r}: the pod's /dev/shm needs a size in bytes")
+    return int(text)
+
+
+def _ensure(directory: str, size: int) -> None:
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    if os.path.ismount(directory):
+        return          # the first container of the pod sized it; later ones share it as it is
+    try:
+        m.mount("shm", directory, "tmpfs", m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, f"mode=1777,size={size}")
+    except OSError as exc:
+        raise SetupFailed("pod /dev/shm", exc.strerror or str(exc)) from None
