@@ -55,3 +55,42 @@ def rund_containerd(busybox_tar):
         yield d
     finally:
         d.stop()
+
+
+@pytest.fixture(scope="session")
+def pause_tar(tmp_path_factory):
+    """A locally built pause image (hack/pause_image.py), CRI's sandbox_image."""
+    from hack.pause_image import build
+    path = tmp_path_factory.mktemp("images") / "pause.tar"
+    return path, build(path)
+
+
+@pytest.fixture(scope="module")
+def cri_containerd(busybox_tar, pause_tar):
+    """A private containerd serving CRI: runtime handlers `runc` and `rund`, a bridge network of its own
+    (integration/cri/network.py), our pause image as sandbox_image and busybox (`.image`) imported into k8s.io.
+    Shared by a module's tests; `.log_dir` is a directory for pod logs."""
+    _require_root()
+    work = Path(tempfile.mkdtemp(prefix="rund-cri-", dir="/tmp"))
+    venv_bin = REPO / ".venv" / "bin"
+    d = PrivateContainerd(work, path_prefix=[str(venv_bin)] if venv_bin.is_dir() else [], log_level="info",
+                          cri=True, sandbox_image=pause_tar[1])
+    try:
+        d.start()
+        d.cri_import(pause_tar[0])
+        d.cri_import(busybox_tar[0])
+        d.image = busybox_tar[1]
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture(scope="module")
+def cri(cri_containerd):
+    """A CRI client (integration/cri/client.py) on `cri_containerd`, ready: CNI loaded, both images known."""
+    from integration.cri.client import CriClient
+    with CriClient(cri_containerd.address) as client:
+        client.wait_ready()
+        client.wait_image(cri_containerd.sandbox_image)
+        client.wait_image(cri_containerd.image)
+        yield client
