@@ -21,6 +21,7 @@ def _need_qemu() -> None:
 
 @pytest.fixture
 def vm_factory():
+    """A VMFactory for this test: any stage, any shape; every VM it made is stopped after the test."""
     _need_qemu()
     with VMFactory.scratch(with_shm=True) as factory:
         yield factory
@@ -28,7 +29,8 @@ def vm_factory():
 
 @pytest.fixture(scope="session")
 def booted() -> Guest:
-    # One boot for the session: every user leaves the guest as it found it (containers removed, clock put back).
+    """The built guest (microvm) booted once for the session; connect with `await booted.connect()`."""
+    # Shared: every user leaves the guest as it found it (containers removed, clock put back).
     _need_qemu()
     with VMFactory.scratch() as factory:
         guest = factory.booted(name="booted")
@@ -38,6 +40,7 @@ def booted() -> Guest:
 
 @pytest.fixture(scope="module")
 def template() -> SavedTemplate:
+    """A template (microvm) saved once per module, as rund's builder saves one."""
     _need_qemu()
     with VMFactory.scratch(with_shm=True) as factory:
         yield factory.template()
@@ -45,4 +48,5 @@ def template() -> SavedTemplate:
 
 @pytest.fixture
 def clone(vm_factory: VMFactory, template: SavedTemplate) -> Guest:
+    """A clone of the module's template: restored, Health answered, PostRestore done."""
     return vm_factory.clone(template)
