@@ -127,8 +127,15 @@ class BridgeNetwork:
         _ip("link", "set", self.bridge, "up")
 
     def _down(self) -> None:
-        _ip("link", "del", self.bridge, check=False)
-        (REGISTRY / str(self.index)).unlink(missing_ok=True)
+        """Only while the registry still names this network's work dir: a reclaimed index may be another's now."""
+        entry = REGISTRY / str(self.index)
+        try:
+            owned = entry.read_text().split(" ", 1)[1] == str(self.work)
+        except (OSError, IndexError):
+            owned = False
+        if owned:
+            _ip("link", "del", self.bridge, check=False)
+            entry.unlink(missing_ok=True)
 
     def ports(self) -> list[str]:
         """The interfaces on the bridge now (one host-side veth per pod that CNI attached)."""
