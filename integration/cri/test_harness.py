@@ -24,7 +24,7 @@ def pause_bin(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_pause_sleeps_until_term_or_int_then_exits_0_at_once(pause_bin, sig):
     proc = subprocess.Popen([str(pause_bin)])
     try:
