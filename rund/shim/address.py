@@ -5,6 +5,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from rund import ids
 from rund.atomicfile import write_atomic
 
 # containerd hard-codes this directory for shim sockets, whatever its configured state dir.
@@ -28,10 +29,13 @@ def socket_path(address: str) -> str:
 
 
 def sandbox_id(container_id: str, annotations: dict[str, str]) -> str:
-    """The pod sandbox a container belongs to: its own id for a sandbox or a standalone container."""
+    """The pod sandbox a container belongs to: its own id for a sandbox or a standalone container.
+
+    InvalidArgument if the annotation is not an identifier: it names the socket and the state dir, and containerd
+    does not check annotation values."""
     for key in SANDBOX_ID_KEYS:
         if annotations.get(key):
-            return annotations[key]
+            return ids.validate(annotations[key], f"annotation {key}")
     return container_id
 
 

@@ -1,16 +1,65 @@
 """Shim logging: to the bundle's `log` FIFO, which containerd opened before `start` and copies into its own log
-(where containerd users look for shim logs). Never to stdout/stderr: containerd reads those as `start`'s answer."""
+(where containerd users look for shim logs). Never to stdout/stderr: containerd reads those as `start`'s answer.
+
+A FIFO that was removed is never written again: the handler reopens `log` in the bundle directory the shim started
+in while that directory exists, and falls silent once containerd removed it (a new bundle at the same path is
+another task's)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
 FORMAT = "time=%(asctime)s level=%(levelname)s msg=%(message)s logger=%(name)s runtime=io.containerd.rund.v2"
 
 
-class _FifoHandler(logging.StreamHandler):
+class FifoHandler(logging.StreamHandler):
+    def __init__(self, bundle: str):
+        self._bundle = _open_dir(bundle)    # held: its link count tells whether the bundle was removed
+        super().__init__(self._open_log())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _removed(self.stream):
+            self._reopen()
+        super().emit(record)
+
     def handleError(self, record):  # containerd restarting closes the FIFO's reader: drop, never crash the shim
         pass
+
+    def _open_log(self):
+        if self._bundle is not None and not _removed(self._bundle):
+            try:
+                fd = os.open("log", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self._bundle)
+                return os.fdopen(fd, "w", buffering=1)
+            except OSError:
+                pass
+        return open(os.devnull, "w")
+
+    def close(self) -> None:
+        super().close()
+        if self._bundle is not None:
+            os.close(self._bundle)
+            self._bundle = None
+
+    def _reopen(self) -> None:
+        old, self.stream = self.stream, self._open_log()
+        with contextlib.suppress(OSError, ValueError):     # flushing into a reader-less FIFO: EPIPE
+            old.close()
+
+
+def _open_dir(path: str) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if path else None
+    except OSError:
+        return None
+
+
+def _removed(f) -> bool:
+    """True if the file (an fd or a stream) has no name left."""
+    try:
+        return os.fstat(f if isinstance(f, int) else f.fileno()).st_nlink == 0
+    except (OSError, ValueError):
+        return True
 
 
 def setup(bundle: str, debug: bool, level_name: str = "info") -> None:
@@ -19,13 +68,7 @@ def setup(bundle: str, debug: bool, level_name: str = "info") -> None:
     root.setLevel(level)
     for h in list(root.handlers):
         root.removeHandler(h)
-    path = os.path.join(bundle, "log") if bundle else ""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        stream = os.fdopen(fd, "w", buffering=1)
-    except OSError:
-        stream = open(os.devnull, "w")
-    handler = _FifoHandler(stream)
+    handler = FifoHandler(bundle)
     handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
     logging.getLogger("qemu.qmp").setLevel(logging.WARNING)   # every QMP message at debug drowns the shim's own

@@ -1,4 +1,5 @@
-"""The shim daemon: one asyncio loop serving the Task API for one sandbox (a pod) until Shutdown."""
+"""The shim daemon: one asyncio loop serving the Task API for one sandbox (a pod) until Shutdown, a signal, or
+until nobody uses it (idle.py). Its working directory stays the bundle `start` ran in: peer.py reads it."""
 from __future__ import annotations
 
 import asyncio
@@ -12,9 +13,10 @@ from typing import Callable
 
 from rund.runtime.events import EventSink
 from rund.runtime.task_runtime import TaskRuntime
-from rund.shim import logs
+from rund.shim import handshake, idle, logs
 from rund.shim.events import EventPublisher
 from rund.shim.flags import ShimArgs
+from rund.shim.socket_file import SocketFile
 from rund.shim.task_service import TASK_SERVICE, TaskService
 
 log = logging.getLogger("rund.shim")
@@ -23,37 +25,47 @@ log = logging.getLogger("rund.shim")
 RuntimeFactory = Callable[[str, str, EventSink], TaskRuntime]   # (namespace, sandbox_id, emit) -> runtime
 
 
-def serve(args: ShimArgs, sock: socket.socket, bundle: str, sandbox_id: str, make_runtime: RuntimeFactory) -> int:
+def serve(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bundle: str, sandbox_id: str,
+          make_runtime: RuntimeFactory, parent: socket.socket | None = None,
+          idle_timeout: float = idle.IDLE_TIMEOUT) -> int:
+    """`parent`: start's end of the handshake; serving begins only once start said go."""
     logs.setup(bundle, args.debug)
     try:
-        asyncio.run(_serve(args, sock, sandbox_id, make_runtime))
+        if parent is not None:
+            with parent:
+                if not handshake.got_go(parent, idle_timeout):
+                    log.warning("start exited before containerd got the address: nobody will connect, exiting")
+                    return 1
+        asyncio.run(_serve(args, sock, sandbox_id, make_runtime, socket_file, idle_timeout))
         return 0
     except Exception:
         log.exception("shim failed")
         return 1
+    finally:
+        socket_file.remove()
 
 
-async def _serve(args: ShimArgs, sock: socket.socket, sandbox_id: str, make_runtime: RuntimeFactory) -> None:
+async def _serve(args: ShimArgs, sock: socket.socket, sandbox_id: str, make_runtime: RuntimeFactory,
+                 socket_file: SocketFile, idle_timeout: float) -> None:
     publisher = EventPublisher(args.ttrpc_address, args.namespace)
     publisher.start()
     stop = asyncio.Event()
     runtime = make_runtime(args.namespace, sandbox_id, publisher.emit)
+    watch = idle.IdleWatch(idle_timeout, runtime.has_containers, on_idle=stop.set)
     server = ttrpc.Server()
-    server.register_service(TASK_SERVICE, TaskService(runtime, on_shutdown=stop.set))
+    server.register_service(TASK_SERVICE, watch.track(TaskService(runtime, on_shutdown=stop.set)))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    path = sock.getsockname()
     await server.serve_listener(sock)
-    log.info("serving sandbox %s on %s (pid %d)", sandbox_id, path, os.getpid())
+    watching = asyncio.create_task(watch.run(), name="idle-watch")
+    log.info("serving sandbox %s on %s (pid %d)", sandbox_id, socket_file.path, os.getpid())
     try:
         await stop.wait()
     finally:
+        watching.cancel()
+        socket_file.remove()        # first: a `start` waiting for this shim to go may bind the path at once
         await server.shutdown(grace=2.0)
         await runtime.close()
         await publisher.close()
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
         log.info("shim for sandbox %s exiting", sandbox_id)

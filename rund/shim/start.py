@@ -2,7 +2,11 @@
 
 The socket is bound and listening before the address is printed (containerd dials at once and does not retry),
 the server child leaves containerd's output pipes (containerd waits for EOF on them), and the bundle's `address`
-file is always written, also when an existing pod shim is reused.
+file is always written, also when an existing pod shim is reused. Every id is checked before it names a path.
+
+A live socket is adopted only from a shim of this containerd whose bundle still exists (peer.py); a stale one is
+asked to exit first. A daemon whose `start` dies before printing the address exits at once (handshake.py), and one
+nobody uses exits after a while (idle.py).
 """
 from __future__ import annotations
 
@@ -12,9 +16,15 @@ import os
 import socket
 import sys
 
+from rund import ids
 from rund.errors import FailedPrecondition, InvalidArgument, RundError
 from rund.shim import address as addr
+from rund.shim import handshake, idle, peer
 from rund.shim.flags import ShimArgs
+from rund.shim.socket_file import SocketFile
+
+BACKLOG = 128
+SOCKET_UMASK = 0o177        # the socket file is 0600, as runc's shim makes it: containerd connects as root
 
 
 def _annotations(bundle: str) -> dict[str, str]:
@@ -27,72 +37,130 @@ def _annotations(bundle: str) -> dict[str, str]:
     return ann if isinstance(ann, dict) else {}
 
 
-def _can_connect(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(path)
-            return True
-        except OSError:
-            return False
-
-
-def _listen(path: str) -> socket.socket | None:
-    """A listening socket at path, or None when a live shim already serves it."""
+def _bind(path: str) -> tuple[socket.socket, SocketFile] | None:
+    """A listening socket at path, or None when something live already listens there."""
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        try:
+            _bind_private(sock, path)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            if peer.probe(path) is not None:
+                sock.close()
+                return None
+            os.unlink(path)           # a dead shim's leftover
+            _bind_private(sock, path)
+        socket_file = SocketFile(path)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        sock.listen(BACKLOG)
+    except BaseException:
+        socket_file.remove()
+        sock.close()
+        raise
+    return sock, socket_file
+
+
+def _bind_private(sock: socket.socket, path: str) -> None:
+    old = os.umask(SOCKET_UMASK)      # so the file is never, even briefly, connectable by others
+    try:
         sock.bind(path)
-    except OSError as e:
-        if e.errno != errno.EADDRINUSE:
-            sock.close()
-            raise
-        if _can_connect(path):
-            sock.close()
+    finally:
+        os.umask(old)
+
+
+def _listen_or_adopt(path: str, args: ShimArgs,
+                     own_bundle: tuple[int, int] | None) -> tuple[socket.socket, SocketFile] | None:
+    """A new listening socket, or None to adopt the live shim there (see peer.refusal)."""
+    for _ in range(2):
+        bound = _bind(path)
+        if bound is not None:
+            return bound
+        shim = peer.probe(path)
+        if shim is None:
+            continue                  # it exited meanwhile: bind again
+        why = peer.refusal(shim, args, own_bundle)
+        if why is None:
             return None
-        os.unlink(path)           # a dead shim's leftover
-        sock.bind(path)
-    sock.listen(128)
-    return sock
+        if not shim.same_containerd(args):
+            raise FailedPrecondition(f"{path} is taken: {why}")
+        if not peer.retire(path, shim, args.id):
+            raise FailedPrecondition(f"{path} is taken: {why}, and it did not exit (it still has tasks?)")
+    raise FailedPrecondition(f"{path} is taken by another shim starting at the same time")
+
+
+def _join(path: str, args: ShimArgs, group: str) -> None:
+    """A pod member: the sandbox's shim must be alive, of this containerd, with its bundle in place."""
+    shim = peer.probe(path)
+    if shim is None:
+        raise FailedPrecondition(f"sandbox {group} of container {args.id} has no running rund shim")
+    why = peer.refusal(shim, args, None)
+    if why is not None:
+        raise FailedPrecondition(f"sandbox {group} of container {args.id}: {why}")
 
 
 def start(args: ShimArgs) -> int:
     bundle = os.getcwd()
     try:
+        ids.validate(args.id, "container id")     # before anything names a path
+        ids.validate(args.namespace, "namespace")
+        idle_timeout = idle.timeout_from_env()
         ann = _annotations(bundle)
         group = addr.sandbox_id(args.id, ann)
         address = addr.socket_address(args.address, args.namespace, group)
         path = addr.socket_path(address)
         if addr.is_pod_member(args.id, ann):
-            if not _can_connect(path):
-                raise FailedPrecondition(f"sandbox {group} of container {args.id} has no running rund shim")
-            sock = None
+            _join(path, args, group)
+            bound = None
         else:
-            sock = _listen(path)
+            st = os.stat(bundle)
+            own = (st.st_dev, st.st_ino) if group == args.id else None   # a shim for this very id: in this bundle
+            bound = _listen_or_adopt(path, args, own)
+        if bound is None:
+            addr.write_address_file(bundle, address)
+        else:
+            _spawn(args, *bound, bundle, group, address, idle_timeout)
     except (RundError, OSError) as e:
         print(f"rund start: {e}", file=sys.stderr)
         return 1
-    if sock is not None:
-        try:
-            from rund.runtime.sandbox_runtime import SandboxRuntime
-        except ImportError as e:   # the VM-backed runtime is not in this build yet (see the issue tracker)
-            sock.close()
-            os.unlink(path)
-            print(f"rund start: cannot load the task runtime: {e}", file=sys.stderr)
-            return 1
-        pid = os.fork()
-        if pid == 0:  # the server child: never returns
-            _become_daemon()
-            code = 1
-            try:
-                from rund.shim.serve import serve
-                code = serve(args, sock, bundle, group, SandboxRuntime)
-            finally:
-                os._exit(code)
-        sock.close()
-    addr.write_address_file(bundle, address)
     sys.stdout.write(address)
     sys.stdout.flush()
     return 0
+
+
+def _spawn(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bundle: str, group: str, address: str,
+           idle_timeout: float) -> None:
+    """Fork the daemon serving `sock`; returns in `start` once the daemon is up and told to go on."""
+    try:
+        from rund.runtime.sandbox_runtime import SandboxRuntime   # before fork: the child starts warm
+        from rund.shim.serve import serve
+        parent_end, child_end = handshake.pair()
+    except BaseException:
+        socket_file.remove()
+        sock.close()
+        raise
+    pid = os.fork()
+    if pid == 0:  # the server child: never returns
+        code = 1
+        try:
+            parent_end.close()
+            _become_daemon()
+            sock.listen(BACKLOG)      # again: the socket's peer credentials now name this daemon (peer.py)
+            handshake.ready(child_end)
+            code = serve(args, sock, socket_file, bundle, group, SandboxRuntime, child_end, idle_timeout)
+        finally:
+            os._exit(code)
+    child_end.close()
+    sock.close()
+    socket_file.close()               # the child's now
+    with parent_end:                  # on any failure before go, the child exits and removes the socket
+        handshake.wait_ready(parent_end)
+        addr.write_address_file(bundle, address)
+        handshake.go(parent_end)
 
 
 def _become_daemon() -> None:

@@ -58,3 +58,13 @@ def test_address_file_is_replaced_atomically(tmp_path):
     address.write_address_file(tmp_path, "unix:///b")
     assert (tmp_path / "address").read_text() == "unix:///b"
     assert [p.name for p in tmp_path.iterdir()] == ["address"]
+
+
+@pytest.mark.parametrize("bad", ["../../../tmp/victim", ".", "..", "a/b", "a\x00b", "x" * 77, 7])
+def test_a_sandbox_id_annotation_must_be_an_identifier(bad):
+    for key in address.SANDBOX_ID_KEYS:
+        with pytest.raises(InvalidArgument, match="annotation"):
+            address.sandbox_id("c1", {key: bad})
+    member = {"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": bad}
+    with pytest.raises(InvalidArgument):
+        address.is_pod_member("c1", member)

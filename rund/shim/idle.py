@@ -1,0 +1,89 @@
+"""A shim that serves nothing exits: no container, no call in flight, and no call for IDLE_TIMEOUT seconds.
+
+That covers a daemon containerd never connected to (its `start` was killed after the handshake, or containerd gave up)
+and one whose tasks are gone and whose containerd went away without Shutdown. containerd sends Create right after
+`start` prints the address and Shutdown after the last Delete, so a healthy shim is never idle that long.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from collections.abc import Callable
+
+from rund.errors import InvalidArgument
+
+log = logging.getLogger("rund.shim")
+
+IDLE_TIMEOUT = 30.0
+ENV = "RUND_SHIM_IDLE_TIMEOUT"      # seconds; overrides IDLE_TIMEOUT (tests use a short one)
+
+
+def timeout_from_env(environ: dict[str, str] | None = None) -> float:
+    raw = (os.environ if environ is None else environ).get(ENV, "")
+    if not raw:
+        return IDLE_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidArgument(f"{ENV}={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise InvalidArgument(f"{ENV}={raw!r} must be positive")
+    return value
+
+
+class IdleWatch:
+    def __init__(self, timeout: float, has_containers: Callable[[], bool], on_idle: Callable[[], None]):
+        self.timeout = timeout
+        self._has_containers = has_containers
+        self._on_idle = on_idle
+        self._busy = 0
+        self._last = asyncio.get_running_loop().time()
+
+    def track(self, service: object) -> object:
+        """`service` with every async method counted as activity (register this with the ttrpc server)."""
+        return _Tracked(service, self)
+
+    async def run(self) -> None:
+        """Returns after calling on_idle; cancel it to stop watching."""
+        loop = asyncio.get_running_loop()
+        while True:
+            left = self._last + self.timeout - loop.time()
+            if left > 0:
+                await asyncio.sleep(left)
+                continue
+            if self._busy or self._has_containers():
+                self._last = loop.time()        # serving: look again one period later
+                continue
+            log.warning("no task and no call for %.0f s: nobody uses this shim, exiting", self.timeout)
+            self._on_idle()
+            return
+
+    def _enter(self) -> None:
+        self._busy += 1
+        self._last = asyncio.get_running_loop().time()
+
+    def _leave(self) -> None:
+        self._busy -= 1
+        self._last = asyncio.get_running_loop().time()
+
+
+class _Tracked:
+    def __init__(self, service: object, watch: IdleWatch):
+        self._service, self._watch = service, watch
+
+    def __getattr__(self, name: str):
+        target = getattr(self._service, name)
+        if not inspect.iscoroutinefunction(target):
+            return target
+        watch = self._watch
+
+        async def call(ctx, request):
+            watch._enter()
+            try:
+                return await target(ctx, request)
+            finally:
+                watch._leave()
+        call.__name__ = name
+        return call

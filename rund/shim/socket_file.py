@@ -1,0 +1,34 @@
+"""The path of a shim's listening socket, removed only while it still names that socket.
+
+A new shim may have bound the same path since (a `start` that retired this one), and tmpfs reuses a freed inode's
+number at once, so comparing numbers is only sound while the inode is alive: an O_PATH fd holds it from bind on.
+"""
+from __future__ import annotations
+
+import os
+
+
+class SocketFile:
+    def __init__(self, path: str):
+        """Right after bind, before anyone else could replace the path."""
+        self.path = path
+        self._fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+    def remove(self) -> None:
+        """Unlink the path if it is still this socket. Idempotent."""
+        if self._fd < 0:
+            return
+        try:
+            held, now = os.fstat(self._fd), os.lstat(self.path)
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Forget the socket without removing it (the other side of a fork keeps it)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,244 @@
+"""`containerd-shim-rund-v2 ... start` as containerd runs it: a real subprocess of the shim binary in a bundle,
+its daemon, and its socket under /run/containerd/s (so: root). No VM: none of these tests sends a Create.
+
+What they hold: every id is checked before it names a path; the socket is 0600; a daemon whose `start` failed
+or that nobody uses exits and removes its socket; a live socket is adopted only from a shim of the same containerd
+whose bundle still exists, and a stale one is retired first.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from proto import ttrpc
+from proto.gen.containerd.task.v2 import shim_pb2
+from rund.shim import address, idle, peer
+
+SHIM = Path(sys.executable).parent / "containerd-shim-rund-v2"
+NS = "rundtest"
+IDLE = 3.0
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (shim sockets live in /run/containerd/s)")]
+
+
+@pytest.fixture
+def ctd(tmp_path):
+    """A containerd address nobody listens on: unique per test, so are its shim sockets."""
+    return f"/tmp/rund-test-{uuid.uuid4().hex[:12]}/containerd.sock"
+
+
+def make_bundle(path: Path, annotations: dict | None = None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "annotations": annotations or {}}))
+    return path
+
+
+def run_start(ctd: str, cid: str, bundle: Path, namespace: str = NS, idle_timeout: float = IDLE):
+    env = {**os.environ, idle.ENV: str(idle_timeout)}
+    return subprocess.run([str(SHIM), "-namespace", namespace, "-address", ctd, "-publish-binary", "/bin/true",
+                           "-id", cid, "start"], cwd=bundle, env=env, capture_output=True, timeout=60)
+
+
+def socket_of(ctd: str, group: str, namespace: str = NS) -> str:
+    return address.socket_path(address.socket_address(ctd, namespace, group))
+
+
+def daemon_of(path: str) -> int:
+    shim = peer.probe(path)
+    assert shim is not None, f"nothing listens on {path}"
+    return shim.pid
+
+
+def wait_gone(pid: int, path: str, timeout: float) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if not os.path.exists(f"/proc/{pid}") and not os.path.exists(path):
+            return time.monotonic() - began
+        time.sleep(0.05)
+    raise AssertionError(f"shim {pid} still there after {timeout}s (socket exists: {os.path.exists(path)})")
+
+
+@pytest.fixture
+def reap():
+    """Kill what a failed test left listening."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def started(ctd, cid, bundle, reap, **kw) -> tuple[str, int]:
+    res = run_start(ctd, cid, bundle, **kw)
+    assert res.returncode == 0, res.stderr.decode()
+    path = socket_of(ctd, cid)
+    assert res.stdout.decode() == f"unix://{path}" == (bundle / "address").read_text()
+    pid = daemon_of(path)
+    reap.append(pid)
+    return path, pid
+
+
+# ---- the socket and the daemon's life --------------------------------------------------------------------------
+
+
+def test_the_socket_is_private_and_an_unused_daemon_exits(ctd, tmp_path, reap):
+    path, pid = started(ctd, "c1", make_bundle(tmp_path / "b"), reap)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert os.readlink(f"/proc/{pid}/cwd") == str(tmp_path / "b")
+    took = wait_gone(pid, path, IDLE + 10)
+    assert took >= IDLE - 1.5
+
+
+def test_a_shim_whose_calls_ended_and_that_has_no_task_exits(ctd, tmp_path, reap):
+    path, pid = started(ctd, "c1", make_bundle(tmp_path / "b"), reap, idle_timeout=4.0)
+
+    async def call_then_leave():
+        async with await ttrpc.Client.connect_unix(path) as client:
+            task = ttrpc.Stub(client, shim_pb2.DESCRIPTOR.services_by_name["Task"])
+            with pytest.raises(ttrpc.NotFound):
+                await task.State(shim_pb2.StateRequest(id="c1"), timeout=5)
+    time.sleep(2.5)
+    asyncio.run(call_then_leave())              # a call resets the clock
+    began = time.monotonic()
+    wait_gone(pid, path, 15)
+    assert time.monotonic() - began >= 2.5
+
+
+def test_a_start_that_fails_after_fork_takes_its_daemon_along(ctd, tmp_path):
+    bundle = make_bundle(tmp_path / "b")
+    (bundle / "address").mkdir()                # writing the address file fails, after the daemon forked
+    (bundle / "address" / "x").write_text("")
+    res = run_start(ctd, "c1", bundle, idle_timeout=60)
+    assert res.returncode == 1 and b"rund start:" in res.stderr
+    path = socket_of(ctd, "c1")
+    deadline = time.monotonic() + 5             # at once, not after the idle timeout
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(path)
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _cwd(p) == str(bundle)]
+
+
+def _cwd(pid: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+
+
+# ---- adopting a live socket ------------------------------------------------------------------------------------
+
+
+def test_a_second_start_in_the_same_bundle_adopts_the_shim(ctd, tmp_path, reap):
+    bundle = make_bundle(tmp_path / "b")
+    path, pid = started(ctd, "c1", bundle, reap, idle_timeout=60)
+    again, pid2 = started(ctd, "c1", bundle, reap, idle_timeout=60)
+    assert (again, pid2) == (path, pid)
+
+
+def test_a_stale_shim_of_a_removed_bundle_is_retired_not_adopted(ctd, tmp_path, reap):
+    bundle = make_bundle(tmp_path / "b")
+    path, old = started(ctd, "c1", bundle, reap, idle_timeout=60)
+    shutil.rmtree(bundle)                       # containerd gave up on that start and removed the bundle
+    make_bundle(bundle)
+    again, new = started(ctd, "c1", bundle, reap, idle_timeout=60)
+    assert again == path and new != old
+    assert os.readlink(f"/proc/{new}/cwd") == str(bundle)
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{old}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{old}")
+
+
+@pytest.mark.parametrize("accepting", [True, False], ids=["accepting", "stuck"])
+def test_a_socket_served_by_something_else_is_refused_and_left_alone(ctd, tmp_path, accepting):
+    """Another program listens there (this test): not a shim of this containerd. One that does not even accept
+    (its backlog full) is neither adopted nor mistaken for a dead socket."""
+    path = socket_of(ctd, "c1")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with socket.socket(socket.AF_UNIX) as other:
+        other.bind(path)
+        other.listen(16 if accepting else 0)
+        ours = os.stat(path).st_ino
+        held = []
+        if accepting:
+            threading.Thread(target=_accept_forever, args=(other,), daemon=True).start()
+        else:
+            held = _fill_backlog(path)
+        try:
+            res = run_start(ctd, "c1", make_bundle(tmp_path / "b"))
+            want = b"cannot be identified" if accepting else b"does not accept"
+            assert res.returncode == 1 and want in res.stderr, res.stderr
+            assert os.stat(path).st_ino == ours
+        finally:
+            os.unlink(path)
+            for s in held:
+                s.close()
+
+
+def _accept_forever(listener: socket.socket) -> None:
+    try:
+        while True:
+            listener.accept()[0].close()
+    except OSError:
+        return
+
+
+def _fill_backlog(path: str) -> list[socket.socket]:
+    held = []
+    while True:
+        s = socket.socket(socket.AF_UNIX)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+        except BlockingIOError:
+            s.close()
+            return held
+        held.append(s)
+
+
+def test_a_pod_member_joins_only_a_sandbox_shim_whose_bundle_exists(ctd, tmp_path, reap):
+    pod = {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": "pod1"}
+    member = {"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "pod1"}
+    sandbox = make_bundle(tmp_path / "pod1", pod)
+    path, pid = started(ctd, "pod1", sandbox, reap, idle_timeout=60)
+    app = make_bundle(tmp_path / "app1", member)
+    res = run_start(ctd, "app1", app)
+    assert res.returncode == 0 and res.stdout.decode() == f"unix://{path}", res.stderr
+    shutil.rmtree(sandbox)
+    res = run_start(ctd, "app2", make_bundle(tmp_path / "app2", member))
+    assert res.returncode == 1 and b"bundle was removed" in res.stderr, res.stderr
+    assert daemon_of(path) == pid               # refused, not touched
+
+
+# ---- hostile ids -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["../../../tmp/victim", ".", "..", "a/b", "x" * 77, "a\x01b"])
+@pytest.mark.parametrize("where", ["id", "namespace", "annotation"])
+def test_a_bad_id_is_refused_before_any_socket_or_file(ctd, tmp_path, bad, where):
+    ann = {"io.kubernetes.cri.sandbox-id": bad} if where == "annotation" else {}
+    bundle = make_bundle(tmp_path / "b", ann)
+    cid = bad if where == "id" else "c1"
+    namespace = bad if where == "namespace" else NS
+    res = run_start(ctd, cid, bundle, namespace=namespace)
+    assert res.returncode == 1 and res.stdout == b""
+    assert b"not a valid identifier" in res.stderr or b"characters long" in res.stderr, res.stderr
+    assert sorted(p.name for p in bundle.iterdir()) == ["config.json"]
+    for group in (bad, "c1"):
+        assert not os.path.exists(socket_of(ctd, group, namespace))
