@@ -49,6 +49,7 @@ ROOTFS_MODULES = (
     "overlay",
     "virtiofs",
     "virtio_rng",
+    "virtio_mem",  # the pod's memory grows and shrinks through a virtio-mem-pci device (q35)
 )
 
 # Stdlib modules imported in the trace in addition to whatever agent/ and proto/ import (found by an AST scan).

@@ -31,7 +31,12 @@ class HypervisorConfig:
     machine: str = "q35"             # q35 (DAX rootfs) or microvm
     accel: str = "auto"              # auto | kvm | tcg
     vcpus: int = 1
-    memory_mib: int = 256
+    memory_mib: int = 256            # boot memory: the guest kernel, the agent, and the pod's base
+    # The VM grows with the pod (q35: virtio-mem): each container adds its memory limit, a container without one
+    # adds default_container_memory_mib, up to max_memory_mib in all (max_memory_mib = memory_mib: a fixed size).
+    max_memory_mib: int = 4096
+    default_container_memory_mib: int = 512
+    vmm_overhead_mib: int = 160      # the VMM's own memory on top of the guest's, in the host cgroup's bound
     tb_size_mib: int = 16            # TCG translation buffer
 
 
@@ -126,6 +131,22 @@ def _build(cls, table: dict, where: str):
     return cls(**values)
 
 
+MEMORY_BLOCK_MIB = 2   # virtio-mem's block: the unit the VM grows and shrinks by
+
+
+def _check_memory(hv: HypervisorConfig, path: Path) -> None:
+    if hv.max_memory_mib < hv.memory_mib:
+        raise InvalidArgument(f"{path}: hypervisor.max_memory_mib ({hv.max_memory_mib}) is below memory_mib "
+                              f"({hv.memory_mib})")
+    if (hv.max_memory_mib - hv.memory_mib) % MEMORY_BLOCK_MIB:
+        raise InvalidArgument(f"{path}: hypervisor.max_memory_mib - memory_mib must be a multiple of "
+                              f"{MEMORY_BLOCK_MIB} MiB")
+    if hv.max_memory_mib > 1 << 20:
+        raise InvalidArgument(f"{path}: hypervisor.max_memory_mib must be at most 1 TiB")
+    if hv.default_container_memory_mib < 0 or hv.vmm_overhead_mib < 0:
+        raise InvalidArgument(f"{path}: hypervisor.default_container_memory_mib and vmm_overhead_mib must be >= 0")
+
+
 def load(path: str | os.PathLike | None = None) -> Config:
     """Load a config file; with no path, /etc/rund/config.toml if present, else the defaults."""
     if path is None:
@@ -149,6 +170,7 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise InvalidArgument(f"{path}: hypervisor.accel must be auto, kvm or tcg")
     if cfg.hypervisor.vcpus < 1 or cfg.hypervisor.memory_mib < 64:
         raise InvalidArgument(f"{path}: hypervisor needs vcpus >= 1 and memory_mib >= 64")
+    _check_memory(cfg.hypervisor, path)
     if cfg.rootfs.hotplug_slots < 0 or cfg.rootfs.slots + cfg.rootfs.hotplug_slots > 16:
         raise InvalidArgument(f"{path}: rootfs needs hotplug_slots >= 0 and at most 16 slots in all")
     if cfg.rootfs.slots < 1 or not 2 <= cfg.rootfs.slot_mib <= 1024 or cfg.rootfs.slot_mib % 2:

@@ -10,6 +10,7 @@ from rund.hypervisor.base import VirtualMachine
 from rund.hypervisor.errors import (
     HypervisorError,
     InvalidSpec,
+    MemoryResizeError,
     MigrationError,
     PmemSlotMismatch,
     QMPCommandError,
@@ -28,6 +29,7 @@ from rund.hypervisor.spec import (
     BlockDevice,
     FileMemory,
     Machine,
+    MemoryHotplug,
     PmemHotplugSlot,
     PmemSlot,
     SerialChannel,
@@ -42,7 +44,8 @@ from rund.hypervisor.vsock import CidReservation, CidUnavailable, reserve_guest_
 
 __all__ = [
     "Accel", "AccelDecision", "CidReservation", "CidUnavailable", "AgentAddress", "AnonymousMemory", "BlockDevice", "FileMemory",
-    "HypervisorError", "InvalidSpec", "Machine", "MigrationError", "PmemHotplugSlot", "PmemSlot",
+    "HypervisorError", "InvalidSpec", "Machine", "MemoryHotplug", "MemoryResizeError",
+    "MigrationError", "PmemHotplugSlot", "PmemSlot",
     "PmemSlotMismatch", "QMPCommandError", "QMPConnectionLost", "QemuVM",
     "SerialChannel", "SerialSocketAddress", "TapNetwork", "VMDied", "VMNotRunning", "VMSpec",
     "VMStartError", "VMTimeout", "VirtualMachine", "VsockAddress", "VsockChannel", "build_argv",

@@ -47,6 +47,7 @@ def build_argv(spec: VMSpec, qemu_binary: str | Path = "qemu-system-x86_64") -> 
     argv += _console_and_qmp(spec)
     argv += _agent(spec)
     argv += _pmem(spec)
+    argv += _memory_hotplug(spec)
     argv += _disks(spec)
     argv += _rng(spec)
     argv += _net(spec)
@@ -88,8 +89,10 @@ def _cpu(spec: VMSpec) -> list[str]:
 def _memory(spec: VMSpec) -> list[str]:
     size = f"{spec.memory_mib}M"
     m = {"size": size}
-    if spec.pmem or spec.pmem_hotplug:
+    if spec.pmem or spec.pmem_hotplug or spec.memory_hotplug:
         slots = [(s.memaddr, s.size) for s in (*spec.pmem, *spec.pmem_hotplug)]
+        if spec.memory_hotplug is not None:
+            slots.append((spec.memory_hotplug.memaddr, spec.memory_hotplug.size))
         m["slots"] = str(len(slots))
         m["maxmem"] = f"{q35_maxmem_bytes(spec.memory_mib, slots) // MiB}M"
     if isinstance(spec.memory, AnonymousMemory):
@@ -139,6 +142,24 @@ def _pmem(spec: VMSpec) -> list[str]:
     for i, _ in enumerate(spec.pmem_hotplug):   # the guest's PCIe hotplug driver takes a device_add in these
         argv += ["-device", opts("pcie-root-port", {"id": hotplug_port(i), "chassis": i + 1, "slot": i + 1})]
     return argv
+
+
+HOTPLUG_MEMORY_DEVICE = "vmem0"
+
+
+def _memory_hotplug(spec: VMSpec) -> list[str]:
+    hot = spec.memory_hotplug
+    if hot is None:
+        return []
+    # reserve=off: the region costs no commit charge until the guest plugs (and touches) it; unplugged blocks are
+    # discarded, so the host gets them back. requested-size=0: a template saves nothing plugged.
+    return [
+        "-object", opts("memory-backend-ram", {"id": "hotmem0", "size": hot.size, "reserve": False}),
+        "-device", opts("virtio-mem-pci", {
+            "id": HOTPLUG_MEMORY_DEVICE, "memdev": "hotmem0", "memaddr": hot.memaddr,
+            "block-size": hot.block_size, "requested-size": 0,
+        }),
+    ]
 
 
 def hotplug_port(index: int) -> str:

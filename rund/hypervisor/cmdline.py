@@ -18,6 +18,9 @@ MAX_LENGTH = 2047  # x86 COMMAND_LINE_SIZE is 2048 including the NUL
 PMEM_ROOT = "/dev/pmem0"  # q35 + virtio-pmem-pci: mount with DAX
 BLK_ROOT = "/dev/vda"  # microvm + read-only virtio-blk-device
 DAX_FLAGS = "dax=always"
+# Hotplugged memory (virtio-mem) comes online by itself, in ZONE_MOVABLE so that it can always be unplugged again
+# (measured: with the auto-movable policy it landed in ZONE_NORMAL and the last block would not unplug).
+MEMORY_HOTPLUG_PARAMS = ("memhp_default_state=online_movable",)
 
 
 class CmdlineError(InvalidSpec):

@@ -15,6 +15,10 @@ class PmemSlotMismatch(InvalidSpec):
     """A pmem image whose size is not exactly its slot size: QEMU would refuse it or silently truncate it."""
 
 
+class MemoryResizeError(HypervisorError):
+    """The VM has no hotplug memory, or a requested size does not fit its virtio-mem device."""
+
+
 class VMStartError(HypervisorError):
     """QEMU did not come up to a negotiated QMP session; the message ends with the tail of its log."""
 

@@ -23,11 +23,12 @@ from typing import Any, TypeVar
 
 from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError
 
-from rund.hypervisor import migration
-from rund.hypervisor.argv import build_argv, hotplug_port
+from rund.hypervisor import memory, migration
+from rund.hypervisor.argv import HOTPLUG_MEMORY_DEVICE, build_argv, hotplug_port
 from rund.hypervisor.base import VirtualMachine
 from rund.hypervisor.errors import (
     HypervisorError,
+    MemoryResizeError,
     QMPCommandError,
     QMPConnectionLost,
     VMDied,
@@ -315,6 +316,23 @@ class QemuVM(VirtualMachine):
             with contextlib.suppress(HypervisorError):
                 await self._execute("object-del", {"id": backend})
             raise
+
+    async def resize_memory(self, hotplug_bytes: int, timeout: float = 10.0) -> int:
+        """Ask the guest to hold `hotplug_bytes` of its hotplug memory (spec.memory_hotplug) on top of its boot
+        memory; returns what it holds when it matches or `timeout` passes (see rund.hypervisor.memory)."""
+        hot = self.spec.memory_hotplug
+        if hot is None:
+            raise MemoryResizeError(f"VM {self.spec.name} has no hotplug memory")
+        if not 0 <= hotplug_bytes <= hot.size or hotplug_bytes % hot.block_size:
+            raise MemoryResizeError(f"hotplug memory of {hotplug_bytes} bytes: must be a multiple of "
+                                    f"{hot.block_size} in [0, {hot.size}]")
+        return await memory.request(self, HOTPLUG_MEMORY_DEVICE, hotplug_bytes, timeout)
+
+    async def hotplug_memory(self) -> int:
+        """The hotplug memory the guest holds now (0 for a VM without any)."""
+        if self.spec.memory_hotplug is None:
+            return 0
+        return await memory.plugged_bytes(self, HOTPLUG_MEMORY_DEVICE)
 
     # ---- templates ---------------------------------------------------------------------------
 

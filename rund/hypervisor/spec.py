@@ -71,6 +71,17 @@ class PmemHotplugSlot:
 
 
 @dataclass(frozen=True)
+class MemoryHotplug:
+    """Guest memory that can grow and shrink while the VM runs (q35): a virtio-mem-pci device over `size` bytes of
+    device memory at a pinned guest address, none of it plugged at start. The guest plugs what the host requests
+    (QemuVM.resize_memory), a block at a time; unplugged memory is given back to the host."""
+
+    size: int
+    memaddr: int
+    block_size: int = 2 * MiB
+
+
+@dataclass(frozen=True)
 class BlockDevice:
     """A read-only virtio-blk disk; `serial` lets the guest find it under /dev/disk/by-id/virtio-<serial>."""
 
@@ -143,6 +154,7 @@ class VMSpec:
     memory: AnonymousMemory | FileMemory = field(default_factory=AnonymousMemory)
     pmem: tuple[PmemSlot, ...] = ()
     pmem_hotplug: tuple[PmemHotplugSlot, ...] = ()
+    memory_hotplug: MemoryHotplug | None = None
     disks: tuple[BlockDevice, ...] = ()
     rng: bool = False
     net: TapNetwork | None = None
@@ -184,6 +196,7 @@ def _validate(spec: VMSpec) -> None:
     _validate_paths(spec)
     _validate_boot(spec)
     _validate_pmem(spec)
+    _validate_memory_hotplug(spec)
     _validate_devices(spec)
 
 
@@ -231,6 +244,25 @@ def _validate_pmem(spec: VMSpec) -> None:
     for (_, end), (start, _) in zip(spans, spans[1:]):
         if start < end:
             raise InvalidSpec(f"pmem slots overlap at {start:#x}")
+
+
+def _validate_memory_hotplug(spec: VMSpec) -> None:
+    hot = spec.memory_hotplug
+    if hot is None:
+        return
+    if spec.machine is not Machine.Q35:
+        # microvm has no device-memory region, and QEMU 7.2 has no virtio-mem over mmio.
+        raise InvalidSpec("memory hotplug (virtio-mem) needs the q35 machine")
+    if hot.block_size < PMEM_ALIGN or hot.block_size & (hot.block_size - 1):
+        raise InvalidSpec(f"virtio-mem block size {hot.block_size} must be a power of two >= 2 MiB")
+    if hot.size <= 0 or hot.size % hot.block_size:
+        raise InvalidSpec(f"hotplug memory size {hot.size} must be a positive multiple of {hot.block_size}")
+    if hot.memaddr % hot.block_size or hot.memaddr < q35_device_memory_base(spec.memory_mib * MiB):
+        raise InvalidSpec(f"hotplug memory address {hot.memaddr:#x} must be block aligned, in device memory")
+    end = hot.memaddr + hot.size
+    for slot in (*spec.pmem, *spec.pmem_hotplug):
+        if slot.memaddr < end and hot.memaddr < slot.memaddr + slot.size:
+            raise InvalidSpec(f"hotplug memory overlaps the pmem slot at {slot.memaddr:#x}")
 
 
 def _validate_devices(spec: VMSpec) -> None:

@@ -6,7 +6,9 @@ bookkeeping (processes, exits, events) stays in SandboxRuntime. Every acquisitio
 made, so `delete` can release it after a shim crash (rund/runtime/cleanup.py).
 
 Create path:  create_container → record → rootfs pin → [first: cgroup → VM (clone|cold) → agent setup → watches]
-              → guest device for the image (hotplug if new) → agent CreateContainer.
+              → VM memory grown for the container (vm_memory.py) → guest device for the image
+              (hotplug if new) → agent CreateContainer. Remove gives the container's memory back; update
+              resizes live.
 Teardown:     stop() → agent closed → VM stopped → watches ended → cgroup released → pins released → state dir gone.
 A guest that leaves a teardown call unanswered for [agent] teardown_timeout_s is declared dead (VM killed).
 """
@@ -24,7 +26,8 @@ from rund.config import Config
 from rund.hypervisor import HypervisorError
 from rund.hypervisor.logtail import log_tail
 from rund.hypervisor.paths import VMPaths
-from rund.resources.cgroups import CgroupError, CgroupLease, limits_from_oci, open_pool
+from rund.resources.cgroups import CgroupError, CgroupLease, CgroupLimits, limits_from_oci, open_pool
+from rund.runtime.pod_memory import MemoryPolicy, PodMemory
 from rund.runtime.process import UNKNOWN_EXIT_STATUS
 from rund.runtime.resource_config import pool_config, rootfs_cache
 from rund.runtime.rootfs import RootfsSlots, SlotLayout, owner_of
@@ -32,6 +35,7 @@ from rund.runtime.state import BUNDLE_POINTER, ContainerRecord, SandboxDir, Sand
     write_json_atomic
 from rund.runtime.task_runtime import Mount
 from rund.runtime.trace import StepTrace
+from rund.runtime.vm_memory import VMMemory
 from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
 
 log = logging.getLogger("rund.runtime.sandbox")
@@ -65,6 +69,7 @@ class Sandbox:
         self._pool = None
         self._lease: CgroupLease | None = None
         self._launched: LaunchedVM | None = None
+        self._memory: VMMemory | None = None        # the VM's size follows its containers (vm_memory.py)
         self._tasks: list[asyncio.Task] = []        # VM watch, OOM stream, pool refill: ended by stop()
         self._refilling = False
         self._stopping = False
@@ -117,12 +122,16 @@ class Sandbox:
                 image = await self._slots.acquire(c.id, owner, c.rootfs, c.bundle)
             if not self.started:
                 await self._start(image, c.resources, c.hostname, trace)
+            with trace.step("memory"):
+                await self._grow_for(c)
             device = await self._slots.device_for(c.id)
             rootfs = LayeredRootfs(base_device=device, base_fstype="erofs", dax=self._launched.dax,
                                    upper_size_bytes=self.cfg.rootfs.upper_mib << 20)
             with trace.step("agent_create"):
                 return await self.agent.create_container(c.id, c.spec, rootfs, c.stdio, c.files)
         except BaseException:
+            if self._memory is not None:
+                self._memory.pod.remove(c.id)
             await self._slots.release(c.id)
             self.dir.remove_container(c.id)
             raise
@@ -136,8 +145,23 @@ class Sandbox:
                 await self.declare_dead(f"removing container {container_id} got no answer")
             except errors.RundError as e:
                 log.warning("container %s: removing it in the guest: %s", container_id, e)
+        await self._shrink_for(container_id, in_guest)
         await self._slots.release(container_id)
         self.dir.remove_container(container_id)
+
+    async def update_container(self, container_id: str, resources: dict) -> None:
+        """UpdateContainerResources: the container's cgroups in the guest, and the VM's size for a new memory
+        limit (the container's limit changes first, so a smaller one is reclaimed before the VM shrinks)."""
+        await self.agent.update_container(container_id, resources)
+        if self._memory is not None:
+            self._memory.pod.update(container_id, resources)
+            await self._memory.fit()
+
+    async def set_memory(self, guest_bytes: int) -> None:
+        """Resize the VM to `guest_bytes` of guest memory (boot + hotplug), its VMM's host bound along."""
+        if self._memory is None or self.dead:
+            raise errors.Unavailable(f"sandbox {self.id}: its VM is not running")
+        await self._memory.set_guest_memory(guest_bytes)
 
     async def remove_process(self, container_id: str, exec_id: str) -> None:
         """Forget an exited exec in the guest (bounded)."""
@@ -233,9 +257,10 @@ class Sandbox:
 
     async def _start(self, image: Path, resources: dict | None, hostname: str, trace: StepTrace) -> None:
         """A cgroup and a VM whose agent answers, with `image` in its first rootfs slot."""
-        with trace.step("cgroup"):
-            await self._acquire_cgroup(resources)
         shape = shape_from_config(self.cfg)
+        pod_memory = PodMemory(MemoryPolicy.from_config(self.cfg.hypervisor, shape.memory_hotplug_mib))
+        with trace.step("cgroup"):
+            await self._acquire_cgroup(resources, pod_memory.host_limit(0))
         templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
         launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
         with trace.step("vm"):
@@ -257,6 +282,7 @@ class Sandbox:
         if launched.how != "clone":   # a clone got its hostname with PostRestore
             with trace.step("agent_setup"):
                 await self.agent.setup_sandbox(self.id, hostname=hostname)
+        self._memory = VMMemory(self.id, pod_memory, launched.vm, self._bound_vmm, self._spawn)
         self._spawn(self._watch_vm(), "vm-watch")
         self._spawn(self._forward_ooms(), "oom")
 
@@ -266,18 +292,48 @@ class Sandbox:
         except HypervisorError as e:
             raise errors.Unavailable(f"sandbox {self.id}: adding rootfs image {image.name}: {e}") from e
 
-    async def _acquire_cgroup(self, resources: dict | None) -> None:
+    async def _acquire_cgroup(self, resources: dict | None, memory_bytes: int) -> None:
         try:
             self._pool = await asyncio.to_thread(open_pool, pool_config(self.cfg))
-            # The VMM's cgroup gets the pod's CPU limits; memory is bounded by the VM's size (the guest enforces
-            # the container's own limit in its cgroups).
+            # The VMM's cgroup gets the pod's CPU limits; its memory is bounded by the VM's size plus the VMM's own
+            # (vm_memory.py moves the bound with the VM; the guest enforces each container's limit in its cgroups).
             oci = {k: v for k, v in (resources or {}).items() if k in ("cpu",)}
+            limits = replace(limits_from_oci(oci), memory_limit_bytes=memory_bytes)
             self._record = replace(self._record, cgroup_leased=True)
             self.dir.write_sandbox(self._record)
-            self._lease = await asyncio.to_thread(self._pool.acquire, self.id[:64], limits_from_oci(oci))
+            self._lease = await asyncio.to_thread(self._pool.acquire, self.id[:64], limits)
         except CgroupError as e:
             log.warning("sandbox %s runs without a cgroup of its own: %s", self.id, e)
             self._lease = None
+
+    async def _bound_vmm(self, memory_bytes: int) -> None:
+        """Set the VMM's host cgroup memory limit (the VM's memory plus the VMM's own)."""
+        if self._lease is None or self._pool is None:
+            return
+        try:
+            await asyncio.to_thread(self._pool.update, self._lease, CgroupLimits(memory_limit_bytes=memory_bytes))
+        except CgroupError as e:
+            log.warning("sandbox %s: bounding its VMM's memory at %d MiB: %s", self.id, memory_bytes >> 20, e)
+
+    async def _grow_for(self, c: ContainerSetup) -> None:
+        """Count what the container asks (its memory limit, else the default headroom) and grow the VM to it."""
+        if self._memory is None:
+            return
+        annotations = c.spec.get("annotations") if isinstance(c.spec, dict) else None   # kept from the host spec
+        self._memory.pod.add(c.id, c.resources, annotations)
+        await self._memory.fit()
+
+    async def _shrink_for(self, container_id: str, in_guest: bool) -> None:
+        """Give back what a removed container asked, unless the pod is going away with it."""
+        if self._memory is None:
+            return
+        self._memory.pod.remove(container_id)
+        if not in_guest or self.dead or self._stopping or not self._memory.pod.asks():
+            return
+        try:
+            await self._memory.fit()
+        except errors.RundError as e:
+            log.warning("sandbox %s: shrinking its memory after container %s left: %s", self.id, container_id, e)
 
     def _running_vm(self):
         if self._launched is None or self.dead:

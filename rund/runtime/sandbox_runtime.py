@@ -278,7 +278,7 @@ class SandboxRuntime:
 
     async def update(self, container_id: str, resources: dict) -> None:
         self._container(container_id)
-        await self._live_sandbox().agent.update_container(container_id, resources)
+        await self._live_sandbox().update_container(container_id, resources)   # the guest's cgroups, the VM's size
 
     async def stats(self, container_id: str) -> ContainerStats:
         self._container(container_id)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from rund.config import Config
 from rund.errors import FailedPrecondition, InvalidArgument
-from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, Machine, PmemHotplugSlot, PmemSlot,
-                             SerialChannel, VMSpec, detect_accel, host_tsc_khz, pmem_slot_address)
-from rund.hypervisor.cmdline import CmdlineError, guest_root, kernel_cmdline
+from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, Machine, MemoryHotplug, PmemHotplugSlot,
+                             PmemSlot, SerialChannel, VMSpec, detect_accel, host_tsc_khz, pmem_slot_address)
+from rund.hypervisor.cmdline import MEMORY_HOTPLUG_PARAMS, CmdlineError, guest_root, kernel_cmdline
 from rund.hypervisor.layout import GiB, MiB, PMEM_ALIGN
 from rund.hypervisor.paths import VMPaths
 
@@ -37,6 +37,7 @@ class SandboxShape:
     rootfs_slots: int           # container rootfs images per VM
     rootfs_slot_bytes: int      # every container image is padded to exactly this size
     rootfs_hotplug_slots: int = 0   # images added to a running VM (q35 only), after the fixed slots
+    memory_hotplug_mib: int = 0     # guest memory the pod may grow by (q35 only: virtio-mem), after every pmem slot
     qemu_binary: str = "qemu-system-x86_64"
     tsc_khz: int | None = None
     key_extra: tuple = field(default=())   # anything else a template must be keyed by
@@ -55,7 +56,9 @@ class SandboxShape:
     def cmdline(self) -> str:
         """The guest's words only: the driver adds the TCG flags (tsc_khz) itself."""
         root, flags = guest_root(self.machine)
-        return kernel_cmdline(root=root, rootflags=flags, extra=self.kernel_params.split())
+        extra = (*MEMORY_HOTPLUG_PARAMS, *self.kernel_params.split()) if self.memory_hotplug_mib else \
+            self.kernel_params.split()
+        return kernel_cmdline(root=root, rootflags=flags, extra=extra)
 
 
 def shape_from_config(cfg: Config) -> SandboxShape:
@@ -78,6 +81,8 @@ def shape_from_config(cfg: Config) -> SandboxShape:
         tb_size_mib=hv.tb_size_mib, kernel=kernel, initrd=initrd, image=image, image_bytes=os.stat(image).st_size,
         kernel_params=guest.kernel_params, rootfs_slots=cfg.rootfs.slots, rootfs_slot_bytes=slot_bytes,
         rootfs_hotplug_slots=cfg.rootfs.hotplug_slots if hv.machine == "q35" else 0,
+        # microvm has no device memory: its VM keeps its boot size (README).
+        memory_hotplug_mib=hv.max_memory_mib - hv.memory_mib if hv.machine == "q35" else 0,
         qemu_binary=hv.path, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None)
     try:
         shape.cmdline()
@@ -100,6 +105,7 @@ def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: 
     pmem: tuple[PmemSlot, ...] = ()
     disks: tuple[BlockDevice, ...] = ()
     hotplug: tuple[PmemHotplugSlot, ...] = ()
+    memory_hotplug = None
     if shape.machine is Machine.Q35:
         pmem = (PmemSlot(shape.image, shape.image_bytes, pmem_slot_address(shape.memory_mib, 0)),)
         pmem += tuple(PmemSlot(p, shape.rootfs_slot_bytes, pmem_slot_address(shape.memory_mib, i + 1))
@@ -107,6 +113,10 @@ def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: 
         first = 1 + len(slots)
         hotplug = tuple(PmemHotplugSlot(shape.rootfs_slot_bytes, pmem_slot_address(shape.memory_mib, first + i))
                         for i in range(shape.rootfs_hotplug_slots))
+        if shape.memory_hotplug_mib:
+            # Pinned after every pmem slot, so its address never depends on slot sizes.
+            memory_hotplug = MemoryHotplug(shape.memory_hotplug_mib * MiB, pmem_slot_address(
+                shape.memory_mib, first + shape.rootfs_hotplug_slots))
     else:
         disks = (BlockDevice(shape.image, serial=GUEST_ROOT_SERIAL),)
         disks += tuple(BlockDevice(p, serial=f"rootfs{i}") for i, p in enumerate(slots))
@@ -114,5 +124,5 @@ def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: 
         name=name, machine=shape.machine, accel=shape.accel, vcpus=shape.vcpus, memory_mib=shape.memory_mib,
         runtime_dir=paths.run, console_log=paths.console_log, qemu_log=paths.qemu_log, agent=SerialChannel(),
         kernel=shape.kernel, initrd=shape.initrd, cmdline=shape.cmdline(),
-        memory=memory, pmem=pmem, pmem_hotplug=hotplug, disks=disks, rng=False, incoming_defer=incoming_defer,
-        tb_size_mib=shape.tb_size_mib, tsc_khz=shape.tsc_khz)
+        memory=memory, pmem=pmem, pmem_hotplug=hotplug, memory_hotplug=memory_hotplug, disks=disks, rng=False,
+        incoming_defer=incoming_defer, tb_size_mib=shape.tb_size_mib, tsc_khz=shape.tsc_khz)
