@@ -11,8 +11,10 @@ from .resources import Resources, parse_resources
 from .seccomp import SeccompProfile, parse_seccomp
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup")
-# Always private to the container, whatever the spec says, so no container shares the agent's.
-ISOLATED_NAMESPACES = ("mount", "pid", "ipc", "uts")
+# Always private to the container, whatever the spec says, so no container shares the agent's. The guest runs
+# cgroup v2 even under a v1 host's spec: a cgroup namespace of its own makes /sys/fs/cgroup show the container's own
+# cgroup (its memory.max, cpu.max), as containerd asks on v2 hosts.
+ISOLATED_NAMESPACES = ("mount", "pid", "ipc", "uts", "cgroup")
 _SYSCTL_KEY = re.compile(r"^[A-Za-z0-9_\-]+([./][A-Za-z0-9_\-]+)*$")
 _DEVICE_TYPES = ("c", "b", "u", "p")
 

@@ -40,7 +40,7 @@ def test_minimal_spec_gets_isolated_namespaces_and_essential_mounts():
     assert spec.process.args == ("sh",)
     assert spec.process.env_dict() == {"PATH": "/bin"}
     assert spec.hostname == "box"
-    assert {ns.type for ns in spec.namespaces} == {"pid", "mount", "ipc", "uts"}
+    assert {ns.type for ns in spec.namespaces} == {"pid", "mount", "ipc", "uts", "cgroup"}
     assert all(ns.path is None for ns in spec.namespaces)
     assert [mt.destination for mt in spec.mounts] == ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"]
     sys_mount = spec.mounts[-1]
@@ -128,7 +128,7 @@ def test_namespaces_join_paths_and_network():
     assert spec.namespace("pid").path == "/proc/5/ns/pid"
     assert spec.namespace("network").path is None
     assert spec.namespace("uts") is not None  # always private, listed or not
-    assert spec.namespace("cgroup") is None
+    assert spec.namespace("cgroup").path is None   # private too: /sys/fs/cgroup shows its own cgroup
 
 
 def test_namespaced_sysctls_are_accepted():
