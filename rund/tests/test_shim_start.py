@@ -74,10 +74,18 @@ def wait_gone(pid: int, path: str, timeout: float) -> float:
 
 @pytest.fixture
 def reap():
-    """Kill what a failed test left listening."""
+    """Stop what a test left listening: SIGTERM (the shim removes its socket), SIGKILL if it does not go."""
     pids: list[int] = []
     yield pids
     for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + 10
+    for pid in pids:
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
