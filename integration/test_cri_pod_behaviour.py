@@ -5,6 +5,8 @@ the sandbox ends the pod. A rund failure where runc passes is rund's."""
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 
 import grpc
@@ -13,6 +15,7 @@ import pytest
 from integration.cri.client import api, container_config, sandbox_config
 from integration.rund_leaks import leftovers
 from integration.test_cri_pods import HANDLERS, Steps, wait_for
+from rund.shim import address
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vm, pytest.mark.root]
 
@@ -159,5 +162,18 @@ def test_a_killed_sandbox_ends_the_pod_and_nothing_is_left(cri, cri_containerd, 
             cri.remove_pod(sid)
             assert cri.list_containers(pod_sandbox_id=sid) == []
         if handler == "rund":
-            with step("nothing left"):
+            with step("nothing left, the pod's shim gone"):
                 wait_for(lambda: leftovers(sid, "k8s.io") == {}, 15, f"leftovers {leftovers(sid, 'k8s.io')}")
+                sock = address.socket_path(address.socket_address(ctd.address, "k8s.io", sid))
+                wait_for(lambda: not os.path.exists(sock), 15, f"the pod's shim socket {sock} to go")
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_a_host_network_pod_has_the_nodes_hostname(cri, cri_containerd, handler):
+    """A VM cannot share the node's network: a rund hostNetwork pod runs with the VM's own network (documented);
+    like runc's, it sees the node's hostname, since it asked for the node's UTS namespace."""
+    ctd = cri_containerd
+    with pod(cri, ctd, handler, f"hostnet-{handler}", network=api.NODE, hostname="") as (sid, config, step):
+        cid = start(cri, step, sid, config, "app", ctd.image, "exec sleep 600", network=api.NODE)
+        with step("hostname"):
+            assert sh(cri, cid, "hostname") == socket.gethostname()
