@@ -1,4 +1,7 @@
-"""What this host offers rund, gathered once: `rund check` prints it, and the runtime logs it at start-up."""
+"""What this host offers rund, gathered once: `rund check` prints it (with the Kubernetes side, rund/ops/kubecheck.py).
+
+A finding that is not ok means the node cannot run a pod until it is fixed; `warn` marks one that costs speed or
+density but runs pods. `advice` says what to do."""
 from __future__ import annotations
 
 import os
@@ -15,17 +18,26 @@ from rund.resources.cgroups.mounts import read_mounts
 @dataclass(frozen=True)
 class Finding:
     name: str
-    ok: bool           # False: rund cannot run well until this is fixed
+    ok: bool           # False: rund cannot run a pod until this is fixed
     value: str
+    advice: str = ""   # what to do (for a line that is not ok, or warns)
+    warn: bool = False  # runs pods, but slower or denser than it could
+
+    @property
+    def status(self) -> str:
+        return "BAD" if not self.ok else ("warn" if self.warn else "ok")
 
 
 def _qemu_version(binary: str) -> Finding:
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
-        return Finding("qemu", False, f"{binary} not runnable: {e}")
+        return Finding("qemu", False, f"{binary} not runnable: {e}", "install qemu-system-x86 or set [hypervisor] path")
     m = re.search(r"version (\S+)", out)
-    return Finding("qemu", bool(m), m.group(1) if m else out.strip()[:80])
+    if not m:
+        return Finding("qemu", False, out.strip()[:80] or f"{binary} printed no version",
+                       "install qemu-system-x86 or set [hypervisor] path")
+    return Finding("qemu", True, m.group(1))
 
 
 def _cgroups() -> Finding:
@@ -37,16 +49,106 @@ def _cgroups() -> Finding:
         return Finding("cgroups", True, "v1 hybrid (v1 controllers, a v2 hierarchy without them)")
     if versions == {1}:
         return Finding("cgroups", True, "v1")
-    return Finding("cgroups", False, "no cgroup hierarchy mounted")
+    return Finding("cgroups", False, "no cgroup hierarchy mounted", "mount cgroup2 on /sys/fs/cgroup")
 
 
 def _guest(cfg: Config) -> Finding:
     parts = {"kernel": cfg.guest.kernel_path(), "initrd": cfg.guest.initrd_path(), "image": cfg.guest.image_path()}
     missing = [f"{k} {p}" for k, p in parts.items() if not p.is_file()]
     if missing:
-        return Finding("guest image", False, "missing: " + ", ".join(missing) + " (run `make guest-image`)")
+        return Finding("guest image", False, "missing: " + ", ".join(missing),
+                       "build it: `make guest-image` (or set [guest] dir in the rund config)")
     size = parts["image"].stat().st_size
     return Finding("guest image", True, f"{cfg.guest.resolved_dir()} (rootfs {size / 2**20:.1f} MiB)")
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(_existing(path))
+    return st.f_bavail * st.f_frsize
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def _templates_dir(cfg: Config) -> Finding:
+    """Template RAM lives on tmpfs; a missing or full one means every pod boots cold (slow), not that none runs."""
+    from rund.templates.store import MEMORY_FILESYSTEMS, TemplateStore, filesystem_type
+    if not cfg.templates.enabled:
+        return Finding("templates dir", True, "templates disabled: every pod boots cold", warn=True,
+                       advice="set [templates] enabled = true for ~55 ms clones instead of cold boots")
+    path = Path(cfg.templates.dir)
+    fstype = filesystem_type(_existing(path))
+    free = _free_bytes(path)
+    need = (cfg.hypervisor.memory_mib + 16) << 20          # one template: guest RAM plus device state
+    have = len(TemplateStore(path).keys())
+    value = f"{path} on {fstype or '?'}, {_mib(free)} free, {have} template(s)"
+    if fstype not in MEMORY_FILESYSTEMS:
+        return Finding("templates dir", True, value, warn=True,
+                       advice="template RAM must be on tmpfs: set [templates] dir under /dev/shm (pods boot cold)")
+    if not have and free < need:
+        return Finding("templates dir", True, value, warn=True,
+                       advice=f"a template needs ~{_mib(need)} there: free space on {fstype} or pods boot cold")
+    return Finding("templates dir", True, value)
+
+
+def _rootfs_cache(cfg: Config) -> Finding:
+    """Every container's image becomes an erofs file here: no room for one image means no pod starts."""
+    path = Path(cfg.rootfs.cache_dir)
+    free = _free_bytes(path)
+    slot = cfg.rootfs.slot_mib << 20
+    value = f"{path}: {_mib(free)} free (an image takes up to {_mib(slot)}, the cache up to " \
+            f"{_mib(cfg.rootfs.cache_max_mib << 20)})"
+    if free < slot:
+        return Finding("rootfs cache", False, value,
+                       f"free at least {_mib(slot)} on {_existing(path)} or move [rootfs] cache_dir")
+    if free < cfg.rootfs.cache_max_mib << 20:
+        return Finding("rootfs cache", True, value, warn=True,
+                       advice="the disk fills before the cache's bound: lower [rootfs] cache_max_mib or free space")
+    return Finding("rootfs cache", True, value)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _selected(text: str) -> str:
+    m = re.search(r"\[(\w[\w+]*)\]", text)
+    return m.group(1) if m else text
+
+
+def _ksm() -> Finding:
+    run = _read("/sys/kernel/mm/ksm/run")
+    if run is None:
+        return Finding("KSM", True, "not available in this kernel")
+    if run != "1":
+        return Finding("KSM", True, "off (clones already share their template's RAM copy-on-write; KSM would also "
+                       "merge pages they dirtied, for CPU: `echo 1 > /sys/kernel/mm/ksm/run` to try)")
+    sharing = int(_read("/sys/kernel/mm/ksm/pages_sharing") or 0)
+    return Finding("KSM", True, f"on: {_mib(sharing * os.sysconf('SC_PAGE_SIZE'))} merged (its scanner costs "
+                   f"CPU, which limits density before memory does on small hosts)")
+
+
+def _thp() -> Finding:
+    enabled = _read("/sys/kernel/mm/transparent_hugepage/enabled")
+    if enabled is None:
+        return Finding("THP", True, "not available in this kernel")
+    mode = _selected(enabled)
+    if mode == "always":
+        return Finding("THP", True, "always (rund's QEMU opts out with PR_SET_THP_DISABLE; shims and other "
+                       "processes get huge pages and grow in 2 MiB steps)", warn=True,
+                       advice="`echo madvise > /sys/kernel/mm/transparent_hugepage/enabled` for denser shims")
+    return Finding("THP", True, f"{mode} (rund's QEMU opts out of huge pages either way: clones stay small)")
 
 
 def gather(cfg: Config) -> list[Finding]:
@@ -58,5 +160,8 @@ def gather(cfg: Config) -> list[Finding]:
         _cgroups(),
         _qemu_version(cfg.hypervisor.path),
         _guest(cfg),
-        Finding("templates dir", Path(cfg.templates.dir).parent.exists(), cfg.templates.dir),
+        _templates_dir(cfg),
+        _rootfs_cache(cfg),
+        _ksm(),
+        _thp(),
     ]

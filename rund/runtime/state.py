@@ -1,9 +1,12 @@
 """What a shim must leave on disk so that `delete` can release everything after the shim died.
 
     <state_dir>/<namespace>/<sandbox_id>/
-        sandbox.json            the VM (QEMU pid + start time), the shim (pid), whether a cgroup lease is held
+        sandbox.json            the VM (QEMU pid + start time, clone or cold), the shim (pid), whether a cgroup lease
+                                is held
         containers/<id>.json    one per container: its bundle and its rootfs pin owner
-        shim.lock               flock held by the live shim for its whole life (delete leaves a live sandbox alone)
+        shim.lock               flock held by the live shim for its whole life (delete leaves a live sandbox alone);
+                                made once, never written: its mtime is when the sandbox was claimed (`rund ps`)
+        guest-memory.json       the guest's memory in use per container, as of the last Stats (telemetry.py)
         vm/, console.log, qemu.log
 
 Every record is written to a temp file, fsynced and renamed into place: a crash leaves the old or the new record.
@@ -21,6 +24,7 @@ from pathlib import Path
 from rund.atomicfile import write_atomic
 from rund.errors import ResourceExhausted, RundError, Unavailable
 from rund.procfs import state_and_start
+from rund.runtime import telemetry
 
 FORMAT = 1
 BUNDLE_POINTER = "rund.json"    # in each bundle: where its container's state lives (read by `delete`)
@@ -35,6 +39,7 @@ class SandboxRecord:
     qemu_start_ticks: int = 0       # /proc/<pid>/stat starttime: a reused pid is not our QEMU
     cgroup_leased: bool = False
     format: int = FORMAT
+    vm: str = ""                    # how the VM came: "clone" (of a template) or "cold" (booted); "" not yet/unknown
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class SandboxDir:
 
     def create(self) -> None:
         self.containers.mkdir(parents=True, exist_ok=True, mode=0o700)
+        telemetry.bind(self.path.parent.parent, self.namespace, self.sandbox_id)   # this shim's metrics records
 
     def lock(self) -> bool:
         """Take the shim's lifetime lock (non-blocking); False if another live process holds it."""

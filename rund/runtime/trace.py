@@ -1,9 +1,12 @@
-"""Per-step timings of the start path, logged as one line per operation (`hack/bench_ctr.py` reads them)."""
+"""Per-step timings of the start path, logged as one line per operation (`hack/bench_ctr.py` reads them) and
+appended to the node's metrics spool (rund/runtime/telemetry.py: one line, never fails)."""
 from __future__ import annotations
 
 import logging
 import time
 from contextlib import contextmanager
+
+from rund.runtime import telemetry
 
 log = logging.getLogger("rund.trace")
 
@@ -34,3 +37,4 @@ class StepTrace:
         parts = " ".join([*(f"{name}={value}" for name, value in self.labels),
                           *(f"{name}={seconds * 1000:.1f}ms" for name, seconds in self.steps)])
         log.info("trace %s total=%.1fms %s", self.what, total * 1000, parts)
+        telemetry.record_trace(self.what, total, self.steps, self.labels)

@@ -18,6 +18,7 @@ from proto.gen.containerd.task.v2 import shim_pb2
 from proto.gen.containerd.types.task import task_pb2 as types_pb2
 from proto.gen.runtimeoptions.v1 import api_pb2 as runtimeoptions_pb2
 from rund import __version__, errors, ids
+from rund.runtime import telemetry
 from rund.runtime.process import Exit, Status, Stdio
 from rund.runtime.task_runtime import CreateRequest, Mount, TaskRuntime
 from rund.shim.timestamps import GO_ZERO_TIME, timestamp
@@ -76,6 +77,7 @@ def _translating_errors(method):
             return await method(self, ctx, req)
         except errors.RundError as e:
             log.info("%s failed: %s: %s", method.__name__, type(e).__name__, e)
+            telemetry.record_error(method.__name__, to_ttrpc_error(e).code.name)   # `rund metrics`: never raises
             raise to_ttrpc_error(e) from None
     wrapper.__name__ = method.__name__
     return wrapper
@@ -181,6 +183,7 @@ class TaskService:
     @_translating_errors
     async def Stats(self, ctx, req: shim_pb2.StatsRequest):
         s = await self._runtime.stats(req.id)
+        telemetry.record_guest_memory(req.id, s.memory.usage_bytes)    # for `rund ps` and metrics; never raises
         m = metrics_pb2.Metrics()
         m.cpu.usage.total = s.cpu.usage_total_ns
         m.cpu.usage.user = s.cpu.usage_user_ns

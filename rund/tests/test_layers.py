@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Longest prefix wins. An import is allowed from a lower rank, or inside its own group.
 RANKS = {
     "rund.cli": 6,                                  # the admin CLI reports on everything below
+    "rund.ops": 5,                                  # ps, metrics, check (kubernetes): read records and /proc
     "rund.shim": 5,
     "rund.runtime": 4, "rund.hostcheck": 4,         # hostcheck: what this host offers, for the CLI
     "rund.templates": 3, "rund.resources": 3,

@@ -1,0 +1,63 @@
+"""What /proc says about a process, each read cheap and None when the process is gone."""
+from __future__ import annotations
+
+import os
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size: private pages plus its share of pages shared with others (a clone's share of its
+    template's RAM), from /proc/<pid>/smaps_rollup."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    for line in data.splitlines():
+        if line.startswith(b"Pss:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time the process used (its threads included)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    rest = stat[stat.rindex(b")") + 2:].split()
+    return (int(rest[11]) + int(rest[12])) / CLOCK_TICKS
+
+
+def cmdline(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def locked_inodes(path: str = "/proc/locks") -> set[tuple[int, int, int]] | None:
+    """(major, minor, inode) of every file a process holds a lock on; None if /proc/locks is unreadable.
+    Reading it takes no lock itself: a live shim's shim.lock is seen without racing a shim that is taking it."""
+    try:
+        with open(path) as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    found = set()
+    for line in lines:
+        fields = line.split()
+        if "->" in fields:           # a waiter, not a holder
+            continue
+        for field in fields[4:7]:
+            parts = field.split(":")
+            if len(parts) == 3:
+                try:
+                    found.add((int(parts[0], 16), int(parts[1], 16), int(parts[2])))
+                except ValueError:
+                    pass
+                break
+    return found
