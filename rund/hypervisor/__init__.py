@@ -34,6 +34,7 @@ from rund.hypervisor.spec import (
     PmemSlot,
     SerialChannel,
     SerialSocketAddress,
+    PodNic,
     TapNetwork,
     VMSpec,
     VsockAddress,
@@ -47,7 +48,7 @@ __all__ = [
     "HypervisorError", "InvalidSpec", "Machine", "MemoryHotplug", "MemoryResizeError",
     "MigrationError", "PmemHotplugSlot", "PmemSlot",
     "PmemSlotMismatch", "QMPCommandError", "QMPConnectionLost", "QemuVM",
-    "SerialChannel", "SerialSocketAddress", "TapNetwork", "VMDied", "VMNotRunning", "VMSpec",
+    "PodNic", "SerialChannel", "SerialSocketAddress", "TapNetwork", "VMDied", "VMNotRunning", "VMSpec",
     "VMStartError", "VMTimeout", "VirtualMachine", "VsockAddress", "VsockChannel", "build_argv",
     "detect_accel", "host_tsc_khz", "pmem_slot_address", "reserve_guest_cid",
 ]

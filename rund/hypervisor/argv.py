@@ -14,6 +14,7 @@ from rund.hypervisor.spec import (
     Accel,
     AnonymousMemory,
     Machine,
+    PodNic,
     SerialChannel,
     VMSpec,
     VsockChannel,
@@ -191,7 +192,12 @@ def _rng(spec: VMSpec) -> list[str]:
 def _net(spec: VMSpec) -> list[str]:
     if spec.net is None:
         return []
-    if spec.net.tap_fd is not None:
+    if isinstance(spec.net, PodNic):
+        if spec.net.tap_fd is not None:
+            netdev = opts("tap", {"id": "net0", "fd": spec.net.tap_fd})    # opened without IFF_VNET_HDR
+        else:
+            netdev = opts("hubport", {"id": "net0", "hubid": 0})    # a hub of one port: frames go nowhere
+    elif spec.net.tap_fd is not None:
         netdev = opts("tap", {"id": "net0", "fd": spec.net.tap_fd})
     else:
         netdev = opts("tap", {"id": "net0", "ifname": spec.net.tap, "script": "no", "downscript": "no"})

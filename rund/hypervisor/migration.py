@@ -68,6 +68,9 @@ async def restore_state(vm: QmpPort, path: Path, timeout: float) -> None:
         raise MigrationError("refused", f"cannot open {path}: {exc.strerror}") from exc
     try:
         await _set_capabilities(vm)
+        # No self-announce after the load: every clone of a template carries the template's NIC MAC until the agent
+        # gives it the pod's, and its RARP announcements would only teach the pod's bridge that shared MAC.
+        await vm.execute("migrate-set-parameters", {"announce-rounds": 0})
         await _migrate(vm, "migrate-incoming", fd, timeout)
     finally:
         os.close(fd)

@@ -113,6 +113,17 @@ AgentChannel = SerialChannel | VsockChannel
 
 
 @dataclass(frozen=True)
+class PodNic:
+    """A pod VM's virtio-net NIC, present in every template and clone of a shape so that device state restores by
+    position. Its backend is not migrated: an open tap fd (opened in the pod's network namespace), or none at all
+    (a template, or a pod without a network), where frames go nowhere. vnet headers stay off on both, so a clone's
+    NIC negotiates what its template's did."""
+
+    mac: str
+    tap_fd: int | None = None
+
+
+@dataclass(frozen=True)
 class TapNetwork:
     """A virtio-net NIC on a tap device, named (QEMU opens it) or given as an open fd (opened in the pod netns)."""
 
@@ -157,7 +168,7 @@ class VMSpec:
     memory_hotplug: MemoryHotplug | None = None
     disks: tuple[BlockDevice, ...] = ()
     rng: bool = False
-    net: TapNetwork | None = None
+    net: TapNetwork | PodNic | None = None
     incoming_defer: bool = False  # a clone: wait for migrate-incoming
     tb_size_mib: int = 16  # TCG translation buffer; caps a busy guest's code cache
     tsc_khz: int | None = None  # host TSC kHz, required for a TCG kernel boot (see argv.py)
@@ -279,5 +290,5 @@ def _validate_devices(spec: VMSpec) -> None:
     if spec.net is not None:
         if not _MAC.match(spec.net.mac):
             raise InvalidSpec(f"MAC {spec.net.mac!r} must be lower-case aa:bb:cc:dd:ee:ff")
-        if not 0 < len(spec.net.tap) <= 15 or "," in spec.net.tap:
+        if isinstance(spec.net, TapNetwork) and (not 0 < len(spec.net.tap) <= 15 or "," in spec.net.tap):
             raise InvalidSpec(f"tap name {spec.net.tap!r} is not a valid interface name")

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from rund import errors
-from rund.agent import AgentClient, AgentTimeout, FileCopy, LayeredRootfs, StdioConfig
+from rund.agent import AgentClient, AgentTimeout, FileCopy, LayeredRootfs, NetworkConfig, StdioConfig
 from rund.config import Config
 from rund.hypervisor import HypervisorError
 from rund.hypervisor.logtail import log_tail
 from rund.hypervisor.paths import VMPaths
 from rund.resources.cgroups import CgroupError, CgroupLease, CgroupLimits, limits_from_oci, open_pool
 from rund.runtime.pod_memory import MemoryPolicy, PodMemory
+from rund.runtime.pod_network import AttachedNetwork, attach_pod
 from rund.runtime.process import UNKNOWN_EXIT_STATUS
 from rund.runtime.resource_config import pool_config, rootfs_cache
 from rund.runtime.rootfs import RootfsSlots, SlotLayout, owner_of
@@ -55,6 +56,7 @@ class ContainerSetup:
     stdio: StdioConfig
     resources: dict | None             # the host spec's linux.resources (the first container sizes the VM's cgroup)
     hostname: str                      # the VM's, when this container starts it
+    netns: str = ""                    # the pod's network namespace (CNI's), when this container starts the VM
 
 
 class Sandbox:
@@ -70,6 +72,7 @@ class Sandbox:
         self._lease: CgroupLease | None = None
         self._launched: LaunchedVM | None = None
         self._memory: VMMemory | None = None        # the VM's size follows its containers (vm_memory.py)
+        self._network: AttachedNetwork | None = None  # the pod's CNI netns, wired to the VM's NIC
         self._tasks: list[asyncio.Task] = []        # VM watch, OOM stream, pool refill: ended by stop()
         self._refilling = False
         self._stopping = False
@@ -121,7 +124,7 @@ class Sandbox:
             with trace.step("rootfs"):
                 image = await self._slots.acquire(c.id, owner, c.rootfs, c.bundle)
             if not self.started:
-                await self._start(image, c.resources, c.hostname, trace)
+                await self._start(image, c.resources, c.hostname, c.netns, trace)
             with trace.step("memory"):
                 await self._grow_for(c)
             device = await self._slots.device_for(c.id)
@@ -247,6 +250,12 @@ class Sandbox:
                 log.warning("sandbox %s: releasing its cgroup: %s", self.id, e)
             self._lease = None
         await self._slots.release_all()
+        if self._network is not None:
+            try:
+                await self._network.detach()
+            except errors.RundError as e:
+                log.warning("sandbox %s: detaching its network: %s", self.id, e)
+            self._network = None
         self.dir.remove()
 
     # ---- inside ------------------------------------------------------------------------------------------------
@@ -255,18 +264,30 @@ class Sandbox:
     def _teardown_timeout(self) -> float:
         return self.cfg.agent.teardown_timeout_s
 
-    async def _start(self, image: Path, resources: dict | None, hostname: str, trace: StepTrace) -> None:
-        """A cgroup and a VM whose agent answers, with `image` in its first rootfs slot."""
+    async def _start(self, image: Path, resources: dict | None, hostname: str, netns: str,
+                     trace: StepTrace) -> None:
+        """A cgroup and a VM whose agent answers, with `image` in its first rootfs slot and, given the pod's netns,
+        the pod's network on its NIC."""
         shape = shape_from_config(self.cfg)
         pod_memory = PodMemory(MemoryPolicy.from_config(self.cfg.hypervisor, shape.memory_hotplug_mib))
         with trace.step("cgroup"):
             await self._acquire_cgroup(resources, pod_memory.host_limit(0))
         templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
         launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
+        network = NetworkConfig()
+        if netns:
+            with trace.step("network"):
+                self._network = await attach_pod(netns)
+            network = self._network.config
         with trace.step("vm"):
-            self._launched = launched = await launcher.launch(LaunchRequest(
-                name=self.id[:32], dir=self.dir.path, rootfs_images=(image,),
-                pre_exec=self._lease.placement() if self._lease else None, hostname=hostname))
+            try:
+                self._launched = launched = await launcher.launch(LaunchRequest(
+                    name=self.id[:32], dir=self.dir.path, rootfs_images=(image,),
+                    pre_exec=self._lease.placement() if self._lease else None, hostname=hostname,
+                    tap_fd=self._network.tap_fd if self._network else None, network=network))
+            finally:
+                if self._network is not None:
+                    self._network.close_tap()
         if not launched.dax:
             log.info("sandbox %s: the %s machine has no DAX: container rootfs images go on read-only virtio-blk "
                      "disks and the guest keeps its own page cache of them", self.id, shape.machine.value)
@@ -281,7 +302,7 @@ class Sandbox:
             launched.rootfs_devices, self._plug if shape.rootfs_hotplug_slots else None)
         if launched.how != "clone":   # a clone got its hostname with PostRestore
             with trace.step("agent_setup"):
-                await self.agent.setup_sandbox(self.id, hostname=hostname)
+                await self.agent.setup_sandbox(self.id, hostname=hostname, network=network)
         self._memory = VMMemory(self.id, pod_memory, launched.vm, self._bound_vmm, self._spawn)
         self._spawn(self._watch_vm(), "vm-watch")
         self._spawn(self._forward_ooms(), "oom")

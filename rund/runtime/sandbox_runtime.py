@@ -22,6 +22,7 @@ from rund.runtime.container import Container, Running
 from rund.runtime.events import EventSink
 from rund.runtime.guest_spec import guest_spec
 from rund.runtime.pod_namespaces import PodNamespaces, has_private_uts
+from rund.runtime.pod_network import netns_path
 from rund.runtime.process import UNKNOWN_EXIT_STATUS, Exit, Process, Status, Stdio, Verb
 from rund.runtime.sandbox import ContainerSetup, Sandbox
 from rund.runtime.stdio_copy import StdioCopy, agent_stdio
@@ -63,7 +64,7 @@ class SandboxRuntime:
                 init.guest_pid = await sandbox.create_container(ContainerSetup(
                     id=req.id, bundle=req.bundle, rootfs=req.rootfs, spec=spec.spec, files=spec.files,
                     stdio=agent_stdio(req.stdio), resources=(host_spec.get("linux") or {}).get("resources"),
-                    hostname=_hostname(host_spec, self.sandbox_id)), trace)
+                    hostname=_hostname(host_spec, self.sandbox_id), netns=netns_path(host_spec)), trace)
             except BaseException:
                 init.stdio.close()
                 if not self._containers:

@@ -2,8 +2,9 @@
 mapped share=off, device state restored.
 
 Then one PostRestore call does the duties every clone owes (DESIGN.md): the guest clock set from the host, the guest
-RNG reseeded from host entropy, and the sandbox's own hostname (a clone gets no SetupSandbox). PostRestore's network
-identity is left empty: rund has no pod network yet.
+RNG reseeded from host entropy, the sandbox's own hostname and network identity (a clone gets no SetupSandbox). The
+NIC came with the template (its MAC too, from the migration stream); its backend is the clone's own tap, and the
+agent gives it the pod's MAC and addresses.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from rund import errors
-from rund.agent import AgentClient
+from rund.agent import AgentClient, NetworkConfig
 from rund.hypervisor import FileMemory, HypervisorError, QemuVM
 from rund.hypervisor.paths import VMPaths
 from rund.templates.shape import SandboxShape, sandbox_spec
@@ -27,9 +28,9 @@ ENTROPY_BYTES = 64
 
 
 def clone_spec(shape: SandboxShape, template: Template, name: str, directory: Path,
-               rootfs_images: tuple[Path, ...], placeholder: Path):
+               rootfs_images: tuple[Path, ...], placeholder: Path, tap_fd: int | None = None):
     spec = sandbox_spec(shape, name, VMPaths(directory), rootfs_images, placeholder,
-                        memory=FileMemory(template.memory, shared=False), incoming_defer=True)
+                        memory=FileMemory(template.memory, shared=False), incoming_defer=True, tap_fd=tap_fd)
     # No -kernel/-initrd: the guest is already running in the restored RAM, and loading the 50 MB kernel and the
     # initrd would cost every clone their copies in QEMU's ROM blobs (private memory) and the time to read them.
     return replace(spec, kernel=None, initrd=None, cmdline="")
@@ -38,10 +39,11 @@ def clone_spec(shape: SandboxShape, template: Template, name: str, directory: Pa
 async def clone_vm(shape: SandboxShape, template: Template, name: str, directory: Path,
                    rootfs_images: tuple[Path, ...], placeholder: Path, hostname: str = "",
                    pre_exec: Callable[[], None] | None = None,
-                   ready_timeout: float = CLONE_READY_TIMEOUT) -> tuple[QemuVM, AgentClient, dict[str, float]]:
+                   ready_timeout: float = CLONE_READY_TIMEOUT, tap_fd: int | None = None,
+                   network: NetworkConfig = NetworkConfig()) -> tuple[QemuVM, AgentClient, dict[str, float]]:
     """A running clone whose agent has answered Health and done PostRestore; stopped again on any failure."""
     t0 = time.monotonic()
-    vm = QemuVM(clone_spec(shape, template, name, directory, rootfs_images, placeholder), shape.qemu_binary)
+    vm = QemuVM(clone_spec(shape, template, name, directory, rootfs_images, placeholder, tap_fd), shape.qemu_binary)
     agent: AgentClient | None = None
     try:
         await vm.start(pre_exec=pre_exec)
@@ -50,7 +52,7 @@ async def clone_vm(shape: SandboxShape, template: Template, name: str, directory
         t_restored = time.monotonic()
         agent = await wait_for_agent(vm, ready_timeout, poll=ready_timeout)
         t_health = time.monotonic()
-        await agent.post_restore(time.time_ns(), os.urandom(ENTROPY_BYTES), hostname=hostname)
+        await agent.post_restore(time.time_ns(), os.urandom(ENTROPY_BYTES), network=network, hostname=hostname)
         t_ready = time.monotonic()
     except BaseException as e:
         if agent is not None:

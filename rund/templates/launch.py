@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from rund import errors
-from rund.agent import AgentClient
+from rund.agent import AgentClient, NetworkConfig
 from rund.hypervisor import HypervisorError, QemuVM
 from rund.templates.builder import spawn_builder
 from rund.templates.clone import clone_vm
@@ -37,6 +37,8 @@ class LaunchRequest:
     rootfs_images: tuple[Path, ...] = ()       # each exactly shape.rootfs_slot_bytes, bound to slots 0..n-1
     pre_exec: Callable[[], None] | None = None  # runs in QEMU's child before exec (cgroup placement)
     hostname: str = ""
+    tap_fd: int | None = None                  # the pod's tap for the NIC (None: unconnected)
+    network: NetworkConfig = NetworkConfig()   # the pod's addresses; a clone gets them with PostRestore
 
 
 @dataclass
@@ -107,7 +109,7 @@ class Launcher:
     async def clone(self, req: LaunchRequest, template: Template) -> LaunchedVM:
         vm, agent, timings = await clone_vm(self.shape, template, req.name, req.dir, req.rootfs_images,
                                             self.placeholder(), hostname=req.hostname,
-                                            pre_exec=req.pre_exec)
+                                            pre_exec=req.pre_exec, tap_fd=req.tap_fd, network=req.network)
         log.info("sandbox VM %s cloned from template %s (pid %s): ready in %.3f s", req.name, template.key,
                  vm.pid, timings["ready"])
         return LaunchedVM(vm, agent, "clone", self._devices(req), self.shape.dax, timings, template.key)
@@ -137,7 +139,8 @@ class Launcher:
     async def cold_boot(self, req: LaunchRequest) -> LaunchedVM:
         t0 = time.monotonic()
         placeholder = self.placeholder()
-        spec = sandbox_spec(self.shape, req.name, VMPaths(req.dir), req.rootfs_images, placeholder)
+        spec = sandbox_spec(self.shape, req.name, VMPaths(req.dir), req.rootfs_images, placeholder,
+                            tap_fd=req.tap_fd)
         vm = QemuVM(spec, self.shape.qemu_binary)
         try:
             await vm.start(pre_exec=req.pre_exec)

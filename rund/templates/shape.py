@@ -14,7 +14,7 @@ from pathlib import Path
 from rund.config import Config
 from rund.errors import FailedPrecondition, InvalidArgument
 from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, Machine, MemoryHotplug, PmemHotplugSlot,
-                             PmemSlot, SerialChannel, VMSpec, detect_accel, host_tsc_khz, pmem_slot_address)
+                             PmemSlot, PodNic, SerialChannel, VMSpec, detect_accel, host_tsc_khz, pmem_slot_address)
 from rund.hypervisor.cmdline import MEMORY_HOTPLUG_PARAMS, CmdlineError, guest_root, kernel_cmdline
 from rund.hypervisor.layout import GiB, MiB, PMEM_ALIGN
 from rund.hypervisor.paths import VMPaths
@@ -38,6 +38,7 @@ class SandboxShape:
     rootfs_slot_bytes: int      # every container image is padded to exactly this size
     rootfs_hotplug_slots: int = 0   # images added to a running VM (q35 only), after the fixed slots
     memory_hotplug_mib: int = 0     # guest memory the pod may grow by (q35 only: virtio-mem), after every pmem slot
+    nic: bool = True                # a virtio-net NIC (eth0) for the pod's network; a clone binds it to its tap
     qemu_binary: str = "qemu-system-x86_64"
     tsc_khz: int | None = None
     key_extra: tuple = field(default=())   # anything else a template must be keyed by
@@ -91,10 +92,15 @@ def shape_from_config(cfg: Config) -> SandboxShape:
     return shape
 
 
+# The MAC a template's NIC is saved with; every sandbox's agent sets the pod's own (CNI's) before bringing it up.
+TEMPLATE_MAC = "02:00:00:00:00:01"
+
+
 def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: tuple[Path, ...],
                  placeholder: Path | None, memory: AnonymousMemory | FileMemory = AnonymousMemory(),
-                 incoming_defer: bool = False) -> VMSpec:
-    """rootfs_images fill the first slots; the others are bound to `placeholder` (a sparse file of slot size)."""
+                 incoming_defer: bool = False, tap_fd: int | None = None) -> VMSpec:
+    """rootfs_images fill the first slots; the others are bound to `placeholder` (a sparse file of slot size).
+    tap_fd: the pod's tap (opened in its network namespace) for the NIC; None leaves the NIC unconnected."""
     if len(rootfs_images) > shape.rootfs_slots:
         raise InvalidArgument(f"{len(rootfs_images)} rootfs images for {shape.rootfs_slots} slots")
     slots = list(rootfs_images)
@@ -125,4 +131,5 @@ def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: 
         runtime_dir=paths.run, console_log=paths.console_log, qemu_log=paths.qemu_log, agent=SerialChannel(),
         kernel=shape.kernel, initrd=shape.initrd, cmdline=shape.cmdline(),
         memory=memory, pmem=pmem, pmem_hotplug=hotplug, memory_hotplug=memory_hotplug, disks=disks, rng=False,
+        net=PodNic(TEMPLATE_MAC, tap_fd) if shape.nic else None,
         incoming_defer=incoming_defer, tb_size_mib=shape.tb_size_mib, tsc_khz=shape.tsc_khz)

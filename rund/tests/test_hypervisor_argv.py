@@ -17,6 +17,7 @@ from rund.hypervisor.spec import (
     PmemHotplugSlot,
     PmemSlot,
     SerialChannel,
+    PodNic,
     TapNetwork,
     VMSpec,
     VsockChannel,
@@ -186,6 +187,15 @@ def test_rng_and_net():
     q35 = build_argv(spec(Machine.Q35, net=replace(net, tap_fd=11)))
     assert values(q35, "-netdev") == ["tap,id=net0,fd=11"]
     assert "virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:12:34:56,romfile=" in values(q35, "-device")
+
+
+def test_a_pod_nic_is_a_tap_fd_or_a_hub_of_one_port():
+    unconnected = build_argv(spec(Machine.Q35, net=PodNic("02:00:00:00:00:01")))
+    assert values(unconnected, "-netdev") == ["hubport,id=net0,hubid=0"]
+    assert "virtio-net-pci,id=nic0,netdev=net0,mac=02:00:00:00:00:01,romfile=" in values(unconnected, "-device")
+    tap = build_argv(spec(net=PodNic("02:00:00:00:00:01", tap_fd=9)))
+    assert values(tap, "-netdev") == ["tap,id=net0,fd=9"]     # vnet headers: as the tap was opened (none)
+    assert "virtio-net-device,id=nic0,netdev=net0,mac=02:00:00:00:00:01" in values(tap, "-device")
 
 
 def test_clone_flags_incoming_defer_shared_off_no_kernel():

@@ -1,0 +1,86 @@
+"""The pod's network plumbing on the host, against a real network namespace with a veth as CNI's bridge plugin makes
+one (root): the tap and both redirects appear, the identity read is the interface's, and detach leaves the netns as
+CNI made it. (The VM side is end to end: integration/test_cri_network.py.)"""
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from rund.agent import Interface, IPAddress, Route
+from rund.resources.network import NetworkError, PodAddress, PodNetwork, PodRoute, attach, detach
+from rund.runtime.pod_network import guest_network, netns_path
+
+pytestmark = pytest.mark.root
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def cni_netns():
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    name, host = f"rundt-{uuid.uuid4().hex[:6]}", f"rt{uuid.uuid4().hex[:8]}"
+    ip("netns", "add", name)
+    try:
+        ip("link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", name)
+        ip("-n", name, "addr", "add", "10.77.0.2/24", "dev", "eth0")
+        ip("-n", name, "-6", "addr", "add", "fd00:77::2/64", "dev", "eth0", "nodad")
+        ip("-n", name, "link", "set", "eth0", "mtu", "1400", "up")
+        ip("-n", name, "route", "add", "default", "via", "10.77.0.1")
+        yield f"/var/run/netns/{name}"
+    finally:
+        subprocess.run(["ip", "link", "del", host], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def in_netns(path: str, *argv: str) -> str:
+    return subprocess.run(["nsenter", f"--net={path}", *argv], check=True, capture_output=True, text=True).stdout
+
+
+def test_attach_makes_a_tap_redirected_both_ways_and_reads_the_pods_identity(cni_netns):
+    pod = attach(cni_netns)
+    try:
+        mac = in_netns(cni_netns, "ip", "-o", "link", "show", "eth0").split("link/ether ")[1].split()[0]
+        assert (pod.interface, pod.mac, pod.mtu) == ("eth0", mac, 1400)
+        assert pod.addresses == (PodAddress("10.77.0.2", 24), PodAddress("fd00:77::2", 64))
+        assert pod.routes == (PodRoute("default", "10.77.0.1"),)
+        assert "tap0_rund" in in_netns(cni_netns, "ip", "-o", "link")
+        for dev, to in (("eth0", "tap0_rund"), ("tap0_rund", "eth0")):
+            assert f"Egress Redirect to device {to}" in in_netns(cni_netns, "tc", "filter", "show", "dev", dev, "ingress")
+        again = attach(cni_netns)            # a second shim for the pod (after a crash) starts clean
+        os.close(again.tap_fd)
+    finally:
+        os.close(pod.tap_fd)
+        detach(cni_netns)
+    assert "tap0_rund" not in in_netns(cni_netns, "ip", "-o", "link")
+    assert in_netns(cni_netns, "tc", "qdisc", "show", "dev", "eth0", "ingress") == ""
+    detach("/var/run/netns/gone-already")       # CNI DEL ran first: nothing to do
+
+
+def test_a_netns_without_an_addressed_interface_is_a_clear_error(cni_netns):
+    in_netns(cni_netns, "ip", "addr", "flush", "dev", "eth0")
+    with pytest.raises(NetworkError, match="no interface with an address"):
+        attach(cni_netns)
+    with pytest.raises(NetworkError, match="network namespace /nonexistent"):
+        attach("/nonexistent")
+
+
+def test_the_guest_takes_the_cni_interfaces_identity_on_its_eth0():
+    pod = PodNetwork(-1, "net1", "0a:58:0a:58:00:05", 1450, (PodAddress("10.88.0.5", 16), PodAddress("fd00::5", 64)),
+                     (PodRoute("default", "10.88.0.1"), PodRoute("10.96.0.0/12", "10.88.0.1")))
+    config = guest_network(pod)
+    assert config.interfaces == (Interface("eth0", "0a:58:0a:58:00:05", 1450,
+                                           (IPAddress("10.88.0.5", 16), IPAddress("fd00::5", 64))),)
+    assert config.routes == (Route("default", "10.88.0.1", "eth0"), Route("10.96.0.0/12", "10.88.0.1", "eth0"))
+
+
+def test_the_netns_comes_from_the_sandbox_specs_network_entry():
+    spec = {"linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-1"}]}}
+    assert netns_path(spec) == "/var/run/netns/cni-1"
+    assert netns_path({"linux": {"namespaces": [{"type": "network"}]}}) == ""
+    assert netns_path({}) == ""
