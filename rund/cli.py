@@ -47,7 +47,7 @@ def _metrics(cfg, ns) -> int:
     from rund.ops.serve import serve
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prometheus_client.disable_created_metrics()
-    metrics = NodeMetrics(cfg)
+    metrics = NodeMetrics(cfg, pss_max_age=ns.pss_max_age)
     serve(metrics, ns.listen, ready=(lambda address: print(f"listening on {address}", flush=True)))
     return 0
 
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="config file (default /etc/rund/config.toml if present)")
     sub = ap.add_subparsers(dest="command", required=True)
     cp = sub.add_parser("check", help="can this node run rund pods? the host, and containerd's CRI side")
-    cp.add_argument("--containerd-config", default=DEFAULT_CONFIG, help=f"containerd's config (default {DEFAULT_CONFIG})")
+    cp.add_argument("--containerd-config", default=DEFAULT_CONFIG,
+                    help=f"containerd's config (default {DEFAULT_CONFIG})")
     cp.add_argument("--containerd-address", help="containerd's socket (default: the config's grpc address, else "
                     "/run/containerd/containerd.sock)")
     cp.add_argument("--no-kubernetes", action="store_true", help="the host only")
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     sp = msub.add_parser("serve", help="serve /metrics (one daemon per state dir)")
     sp.add_argument("--listen", default=DEFAULT_LISTEN,
                     help=f"HOST:PORT, [IPv6]:PORT, :PORT or unix:/PATH (default {DEFAULT_LISTEN})")
+    sp.add_argument("--pss-max-age", type=float, default=30.0, metavar="SECONDS",
+                    help="read a process's PSS at most this often (it walks page tables; default 30)")
     tp = sub.add_parser("templates", help="pre-forked VM templates: list, build, verify, remove")
     tp.add_argument("action", choices=("list", "build", "verify", "remove"))
     tp.add_argument("key", nargs="?", help="one template (verify/remove); default: all")

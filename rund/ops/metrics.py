@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from rund.config import Config
-from rund.ops import sandboxes
+from rund.ops import procstat, sandboxes
 from rund.ops.spool import SpoolReader
 
 log = logging.getLogger("rund.ops.metrics")
@@ -33,7 +33,7 @@ MAX_STEP_SERIES = 200                   # label sets from the spool: names come 
 class NodeMetrics:
     """One per state dir. exposition(accept) is what the HTTP endpoint serves."""
 
-    def __init__(self, cfg: Config, claim_spool: bool = True):
+    def __init__(self, cfg: Config, claim_spool: bool = True, pss_max_age: float = 30.0):
         self.cfg = cfg
         self.state_dir = cfg.state_dir
         self.registry = CollectorRegistry(auto_describe=False)
@@ -47,6 +47,7 @@ class NodeMetrics:
         self._template_count = 0
         self._pool = None
         self._cache = None
+        self._pss = procstat.PssCache(pss_max_age)
         r = self.registry
         self.operation_seconds = Histogram(
             "rund_operation_duration_seconds", "Task operations of rund shims, whole: create (vm: clone, cold, or "
@@ -128,7 +129,8 @@ class NodeMetrics:
 
     def collect(self):
         t0 = time.monotonic()
-        views = sandboxes.scan(self.state_dir)
+        views = sandboxes.scan(self.state_dir, self._pss)
+        self._pss.prune()
         yield from self._sandbox_families(views)
         yield from self._pool_families()
         yield from self._cache_families()
@@ -153,7 +155,8 @@ class NodeMetrics:
         created = GaugeMetricFamily("rund_sandbox_start_time_seconds", "When the sandbox was created (unix time)",
                                     labels=key)
         pss = GaugeMetricFamily("rund_sandbox_memory_pss_bytes", "Host memory of the sandbox's processes "
-                                "(proportional set size; process: vmm, shim)", labels=[*key, "process"])
+                                "(proportional set size, at most --pss-max-age old; process: vmm, shim)",
+                                labels=[*key, "process"])
         cpu = CounterMetricFamily("rund_sandbox_cpu_seconds", "CPU time of the sandbox's processes (user + "
                                   "system; process: vmm, shim)", labels=[*key, "process"])
         guest = GaugeMetricFamily("rund_sandbox_guest_memory_bytes", "Memory in use by the sandbox's containers "

@@ -73,22 +73,19 @@ def sandbox_dirs(state_dir: str | Path) -> list[SandboxDir]:
     """<state_dir>/<namespace>/<id>/ that hold a sandbox.json (the state dir also holds the cgroup pool's records,
     placeholders and the metrics spool: none of them is a namespace of sandboxes)."""
     found = []
-    root = Path(state_dir)
-    try:
-        namespaces = sorted(root.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    for ns in namespaces:
-        if not _is_id(ns.name) or not ns.is_dir():
-            continue
-        try:
-            children = sorted(ns.iterdir())
-        except OSError:
-            continue
-        for child in children:
-            if _is_id(child.name) and (child / "sandbox.json").exists():
-                found.append(SandboxDir(root, ns.name, child.name))
+    for ns in _subdirs(str(state_dir)):
+        for sid in _subdirs(os.path.join(state_dir, ns)):
+            if os.path.exists(os.path.join(state_dir, ns, sid, "sandbox.json")):
+                found.append(SandboxDir(state_dir, ns, sid))
     return found
+
+
+def _subdirs(path: str) -> list[str]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(e.name for e in it if _is_id(e.name) and e.is_dir(follow_symlinks=False))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
 
 
 def _is_id(name: str) -> bool:
@@ -136,7 +133,7 @@ def _vm_of(recorded: str, vmm_pid: int, vmm_alive: bool) -> str:
     return ""
 
 
-def view(sdir: SandboxDir, locked: set | None) -> SandboxView:
+def view(sdir: SandboxDir, locked: set | None, pss=procstat.pss_bytes) -> SandboxView:
     containers = tuple(sdir.container_ids())
     created = _created(sdir)
     try:
@@ -159,13 +156,14 @@ def view(sdir: SandboxDir, locked: set | None) -> SandboxView:
         namespace=sdir.namespace, id=sdir.sandbox_id, state=state, containers=containers, created_unix=created,
         vm=_vm_of(getattr(record, "vm", ""), vmm_pid, vmm_alive), shim_pid=record.shim_pid, shim_alive=shim_alive,
         vmm_pid=vmm_pid, vmm_alive=vmm_alive,
-        vmm_pss_bytes=procstat.pss_bytes(vmm_pid) if vmm_alive else None,
-        shim_pss_bytes=procstat.pss_bytes(record.shim_pid) if shim_alive else None,
+        vmm_pss_bytes=pss(vmm_pid) if vmm_alive else None,
+        shim_pss_bytes=pss(record.shim_pid) if shim_alive else None,
         vmm_cpu_seconds=procstat.cpu_seconds(vmm_pid) if vmm_alive else None,
         shim_cpu_seconds=procstat.cpu_seconds(record.shim_pid) if shim_alive else None,
         guest_memory_bytes=_guest_memory(sdir, containers) if shim_alive else None)
 
 
-def scan(state_dir: str | Path) -> list[SandboxView]:
+def scan(state_dir: str | Path, pss=procstat.pss_bytes) -> list[SandboxView]:
+    """`pss(pid)`: how host memory is read (the metrics daemon passes a cache: PSS walks page tables)."""
     locked = procstat.locked_inodes()
-    return [view(sdir, locked) for sdir in sandbox_dirs(state_dir)]
+    return [view(sdir, locked, pss) for sdir in sandbox_dirs(state_dir)]

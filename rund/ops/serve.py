@@ -107,7 +107,7 @@ def serve(metrics: NodeMetrics, listen: str, ready=None) -> None:
     old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         address = bound_address(server)
-        log.info("rund metrics: serving %s/metrics (state dir %s)", address, metrics.state_dir)
+        log.info("rund metrics: serving /metrics on %s (state dir %s)", address, metrics.state_dir)
         if ready is not None:
             ready(address)
         server.serve_forever(poll_interval=0.5)

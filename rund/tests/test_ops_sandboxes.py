@@ -171,3 +171,23 @@ def test_metrics_report_sandboxes_spooled_operations_and_forget_a_deleted_sandbo
         assert _value(f, "rund_sandboxes", state="dead") == 0
     finally:
         metrics.close()
+
+
+def test_pss_is_read_at_most_every_max_age_per_process(processes, monkeypatch):
+    from rund.ops import procstat
+    now = [0.0]
+    reads = []
+    real = procstat.pss_bytes
+    monkeypatch.setattr(procstat, "pss_bytes", lambda pid: reads.append(pid) or real(pid))
+    cache = procstat.PssCache(max_age=30, clock=lambda: now[0])
+    p = processes()
+    assert cache(p.pid) > 0 and cache(p.pid) > 0 and reads == [p.pid]
+    now[0] = 31
+    cache(p.pid)
+    assert reads == [p.pid, p.pid]
+    cache.prune()
+    cache.prune()                      # not asked about since: forgotten
+    assert cache._seen == {}
+    p.kill()
+    p.wait()
+    assert cache(p.pid) is None
