@@ -5,6 +5,8 @@
 3. A busybox image built locally (no registry needed) and imported with `ctr images import`.
 4. `ctr run --rm --runtime io.containerd.rund.v2 ...` twice: the first sandbox may boot cold (and a template is
    built for the next), the second is a clone of that template.
+5. A pod through CRI (hack/demo_cri.py): two containers sharing localhost, and the host fetching a page from the
+   pod IP.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 from hack.busybox_image import build
+from hack.demo_cri import run as run_cri
 from integration.containerd_daemon import PrivateContainerd
 
 SYSTEM_SOCKET = "/run/containerd/containerd.sock"
@@ -62,7 +65,9 @@ def main() -> int:
             print(f"exit status {res.returncode} after {time.monotonic() - start:.2f} s")
             if res.returncode != 0:
                 return 1
-    return 0
+    print("\n$ a pod through containerd's CRI plugin, runtime handler rund")
+    with tempfile.TemporaryDirectory(prefix="rund-demo-cri-") as tmp:
+        return run_cri(Path(tmp))
 
 
 if __name__ == "__main__":
