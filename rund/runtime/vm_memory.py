@@ -59,7 +59,7 @@ class VMMemory:
             log.warning("sandbox %s: its containers ask %d MiB of guest memory, more than the VM can have (%d MiB: "
                         "hypervisor.max_memory_mib, or the boot size on a machine without memory hotplug)",
                         self.name, plan.wanted_bytes // MiB, plan.guest_bytes // MiB)
-        await self._set(plan.hotplug_bytes)
+        await self._set(lambda: self.pod.plan().hotplug_bytes)   # planned again under the lock: the latest wins
 
     async def set_guest_memory(self, guest_bytes: int) -> None:
         """Hold `guest_bytes` of guest memory in all (boot + hotplug, a multiple of the hotplug block)."""
@@ -69,12 +69,13 @@ class VMMemory:
             raise errors.InvalidArgument(
                 f"sandbox {self.name}: guest memory of {guest_bytes} bytes: must be a multiple of {p.block_bytes} "
                 f"in [{p.boot_bytes}, {p.max_bytes}]")
-        await self._set(hotplug)
+        await self._set(lambda: hotplug)
 
-    async def _set(self, hotplug: int) -> None:
+    async def _set(self, target: Callable[[], int]) -> None:
         if self.pod.policy.hotplug_capacity == 0:
             return
         async with self._lock:
+            hotplug = target()
             if hotplug > self._target:
                 await self._bound(self.pod.host_limit(hotplug))
                 self._target = hotplug
