@@ -40,13 +40,7 @@ def wait_response(info: ExitInfo) -> pb.WaitProcessResponse:
 
 
 def stats_response(stats: ContainerStats) -> pb.StatsContainerResponse:
-    c, m, p = stats.cpu, stats.memory, stats.pids
-    return pb.StatsContainerResponse(
-        cpu=pb.CpuStats(usage_total_ns=c.usage_total_ns, usage_user_ns=c.usage_user_ns,
-                        usage_kernel_ns=c.usage_kernel_ns, throttled_periods=c.throttled_periods,
-                        throttled_time_ns=c.throttled_time_ns),
-        memory=pb.MemoryStats(usage_bytes=m.usage_bytes, max_usage_bytes=m.max_usage_bytes,
-                              limit_bytes=m.limit_bytes, cache_bytes=m.cache_bytes, rss_bytes=m.rss_bytes,
-                              inactive_file_bytes=m.inactive_file_bytes, oom_events=m.oom_events),
-        pids=pb.PidsStats(current=p.current, limit=p.limit),
-    )
+    """Field for field: the stats tuples and the messages share their names."""
+    return pb.StatsContainerResponse(cpu=pb.CpuStats(**stats.cpu._asdict()),
+                                     memory=pb.MemoryStats(**stats.memory._asdict()),
+                                     pids=pb.PidsStats(**stats.pids._asdict()))

@@ -8,6 +8,7 @@ import pytest
 from agent.cgroups import stats, v2_files
 from agent.container import status
 from agent.container.securejoin import secure_join
+from agent.container.types import NO_LIMIT
 from agent.errors import InvalidArgument, SetupFailed
 from agent.init import modules
 from agent.linux.entropy import rand_pool_info
@@ -33,19 +34,93 @@ def test_cgroup_v2_files_follow_runc_conversions():
     assert v2_files.files_for(Resources()) == []
 
 
+# memory.stat of a container group in the guest (Debian's 6.1 cloud kernel) while it holds 64 MiB of anonymous memory.
+GUEST_MEMORY_STAT = """\
+anon 67457024
+file 204800
+kernel 425984
+kernel_stack 32768
+pagetables 188416
+sec_pagetables 0
+percpu 0
+sock 4096
+vmalloc 0
+shmem 8192
+file_mapped 126976
+file_dirty 12288
+file_writeback 4096
+swapcached 0
+anon_thp 2097152
+file_thp 0
+shmem_thp 0
+inactive_anon 67440640
+active_anon 16384
+inactive_file 131072
+active_file 73728
+unevictable 0
+slab_reclaimable 61440
+slab_unreclaimable 139264
+slab 200704
+workingset_refault_anon 1
+workingset_refault_file 2
+workingset_activate_anon 3
+workingset_activate_file 4
+workingset_restore_anon 0
+workingset_restore_file 0
+workingset_nodereclaim 5
+pgscan 6
+pgsteal 7
+pgscan_kswapd 0
+pgscan_direct 0
+pgsteal_kswapd 0
+pgsteal_direct 0
+pgfault 17321
+pgmajfault 2
+pgrefill 8
+pgactivate 9
+pgdeactivate 10
+pglazyfree 11
+pglazyfreed 12
+thp_fault_alloc 13
+thp_collapse_alloc 14
+"""
+
+
 def test_cgroup_stats_parse():
     parsed = stats.parse({
         "cpu.stat": "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 9\nnr_throttled 3\n"
                     "throttled_usec 40\n",
-        "memory.current": "4096\n", "memory.peak": "8192\n", "memory.max": "max\n",
-        "memory.stat": "anon 100\nfile 200\ninactive_file 50\n", "memory.events": "low 0\noom 2\noom_kill 1\n",
+        "memory.current": "68202496\n", "memory.peak": "68423680\n", "memory.max": "max\n",
+        "memory.swap.current": "0\n", "memory.swap.max": "0\n",
+        "memory.stat": GUEST_MEMORY_STAT, "memory.events": "low 1\nhigh 2\nmax 3\noom 4\noom_kill 5\n",
         "pids.current": "3\n", "pids.max": "max\n"})
-    assert parsed.cpu.usage_total_ns == 1_500_000 and parsed.cpu.throttled_periods == 3
-    assert parsed.cpu.throttled_time_ns == 40_000
-    assert (parsed.memory.usage_bytes, parsed.memory.max_usage_bytes, parsed.memory.limit_bytes) == (4096, 8192, 0)
-    assert (parsed.memory.rss_bytes, parsed.memory.cache_bytes, parsed.memory.oom_events) == (100, 200, 1)
-    assert (parsed.pids.current, parsed.pids.limit) == (3, 0)
-    assert stats.parse({}).memory.usage_bytes == 0
+    c, m = parsed.cpu, parsed.memory
+    assert (c.usage_total_ns, c.usage_user_ns, c.usage_kernel_ns) == (1_500_000, 1_000_000, 500_000)
+    assert (c.periods, c.throttled_periods, c.throttled_time_ns) == (9, 3, 40_000)
+    assert (m.usage_bytes, m.max_usage_bytes, m.limit_bytes) == (68202496, 68423680, NO_LIMIT)
+    assert (m.swap_usage_bytes, m.swap_limit_bytes) == (0, 0)      # swap.max 0 is a limit, not "none"
+    assert (m.rss_bytes, m.cache_bytes, m.rss_huge_bytes, m.shmem_bytes) == (67457024, 204800, 2097152, 8192)
+    assert (m.inactive_file_bytes, m.active_file_bytes, m.inactive_anon_bytes, m.active_anon_bytes) == (
+        131072, 73728, 67440640, 16384)
+    assert (m.mapped_file_bytes, m.dirty_bytes, m.writeback_bytes, m.unevictable_bytes) == (126976, 12288, 4096, 0)
+    assert (m.kernel_stack_bytes, m.slab_bytes, m.slab_reclaimable_bytes, m.slab_unreclaimable_bytes,
+            m.sock_bytes) == (32768, 200704, 61440, 139264, 4096)
+    assert (m.pgfault, m.pgmajfault) == (17321, 2)
+    # since Linux 5.9 the workingset counters are split by LRU: their sum is the old figure
+    assert (m.workingset_refault, m.workingset_activate, m.workingset_nodereclaim) == (3, 7, 5)
+    assert (m.pgscan, m.pgsteal, m.pgrefill, m.pgactivate, m.pgdeactivate, m.pglazyfree, m.pglazyfreed,
+            m.thp_fault_alloc, m.thp_collapse_alloc) == (6, 7, 8, 9, 10, 11, 12, 13, 14)
+    assert (m.events_low, m.events_high, m.events_max, m.events_oom, m.oom_events) == (1, 2, 3, 4, 5)
+    assert (parsed.pids.current, parsed.pids.limit) == (3, NO_LIMIT)
+
+
+def test_cgroup_stats_of_a_group_without_controllers():
+    """No memory or pids controller (the host's v2 hierarchy here): counters 0, limits none."""
+    parsed = stats.parse({"cpu.stat": "usage_usec 7\nuser_usec 4\nsystem_usec 3\n"})
+    assert parsed.cpu.usage_total_ns == 7000
+    assert (parsed.memory.usage_bytes, parsed.memory.rss_bytes, parsed.memory.pgfault) == (0, 0, 0)
+    assert (parsed.memory.limit_bytes, parsed.memory.swap_limit_bytes, parsed.pids.limit) == (NO_LIMIT,) * 3
+    assert stats.parse({"memory.stat": "workingset_refault 9\n"}).memory.workingset_refault == 9   # before 5.9
 
 
 def test_module_names_lists_and_deps():

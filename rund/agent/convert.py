@@ -1,4 +1,5 @@
 """Domain values <-> rund.agent.v1 protobuf messages. The client's only contact with protobuf."""
+import dataclasses
 import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -48,11 +49,11 @@ def exit_status(msg: pb.WaitProcessResponse) -> ExitStatus:
                       exited_at=datetime.fromtimestamp(msg.exited_at.ToNanoseconds() / 1e9, tz=timezone.utc))
 
 
+def _fields(cls, msg):
+    return cls(**{f.name: getattr(msg, f.name) for f in dataclasses.fields(cls)})
+
+
 def stats(msg: pb.StatsContainerResponse) -> ContainerStats:
-    c, m, p = msg.cpu, msg.memory, msg.pids
-    return ContainerStats(
-        cpu=CpuStats(c.usage_total_ns, c.usage_user_ns, c.usage_kernel_ns, c.throttled_periods, c.throttled_time_ns),
-        memory=MemoryStats(m.usage_bytes, m.max_usage_bytes, m.limit_bytes, m.cache_bytes, m.rss_bytes,
-                           m.inactive_file_bytes, m.oom_events),
-        pids=PidsStats(p.current, p.limit),
-    )
+    """Field for field: the dataclasses and the messages share their names."""
+    return ContainerStats(cpu=_fields(CpuStats, msg.cpu), memory=_fields(MemoryStats, msg.memory),
+                          pids=_fields(PidsStats, msg.pids))

@@ -88,30 +88,71 @@ class AgentHealth:
     uptime_ns: int
 
 
+NO_LIMIT = 2**64 - 1  # a cgroup limit of "max", as containerd's cgroup v2 stats report it
+
+
 @dataclass(frozen=True)
 class CpuStats:
+    """The container's cpu.stat in the guest, in ns."""
     usage_total_ns: int = 0
     usage_user_ns: int = 0
     usage_kernel_ns: int = 0
-    throttled_periods: int = 0
+    throttled_periods: int = 0    # nr_throttled
     throttled_time_ns: int = 0
+    periods: int = 0              # nr_periods
 
 
 @dataclass(frozen=True)
 class MemoryStats:
-    usage_bytes: int = 0
-    max_usage_bytes: int = 0
-    limit_bytes: int = 0
-    cache_bytes: int = 0
-    rss_bytes: int = 0
+    """The container's cgroup v2 memory figures in the guest; a limit is NO_LIMIT when there is none ('max').
+    Names ending in _bytes are byte counts, the rest event counts (memory.stat's own names)."""
+    usage_bytes: int = 0          # memory.current
+    max_usage_bytes: int = 0      # memory.peak
+    limit_bytes: int = NO_LIMIT   # memory.max
+    cache_bytes: int = 0          # file
+    rss_bytes: int = 0            # anon
     inactive_file_bytes: int = 0
-    oom_events: int = 0
+    oom_events: int = 0           # memory.events oom_kill
+    swap_usage_bytes: int = 0     # memory.swap.current
+    swap_limit_bytes: int = NO_LIMIT  # memory.swap.max
+    active_file_bytes: int = 0
+    inactive_anon_bytes: int = 0
+    active_anon_bytes: int = 0
+    unevictable_bytes: int = 0
+    mapped_file_bytes: int = 0    # file_mapped
+    dirty_bytes: int = 0          # file_dirty
+    writeback_bytes: int = 0      # file_writeback
+    shmem_bytes: int = 0
+    rss_huge_bytes: int = 0       # anon_thp
+    kernel_stack_bytes: int = 0
+    slab_bytes: int = 0
+    slab_reclaimable_bytes: int = 0
+    slab_unreclaimable_bytes: int = 0
+    sock_bytes: int = 0
+    pgfault: int = 0
+    pgmajfault: int = 0
+    workingset_refault: int = 0
+    workingset_activate: int = 0
+    workingset_nodereclaim: int = 0
+    pgrefill: int = 0
+    pgscan: int = 0
+    pgsteal: int = 0
+    pgactivate: int = 0
+    pgdeactivate: int = 0
+    pglazyfree: int = 0
+    pglazyfreed: int = 0
+    thp_fault_alloc: int = 0
+    thp_collapse_alloc: int = 0
+    events_low: int = 0           # memory.events low, high, max, oom
+    events_high: int = 0
+    events_max: int = 0
+    events_oom: int = 0
 
 
 @dataclass(frozen=True)
 class PidsStats:
     current: int = 0
-    limit: int = 0
+    limit: int = NO_LIMIT
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import os
 from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 
 from proto import ttrpc
-from proto.gen.containerd.cgroups.v1 import metrics_pb2
 from proto.gen.containerd.runc.v1 import runc_pb2
 from proto.gen.containerd.task.v2 import shim_pb2
 from proto.gen.containerd.types.task import task_pb2 as types_pb2
@@ -21,6 +20,7 @@ from rund import __version__, errors, ids
 from rund.runtime import telemetry
 from rund.runtime.process import Exit, Status, Stdio
 from rund.runtime.task_runtime import CreateRequest, Mount, TaskRuntime
+from rund.shim import metrics
 from rund.shim.timestamps import GO_ZERO_TIME, timestamp
 
 log = logging.getLogger("rund.shim.task")
@@ -28,7 +28,6 @@ log = logging.getLogger("rund.shim.task")
 TASK_SERVICE = shim_pb2.DESCRIPTOR.services_by_name["Task"]
 PROCESS_SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RESOURCES_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
-METRICS_URL = "io.containerd.cgroups.v1.Metrics"
 
 _STATUS = {Status.CREATED: types_pb2.CREATED, Status.RUNNING: types_pb2.RUNNING,
            Status.STOPPED: types_pb2.STOPPED, Status.PAUSED: types_pb2.PAUSED, Status.DELETED: types_pb2.STOPPED}
@@ -184,22 +183,7 @@ class TaskService:
     async def Stats(self, ctx, req: shim_pb2.StatsRequest):
         s = await self._runtime.stats(req.id)
         telemetry.record_guest_memory(req.id, s.memory.usage_bytes)    # for `rund ps` and metrics; never raises
-        m = metrics_pb2.Metrics()
-        m.cpu.usage.total = s.cpu.usage_total_ns
-        m.cpu.usage.user = s.cpu.usage_user_ns
-        m.cpu.usage.kernel = s.cpu.usage_kernel_ns
-        m.cpu.throttling.throttled_periods = s.cpu.throttled_periods
-        m.cpu.throttling.throttled_time = s.cpu.throttled_time_ns
-        m.memory.usage.usage = s.memory.usage_bytes
-        m.memory.usage.limit = s.memory.limit_bytes
-        m.memory.usage.max = s.memory.max_usage_bytes
-        m.memory.total_inactive_file = s.memory.inactive_file_bytes
-        m.memory.cache = s.memory.cache_bytes
-        m.memory.rss = s.memory.rss_bytes
-        m.memory_oom_control.oom_kill = s.memory.oom_events
-        m.pids.current = s.pids.current
-        m.pids.limit = s.pids.limit
-        return shim_pb2.StatsResponse(stats=any_pb2.Any(type_url=METRICS_URL, value=m.SerializeToString()))
+        return shim_pb2.StatsResponse(stats=metrics.for_this_host(s))
 
     @_translating_errors
     async def Connect(self, ctx, req: shim_pb2.ConnectRequest):

@@ -34,6 +34,7 @@ SHARED = ("rund", "rund.errors", "rund.ids", "rund.config", "rund.atomicfile", "
 PROTOBUF = ("proto.gen", "google.protobuf")
 PROTOBUF_EDGES = {
     "rund.shim.task_service", "rund.shim.events", "rund.shim.delete",      # containerd's Task API and events
+    "rund.shim.metrics",                                                   # the Task API's Stats payload
     "rund.agent.client", "rund.agent.convert", "rund.agent.errors",        # the agent client
     "agent.service", "agent.api_convert",                                  # the agent's ttrpc server
 }

@@ -9,12 +9,14 @@ import pytest
 
 from proto import ttrpc
 from proto.gen.containerd.cgroups.v1 import metrics_pb2
+from proto.gen.containerd.cgroups.v2 import metrics_pb2 as v2_metrics_pb2
 from proto.gen.containerd.task.v2 import shim_pb2
 from proto.gen.containerd.types.task import task_pb2 as types_pb2
 from rund import errors
 from rund.runtime.process import Exit, Status, Stdio
 from rund.agent.types import CpuStats, MemoryStats, PidsStats
 from rund.runtime.task_runtime import ContainerStats, ProcessView
+from rund.shim import metrics
 from rund.shim.task_service import TASK_SERVICE, TaskService
 from rund.shim.timestamps import GO_ZERO_TIME
 
@@ -47,8 +49,8 @@ class MemoryRuntime:
         raise errors.FailedPrecondition("process not created")
 
     async def stats(self, cid):
-        return ContainerStats(cpu=CpuStats(usage_total_ns=10), memory=MemoryStats(usage_bytes=20, inactive_file_bytes=3),
-                              pids=PidsStats(current=2))
+        return ContainerStats(cpu=CpuStats(usage_total_ns=10000),
+                              memory=MemoryStats(usage_bytes=20, inactive_file_bytes=3), pids=PidsStats(current=2))
 
     async def pids(self, cid):
         return [(7, ""), (9, "e1")]
@@ -129,14 +131,21 @@ def test_duplicate_create_is_already_exists_and_wait_returns_exit():
     assert w.exit_status == 137 and w.exited_at.ToDatetime(tzinfo=timezone.utc) == AT
 
 
-def test_stats_are_cgroup_v1_metrics_and_pids_name_execs():
+def test_stats_are_cgroup_metrics_of_the_hosts_mode_and_pids_name_execs():
     async def body(stub, _):
         return (await stub.Stats(shim_pb2.StatsRequest(id="c1")), await stub.Pids(shim_pb2.PidsRequest(id="c1")))
 
     stats, pids = run(MemoryRuntime(), body)
-    assert stats.stats.type_url == "io.containerd.cgroups.v1.Metrics"
-    m = metrics_pb2.Metrics.FromString(stats.stats.value)
-    assert (m.cpu.usage.total, m.memory.usage.usage, m.memory.total_inactive_file, m.pids.current) == (10, 20, 3, 2)
+    if metrics.host_is_unified():
+        assert stats.stats.type_url == "io.containerd.cgroups.v2.Metrics"
+        m2 = v2_metrics_pb2.Metrics.FromString(stats.stats.value)
+        assert (m2.cpu.usage_usec * 1000, m2.memory.usage, m2.memory.inactive_file, m2.pids.current) == (
+            10000, 20, 3, 2)
+    else:
+        assert stats.stats.type_url == "io.containerd.cgroups.v1.Metrics"
+        m = metrics_pb2.Metrics.FromString(stats.stats.value)
+        assert (m.cpu.usage.total, m.memory.usage.usage, m.memory.total_inactive_file, m.pids.current) == (
+            10000, 20, 3, 2)
     assert [p.pid for p in pids.processes] == [7, 9]
     assert not pids.processes[0].HasField("info")
     assert pids.processes[1].info.type_url == "containerd.runc.v1.ProcessDetails"

@@ -205,21 +205,23 @@ class StatsContainerRequest(_message.Message):
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
 
 class CpuStats(_message.Message):
-    __slots__ = ("usage_total_ns", "usage_user_ns", "usage_kernel_ns", "throttled_periods", "throttled_time_ns")
+    __slots__ = ("usage_total_ns", "usage_user_ns", "usage_kernel_ns", "throttled_periods", "throttled_time_ns", "periods")
     USAGE_TOTAL_NS_FIELD_NUMBER: _ClassVar[int]
     USAGE_USER_NS_FIELD_NUMBER: _ClassVar[int]
     USAGE_KERNEL_NS_FIELD_NUMBER: _ClassVar[int]
     THROTTLED_PERIODS_FIELD_NUMBER: _ClassVar[int]
     THROTTLED_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    PERIODS_FIELD_NUMBER: _ClassVar[int]
     usage_total_ns: int
     usage_user_ns: int
     usage_kernel_ns: int
     throttled_periods: int
     throttled_time_ns: int
-    def __init__(self, usage_total_ns: _Optional[int] = ..., usage_user_ns: _Optional[int] = ..., usage_kernel_ns: _Optional[int] = ..., throttled_periods: _Optional[int] = ..., throttled_time_ns: _Optional[int] = ...) -> None: ...
+    periods: int
+    def __init__(self, usage_total_ns: _Optional[int] = ..., usage_user_ns: _Optional[int] = ..., usage_kernel_ns: _Optional[int] = ..., throttled_periods: _Optional[int] = ..., throttled_time_ns: _Optional[int] = ..., periods: _Optional[int] = ...) -> None: ...
 
 class MemoryStats(_message.Message):
-    __slots__ = ("usage_bytes", "max_usage_bytes", "limit_bytes", "cache_bytes", "rss_bytes", "inactive_file_bytes", "oom_events")
+    __slots__ = ("usage_bytes", "max_usage_bytes", "limit_bytes", "cache_bytes", "rss_bytes", "inactive_file_bytes", "oom_events", "swap_usage_bytes", "swap_limit_bytes", "active_file_bytes", "inactive_anon_bytes", "active_anon_bytes", "unevictable_bytes", "mapped_file_bytes", "dirty_bytes", "writeback_bytes", "shmem_bytes", "rss_huge_bytes", "kernel_stack_bytes", "slab_bytes", "slab_reclaimable_bytes", "slab_unreclaimable_bytes", "sock_bytes", "pgfault", "pgmajfault", "workingset_refault", "workingset_activate", "workingset_nodereclaim", "pgrefill", "pgscan", "pgsteal", "pgactivate", "pgdeactivate", "pglazyfree", "pglazyfreed", "thp_fault_alloc", "thp_collapse_alloc", "events_low", "events_high", "events_max", "events_oom")
     USAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_USAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +229,40 @@ class MemoryStats(_message.Message):
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     INACTIVE_FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
     OOM_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SWAP_USAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SWAP_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INACTIVE_ANON_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_ANON_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UNEVICTABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAPPED_FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WRITEBACK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHMEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RSS_HUGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_STACK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SLAB_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SLAB_RECLAIMABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SLAB_UNRECLAIMABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SOCK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PGFAULT_FIELD_NUMBER: _ClassVar[int]
+    PGMAJFAULT_FIELD_NUMBER: _ClassVar[int]
+    WORKINGSET_REFAULT_FIELD_NUMBER: _ClassVar[int]
+    WORKINGSET_ACTIVATE_FIELD_NUMBER: _ClassVar[int]
+    WORKINGSET_NODERECLAIM_FIELD_NUMBER: _ClassVar[int]
+    PGREFILL_FIELD_NUMBER: _ClassVar[int]
+    PGSCAN_FIELD_NUMBER: _ClassVar[int]
+    PGSTEAL_FIELD_NUMBER: _ClassVar[int]
+    PGACTIVATE_FIELD_NUMBER: _ClassVar[int]
+    PGDEACTIVATE_FIELD_NUMBER: _ClassVar[int]
+    PGLAZYFREE_FIELD_NUMBER: _ClassVar[int]
+    PGLAZYFREED_FIELD_NUMBER: _ClassVar[int]
+    THP_FAULT_ALLOC_FIELD_NUMBER: _ClassVar[int]
+    THP_COLLAPSE_ALLOC_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_LOW_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_HIGH_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_MAX_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_OOM_FIELD_NUMBER: _ClassVar[int]
     usage_bytes: int
     max_usage_bytes: int
     limit_bytes: int
@@ -234,7 +270,41 @@ class MemoryStats(_message.Message):
     rss_bytes: int
     inactive_file_bytes: int
     oom_events: int
-    def __init__(self, usage_bytes: _Optional[int] = ..., max_usage_bytes: _Optional[int] = ..., limit_bytes: _Optional[int] = ..., cache_bytes: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., inactive_file_bytes: _Optional[int] = ..., oom_events: _Optional[int] = ...) -> None: ...
+    swap_usage_bytes: int
+    swap_limit_bytes: int
+    active_file_bytes: int
+    inactive_anon_bytes: int
+    active_anon_bytes: int
+    unevictable_bytes: int
+    mapped_file_bytes: int
+    dirty_bytes: int
+    writeback_bytes: int
+    shmem_bytes: int
+    rss_huge_bytes: int
+    kernel_stack_bytes: int
+    slab_bytes: int
+    slab_reclaimable_bytes: int
+    slab_unreclaimable_bytes: int
+    sock_bytes: int
+    pgfault: int
+    pgmajfault: int
+    workingset_refault: int
+    workingset_activate: int
+    workingset_nodereclaim: int
+    pgrefill: int
+    pgscan: int
+    pgsteal: int
+    pgactivate: int
+    pgdeactivate: int
+    pglazyfree: int
+    pglazyfreed: int
+    thp_fault_alloc: int
+    thp_collapse_alloc: int
+    events_low: int
+    events_high: int
+    events_max: int
+    events_oom: int
+    def __init__(self, usage_bytes: _Optional[int] = ..., max_usage_bytes: _Optional[int] = ..., limit_bytes: _Optional[int] = ..., cache_bytes: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., inactive_file_bytes: _Optional[int] = ..., oom_events: _Optional[int] = ..., swap_usage_bytes: _Optional[int] = ..., swap_limit_bytes: _Optional[int] = ..., active_file_bytes: _Optional[int] = ..., inactive_anon_bytes: _Optional[int] = ..., active_anon_bytes: _Optional[int] = ..., unevictable_bytes: _Optional[int] = ..., mapped_file_bytes: _Optional[int] = ..., dirty_bytes: _Optional[int] = ..., writeback_bytes: _Optional[int] = ..., shmem_bytes: _Optional[int] = ..., rss_huge_bytes: _Optional[int] = ..., kernel_stack_bytes: _Optional[int] = ..., slab_bytes: _Optional[int] = ..., slab_reclaimable_bytes: _Optional[int] = ..., slab_unreclaimable_bytes: _Optional[int] = ..., sock_bytes: _Optional[int] = ..., pgfault: _Optional[int] = ..., pgmajfault: _Optional[int] = ..., workingset_refault: _Optional[int] = ..., workingset_activate: _Optional[int] = ..., workingset_nodereclaim: _Optional[int] = ..., pgrefill: _Optional[int] = ..., pgscan: _Optional[int] = ..., pgsteal: _Optional[int] = ..., pgactivate: _Optional[int] = ..., pgdeactivate: _Optional[int] = ..., pglazyfree: _Optional[int] = ..., pglazyfreed: _Optional[int] = ..., thp_fault_alloc: _Optional[int] = ..., thp_collapse_alloc: _Optional[int] = ..., events_low: _Optional[int] = ..., events_high: _Optional[int] = ..., events_max: _Optional[int] = ..., events_oom: _Optional[int] = ...) -> None: ...
 
 class PidsStats(_message.Message):
     __slots__ = ("current", "limit")
