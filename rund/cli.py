@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "templates":
             from rund.templates.admin import run
             return run(cfg, ns.action, ns.key)
-    except RundError as e:
+    except (RundError, OSError) as e:
         print(f"rund: {e}", file=sys.stderr)
         return 1
     return 2
