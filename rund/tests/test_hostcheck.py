@@ -1,0 +1,34 @@
+"""rund check's host lines that decide on numbers: free space for the rootfs cache and templates, THP's mode."""
+from __future__ import annotations
+
+from rund import hostcheck
+from rund.config import Config, RootfsConfig, TemplateConfig
+
+
+def test_no_room_for_one_rootfs_image_means_no_pod(tmp_path, monkeypatch):
+    cfg = Config(rootfs=RootfsConfig(cache_dir=str(tmp_path / "cache"), slot_mib=512, cache_max_mib=8192))
+    monkeypatch.setattr(hostcheck, "_free_bytes", lambda path: 100 << 20)
+    f = hostcheck._rootfs_cache(cfg)
+    assert not f.ok and f.status == "BAD" and "512 MiB" in f.advice
+    monkeypatch.setattr(hostcheck, "_free_bytes", lambda path: 1 << 30)
+    f = hostcheck._rootfs_cache(cfg)
+    assert f.ok and f.warn and "cache_max_mib" in f.advice
+    monkeypatch.setattr(hostcheck, "_free_bytes", lambda path: 100 << 30)
+    assert hostcheck._rootfs_cache(cfg).status == "ok"
+
+
+def test_templates_off_tmpfs_or_full_warn_but_run_pods(tmp_path, monkeypatch):
+    cfg = Config(templates=TemplateConfig(dir=str(tmp_path / "templates")))
+    f = hostcheck._templates_dir(cfg)              # tmp_path: a disk filesystem, or tmpfs: either way it runs pods
+    assert f.ok
+    monkeypatch.setattr("rund.templates.store.filesystem_type", lambda path: "tmpfs")
+    monkeypatch.setattr(hostcheck, "_free_bytes", lambda path: 10 << 20)
+    f = hostcheck._templates_dir(cfg)
+    assert f.ok and f.warn and "boot cold" in f.advice
+    f = hostcheck._templates_dir(Config(templates=TemplateConfig(enabled=False)))
+    assert f.ok and f.warn
+
+
+def test_thp_mode_is_the_bracketed_one():
+    assert hostcheck._selected("always [madvise] never") == "madvise"
+    assert hostcheck._selected("[always] madvise never") == "always"
