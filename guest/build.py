@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from guest import apt, initramfs, inputs, manifest, rootfs, spec, vmlinux, wheel
+from guest import apt, initramfs, inputs, manifest, rootfs, source_modules, spec, vmlinux, wheel
 from guest.artifacts import CURRENT, OUT_DIR, GuestArtifacts, from_dir
 from guest.errors import GuestError, ManifestError
 from guest.kmod import ModuleTree
@@ -66,6 +66,8 @@ def _build_into(final: Path, ins: inputs.Inputs, key: str, out_dir: Path, cache:
         vmlinuz = kroot / "boot" / f"vmlinuz-{release}"
         progress("extracting vmlinux (lz4)")
         (result / "vmlinux").write_bytes(vmlinux.extract(vmlinuz.read_bytes()))
+        source_modules.build(release, ins.kernel_version, cache, work, kroot / "lib" / "modules" / release,
+                             lambda p, v: _fetch_deb(p, v, cache, downloads, progress), progress)
         tree = ModuleTree(kroot / "lib" / "modules" / release)
 
         sysroot = work / "sysroot"

@@ -23,7 +23,7 @@ ROOTFS_PACKAGES = (
 # Libraries the agent loads with ctypes: no ELF names them as NEEDED, so the image stages them by name.
 DLOPENED_LIBRARIES = ("libseccomp.so.2",)
 # Host tools whose version changes the output bytes; their dpkg versions are part of the key.
-HOST_TOOL_PACKAGES = ("erofs-utils", "lz4", "dpkg")
+HOST_TOOL_PACKAGES = ("erofs-utils", "lz4", "dpkg", "gcc-12", "binutils")  # gcc-12, binutils: source_modules.py
 
 # The protobuf runtime in the image: same version as on the host, the cp311 manylinux wheel from PyPI.
 PROTOBUF_DIST = "protobuf"
@@ -50,6 +50,8 @@ ROOTFS_MODULES = (
     "virtiofs",
     "virtio_rng",
     "virtio_mem",  # the pod's memory grows and shrinks through a virtio-mem-pci device (q35)
+    "9pnet_virtio",  # the pod's volumes: a virtio-9p share hotplugged into the VM (built by source_modules.py)
+    "9p",
 )
 
 # Stdlib modules imported in the trace in addition to whatever agent/ and proto/ import (found by an AST scan).
