@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hack.cri_bench import (HANDLERS, Env, LogIndex, PodStart, fmt_ms, labelled_pods, median_steps,  # noqa: E402
-                            pod_steps, remove_pod, start_pod)
+from hack.cri_bench import (HANDLERS, Env, LogIndex, PodStart, fmt_ms, labelled_pods, loadavg,  # noqa: E402
+                            median_steps, pod_steps, provenance, remove_pod, start_pod)
 from hack.stats import percentile  # noqa: E402
 
 REMOVERS = 4        # pods removed this many at a time after a burst (not timed)
@@ -63,6 +63,7 @@ class Round:
         self.makespan_ms: float | None = None
         self.leftover: dict[str, dict] = {}       # sid -> what was left after removal
         self.remove_ms: list[float] = []
+        self.load: list[float] = []               # the host's 1-min load average at each pod's (burst's) start
 
     @property
     def label(self) -> str:
@@ -108,6 +109,7 @@ class Bench:
 
     def one(self, rnd: Round, name: str) -> PodStart:
         labels = {"rund-bench": name}
+        rnd.load.append(loadavg())
         p = start_pod(self.cri, self.env, rnd.handler, name, self.timeout, labels)
         rnd.pods.append(p)
         self.sweep(rnd, labels, {p.sid} if p.sid else set())
@@ -115,6 +117,7 @@ class Bench:
 
     def burst(self, rnd: Round, tag: str) -> None:
         labels = {"rund-bench": tag}
+        rnd.load.append(loadavg())
         clients = [self.env.client(self.timeout) for _ in range(rnd.size)]
         barrier = threading.Barrier(rnd.size + 1)
         results: list[PodStart | None] = [None] * rnd.size
@@ -154,6 +157,7 @@ def main() -> int:
 
     env = Env.start(args.image, prefix="rund-coldstart-")
     print(f"private containerd {env.address}; function image {env.image} {' '.join(env.command)}", flush=True)
+    print(provenance(), flush=True)
     rounds: list[Round] = []
     log_text = ""
     try:
@@ -194,12 +198,14 @@ def main() -> int:
                 p.steps = pod_steps(p, idx)
 
     print(f"\n{'':16} {'n ready':>7} {'fail':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'makespan':>9}"
-          f" {'remove p50':>10}")
+          f" {'remove p50':>10} {'load':>5}")
     for rnd in rounds:
         r = rnd.ready
         print(f"{rnd.label:16} {len(r):7} {len(rnd.failures):5} {fmt_ms(rnd.pct(0.5)):>8} {fmt_ms(rnd.pct(0.99)):>8}"
               f" {fmt_ms(max(r) if r else None):>8} {fmt_ms(rnd.makespan_ms):>9}"
-              f" {fmt_ms(statistics.median(rnd.remove_ms) if rnd.remove_ms else None):>10}")
+              f" {fmt_ms(statistics.median(rnd.remove_ms) if rnd.remove_ms else None):>10}"
+              f" {statistics.median(rnd.load) if rnd.load else 0:5.1f}")
+    print("(load: the host's 1-minute load average when the round's pods started, median; 2 cores)")
 
     print("\nthe client's view, medians over the ready pods (ms): the RunPodSandbox, CreateContainer and "
           "StartContainer calls, then to `ready`; poll lag = when the poll saw `ready` minus the record's time")

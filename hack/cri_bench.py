@@ -43,6 +43,25 @@ POLL_S = 0.01
 # ---- the environment
 
 
+def provenance() -> str:
+    """The code measured: commit, and the runtime's files changed in the working tree (shims and the guest run from
+    it), plus the host's load, which moves every figure on a shared machine."""
+    import subprocess
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.rstrip("\n")
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "rund", "agent", "guest", "proto").splitlines()]
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    return (f"commit {git('rev-parse', '--short', 'HEAD')}"
+            + (f" with {len(dirty)} changed runtime files ({', '.join(dirty[:6])}{', ...' if len(dirty) > 6 else ''})"
+               if dirty else " (clean)") + f"; load average {load}")
+
+
+def loadavg() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 @dataclass
 class Env:
     """A private containerd serving CRI (handlers runc and rund), with the pause, function and busybox images."""

@@ -10,6 +10,7 @@ QEMU (`qemu-system-*`):
   guest RAM, CoW copies      the clone's own copies of template RAM pages the guest wrote (MAP_PRIVATE: anonymous)
   guest RAM, template share  its PSS share of the template file's pages it maps unwritten (tmpfs pages, shared
                              with every clone of the template: 1/n each; all of a page no other clone maps)
+  guest RAM (anonymous)      a cold-booted VM's RAM (no template)
   hotplug RAM (virtio-mem)   the memory-backend-ram QEMU plugs into the guest as it grows (touched pages only)
   TCG code buffer            the anonymous rwx mapping of translated code (TCG only; none under KVM)
   rootfs images (pmem)       the erofs images mapped shared for virtio-pmem/DAX (page cache, shared by all VMs)
@@ -145,15 +146,25 @@ def is_qemu(pid: int) -> bool:
         return False
 
 
-def _qemu_objects(argv: list[str]) -> tuple[set[str], set[int]]:
-    """From QEMU's argv: the main memory backend's file(s), and the sizes of memory-backend-ram objects (virtio-mem)."""
-    ram_files, hot_sizes = set(), set()
+def _size(text: str) -> int:
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    return int(float(text[:-1]) * mult[text[-1].upper()]) if text[-1:].upper() in mult else int(text)
+
+
+def _qemu_objects(argv: list[str]) -> tuple[set[str], set[int], set[int]]:
+    """From QEMU's argv: the main memory backend's file(s) (a clone's template RAM), the size of an anonymous main
+    memory backend (a cold-booted VM), and the sizes of the other memory-backend-ram objects (virtio-mem)."""
+    ram_files, main_sizes, hot_sizes = set(), set(), set()
     for arg in argv:
-        if arg.startswith("memory-backend-file,") and "id=mem," in arg + ",":
-            ram_files.update(p.split("=", 1)[1] for p in arg.split(",") if p.startswith("mem-path="))
-        elif arg.startswith("memory-backend-ram,"):
-            hot_sizes.update(int(p.split("=", 1)[1]) for p in arg.split(",") if p.startswith("size="))
-    return ram_files, hot_sizes
+        if not arg.startswith(("memory-backend-file,", "memory-backend-ram,")):
+            continue
+        props = dict(p.split("=", 1) for p in arg.split(",")[1:] if "=" in p)
+        if arg.startswith("memory-backend-file,"):
+            if props.get("id") == "mem" and "mem-path" in props:
+                ram_files.add(props["mem-path"])
+        elif "size" in props:
+            (main_sizes if props.get("id") == "mem" else hot_sizes).add(_size(props["size"]))
+    return ram_files, main_sizes, hot_sizes
 
 
 def _path_base(path: str) -> str:
@@ -161,7 +172,7 @@ def _path_base(path: str) -> str:
 
 
 def qemu_categories(pid: int) -> dict[str, dict[str, int]]:
-    ram_files, hot_sizes = _qemu_objects(cmdline(pid))
+    ram_files, main_sizes, hot_sizes = _qemu_objects(cmdline(pid))
     cats: dict[str, dict[str, int]] = {}
 
     def add(cat: str, m: Mapping, pss: int | None = None) -> None:
@@ -179,6 +190,8 @@ def qemu_categories(pid: int) -> dict[str, dict[str, int]]:
             cats["guest RAM, CoW copies"]["rss"] += cow
             add("guest RAM, template share", m, pss=m.kib.get("Pss", 0) - cow)
             cats["guest RAM, template share"]["rss"] += m.kib.get("Rss", 0) - cow
+        elif not path and m.size in main_sizes:
+            add("guest RAM (anonymous: cold boot)", m)
         elif not path and m.size in hot_sizes:
             add("hotplug RAM (virtio-mem)", m)
         elif not path and "x" in m.perms and "w" in m.perms:

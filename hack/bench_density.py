@@ -1,0 +1,326 @@
+"""Density (issue 17): N idle pods through CRI, and what they cost the host per pod, rund and runc side by side.
+
+    .venv/bin/python hack/bench_density.py [--pods 20] [--runtime rund|runc|both] [--idle-seconds 60]
+                                           [--settle 10] [--image function|busybox] [--timeout 300]
+
+Each pod is a pause sandbox plus one container of hack/function_image.py (prints `ready`, then sleeps in pause(2);
+`--image busybox`: `sh -c 'echo ready; exec sleep ...'`), no memory limit, started one after another through a private
+containerd with the CRI plugin (hack/cri_bench.py). For each runtime (rund first under `both`):
+1. MemAvailable before; the pods started one by one, each timed from RunPodSandbox to `ready` in its log.
+2. After --settle s: the processes that exist because of the pods. rund: each pod's shim and QEMU from its state
+   record (/run/rund/k8s.io/<sid>/sandbox.json: shim_pid, qemu_pid) and all their descendants. runc: each pod's
+   containerd-shim-runc-v2 (found by its argv: this containerd's address and `-id <sid>`) and all its descendants
+   (pause, the function). containerd itself is not counted (it exists without pods); its growth is shown apart.
+3. Idle CPU: utime+stime (/proc/<pid>/stat) of those processes over --idle-seconds, per pod, in % of one core.
+4. PSS (/proc/<pid>/smaps_rollup) of those processes after the idle window, summed and divided by the pods
+   running; and, from /proc/<pid>/smaps, the median pod's PSS by mapping category per process kind (hack/procmem.py:
+   QEMU's guest RAM CoW copies and template share, TCG buffer, heap, ...; the shim's heap and anonymous maps).
+5. MemAvailable with the pods running (after the window); then every pod removed, checked gone (CRI, shim, rund's
+   state dir, QEMU, mounts, cgroup lease), and MemAvailable after.
+MemAvailable is the whole host's: other work on the machine moves it too; PSS and CPU count only the pods' processes.
+
+Last line, one JSON object. With one runtime: {"pods_running", "pss_mib_per_pod", "idle_cpu_pct_per_pod",
+"start_ms_p50_first10", "start_ms_p50_last10", "mem_available_gib": {"before", "running", "after"},
+"pss_mib_per_pod_by_kind": {...}, "failures"}. With `--runtime both` the same object nested per runtime:
+{"rund": {...}, "runc": {...}}. Needs root. More than 100 rund pods needs --allow-many.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from hack import procmem  # noqa: E402
+from hack.cri_bench import (Env, PodStart, fmt_ms, labelled_pods, loadavg, provenance, remove_pod,  # noqa: E402
+                            shim_pids, start_pod)
+from hack.stats import percentile  # noqa: E402
+from integration.containerd_daemon import CRI_NAMESPACE  # noqa: E402
+from integration.cri.client import api  # noqa: E402
+from integration.rund_leaks import STATE_DIR  # noqa: E402
+
+MAX_RUND_PODS = 100
+MIB_PER_POD_GUARD = 250          # refuse to start when MemAvailable < 2 GiB + N x this
+REMOVERS = 4
+
+
+def gib(kib: int) -> float:
+    return round(kib / 1024 / 1024, 2)
+
+
+def rund_roots(sid: str) -> tuple[set[int], dict[int, str]]:
+    doc = json.loads((STATE_DIR / CRI_NAMESPACE / sid / "sandbox.json").read_text())
+    roots = {doc.get("shim_pid") or 0, doc.get("qemu_pid") or 0} - {0}
+    return roots, {doc.get("shim_pid"): "shim", doc.get("qemu_pid"): "qemu"}
+
+
+def pod_processes(handler: str, address: str, sids: list[str]) -> dict[str, dict[int, str]]:
+    """sid -> {pid: kind} of every host process that exists because of the pod."""
+    kids = procmem.children()
+    out: dict[str, dict[int, str]] = {}
+    for sid in sids:
+        if handler == "rund":
+            try:
+                roots, kinds = rund_roots(sid)
+            except (OSError, ValueError):
+                roots, kinds = set(), {}
+        else:
+            roots = set(shim_pids(address, sid))
+            kinds = {pid: "shim" for pid in roots}
+        procs = {}
+        for pid in procmem.with_descendants(roots, kids):
+            try:
+                procs[pid] = kinds.get(pid) or ("qemu" if procmem.is_qemu(pid) else procmem.comm(pid))
+            except OSError:
+                continue
+        out[sid] = procs
+    return out
+
+
+def ticks(pids: list[int]) -> dict[int, int]:
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = procmem.cpu_ticks(pid)
+        except OSError:
+            pass
+    return out
+
+
+def pss_kib(pids: dict[int, str]) -> dict[int, dict[str, int]]:
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = procmem.rollup(pid)
+        except OSError:
+            pass
+    return out
+
+
+def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, timeout: float) -> dict:
+    cri = env.client(timeout)
+    labels = {"rund-bench": f"density-{handler}"}
+    ctd_pid = env.ctd.proc.pid
+    res: dict = {"handler": handler}
+    mem_before = procmem.meminfo()["MemAvailable"]
+    ctd_before = procmem.rollup(ctd_pid)["Pss"]
+    pods: list[PodStart] = []
+    t_start = time.monotonic()
+    for i in range(n):
+        p = start_pod(cri, env, handler, f"density-{handler}-{i}", timeout, labels)
+        pods.append(p)
+        if (i + 1) % 5 == 0 or not p.ok or i == n - 1:
+            print(f"  {handler}: {i + 1}/{n} started, last {fmt_ms(p.ready_ms)} ms"
+                  + (f" FAILED {p.error}" if not p.ok else ""), flush=True)
+    res["_start_s"] = time.monotonic() - t_start
+    print(f"  {handler}: settling {settle:.0f} s", flush=True)
+    time.sleep(settle)
+
+    running = {c.pod_sandbox_id for c in cri.list_containers(label_selector=labels)
+               if c.state == api.CONTAINER_RUNNING}
+    ready_pods = {s.id for s in cri.list_pod_sandboxes(label_selector=labels) if s.state == api.SANDBOX_READY}
+    sids = sorted(running & ready_pods)
+    procs = pod_processes(handler, env.address, sids)
+    allp = {pid: kind for ps in procs.values() for pid, kind in ps.items()}
+    print(f"  {handler}: {len(sids)} pods running, {len(allp)} processes; idle CPU over {window:.0f} s", flush=True)
+    starts = {}
+    for pid in allp:
+        try:
+            starts[pid] = procmem.start_ticks(pid)
+        except OSError:
+            pass
+    load0 = loadavg()
+    cpu0, host0, t0 = ticks(list(allp)), procmem.host_cpu(), time.monotonic()
+    ctd_cpu0 = procmem.cpu_ticks(ctd_pid)
+    time.sleep(window)
+    cpu1, host1, elapsed = ticks(list(allp)), procmem.host_cpu(), time.monotonic() - t0
+    ctd_cpu1 = procmem.cpu_ticks(ctd_pid)
+    gone = sorted(set(cpu0) - set(cpu1))
+    pss = pss_kib(allp)
+    mem_running = procmem.meminfo()["MemAvailable"]
+    ctd_running = procmem.rollup(ctd_pid)["Pss"]
+
+    # by mapping: each kind's categories per pod (the median pod), from full smaps
+    by_map: dict[str, dict[str, list[float]]] = {}
+    for sid, ps in procs.items():
+        per_kind: dict[str, dict[str, float]] = {}
+        for pid, kind in ps.items():
+            try:
+                cats = procmem.breakdown(pid)
+            except (OSError, ValueError) as e:
+                print(f"  no breakdown of {kind} {pid}: {e}", flush=True)
+                continue
+            for cat, c in cats.items():
+                per_kind.setdefault(kind, {}).setdefault(cat, 0.0)
+                per_kind[kind][cat] += c["pss"] / 1024
+        for kind, cats in per_kind.items():
+            for cat, v in cats.items():
+                by_map.setdefault(kind, {}).setdefault(cat, []).append(v)
+
+    # removal, checked
+    print(f"  {handler}: removing {len(pods)} pods", flush=True)
+    leftover: dict[str, dict] = {}
+    all_sids = sorted({p.sid for p in pods if p.sid} | set(labelled_pods(cri, labels)))
+
+    def remove(sid: str) -> None:
+        if left := remove_pod(cri, env.address, sid):
+            leftover[sid] = left
+
+    with ThreadPoolExecutor(REMOVERS) as pool:
+        list(pool.map(remove, all_sids))
+    if still := labelled_pods(cri, labels):
+        leftover.update({sid: {"cri pod": sid} for sid in still})
+    alive = [pid for pid in allp if _alive(pid, starts.get(pid))]
+    time.sleep(2)
+    mem_after = procmem.meminfo()["MemAvailable"]
+    cri.close()
+
+    n_run = len(sids)
+    ready = [p.ready_ms for p in pods if p.ok]
+    first = [p.ready_ms for p in pods[:10] if p.ok]
+    last = [p.ready_ms for p in pods[-10:] if p.ok]
+    kinds = sorted({k for k in allp.values()})
+    pss_by_kind = {k: sum(pss[pid]["Pss"] for pid in pss if allp[pid] == k) / 1024 / max(1, n_run) for k in kinds}
+    rss_total = sum(v["Rss"] for v in pss.values()) / 1024 / max(1, n_run)
+    cpu_by_kind = {k: sum(cpu1[pid] - cpu0[pid] for pid in cpu1 if pid in cpu0 and allp[pid] == k)
+                   / procmem.CLK_TCK / elapsed * 100 / max(1, n_run) for k in kinds}
+    failures = [f"{p.name}: {p.error}" for p in pods if not p.ok]
+    failures += [f"{p.name} ({p.sid[:12]}) not running at measurement" for p in pods if p.ok and p.sid not in sids]
+    failures += [f"{sid[:12]}: left after removal: {left}" for sid, left in leftover.items()]
+    failures += [f"process {pid} ({allp[pid]}) still alive after removal" for pid in alive]
+    busy = (host1[0] - host0[0]) / max(1, host1[1] - host0[1]) * 100
+    res.update({
+        "pods_running": n_run,
+        "pss_mib_per_pod": round(sum(pss_by_kind.values()), 1),
+        "idle_cpu_pct_per_pod": round(sum(cpu_by_kind.values()), 3),
+        "start_ms_p50_first10": round(statistics.median(first), 1) if first else None,
+        "start_ms_p50_last10": round(statistics.median(last), 1) if last else None,
+        "mem_available_gib": {"before": gib(mem_before), "running": gib(mem_running), "after": gib(mem_after)},
+        "pss_mib_per_pod_by_kind": {k: round(v, 1) for k, v in pss_by_kind.items()},
+        "idle_cpu_pct_per_pod_by_kind": {k: round(v, 3) for k, v in cpu_by_kind.items()},
+        "failures": len(failures),
+        # the rest: printed, not in the JSON
+        "_rss_mib_per_pod": rss_total,
+        "_start_p50": statistics.median(ready) if ready else None,
+        "_start_p99": percentile(ready, 0.99) if ready else None,
+        "_failures": failures, "_gone_in_window": gone, "_host_busy_pct": busy, "_load": (load0, loadavg()), "_window_s": elapsed,
+        "_ctd_pss_mib": (ctd_before / 1024, ctd_running / 1024),
+        "_ctd_cpu_pct": (ctd_cpu1 - ctd_cpu0) / procmem.CLK_TCK / elapsed * 100,
+        "_by_map": {k: {c: statistics.median(v) for c, v in cats.items()} for k, cats in by_map.items()},
+        "_n_started": n, "_procs_per_pod": len(allp) / max(1, n_run),
+        "_template_mib": _template_mib(allp) if handler == "rund" else None,
+    })
+    return res
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    """Still running (a zombie waiting for its parent's wait() is not; nor is a new process with a reused pid)."""
+    try:
+        f = procmem.stat_fields(pid)
+    except OSError:
+        return False
+    return f[0] != "Z" and (start is None or int(f[19]) == start)
+
+
+def _template_mib(allp: dict[int, str]) -> float | None:
+    """The size of the template RAM file the clones map (tmpfs: memory, once for all pods)."""
+    for pid, kind in allp.items():
+        if kind != "qemu":
+            continue
+        try:
+            files, _, _ = procmem._qemu_objects(procmem.cmdline(pid))
+        except OSError:
+            continue
+        for f in files:
+            try:
+                return Path(f).stat().st_blocks * 512 / 2**20
+            except OSError:
+                continue
+    return None
+
+
+def report(r: dict) -> None:
+    h, n = r["handler"], r["pods_running"]
+    print(f"\n{h}: {r['_n_started']} pods started in {r['_start_s']:.0f} s, {n} running at measurement, "
+          f"{r['_procs_per_pod']:.1f} host processes per pod, {r['failures']} failures")
+    print(f"  start (RunPodSandbox -> ready) ms: p50 first 10 {fmt_ms(r['start_ms_p50_first10'])}, last 10 "
+          f"{fmt_ms(r['start_ms_p50_last10'])}; all: p50 {fmt_ms(r['_start_p50'])}, p99 {fmt_ms(r['_start_p99'])}")
+    kinds = r["pss_mib_per_pod_by_kind"]
+    print(f"  PSS per pod: {r['pss_mib_per_pod']:.1f} MiB (" + ", ".join(f"{k} {v:.1f}" for k, v in kinds.items())
+          + f"); RSS {r['_rss_mib_per_pod']:.1f} MiB")
+    cpu = r["idle_cpu_pct_per_pod_by_kind"]
+    print(f"  idle CPU per pod over {r['_window_s']:.0f} s: {r['idle_cpu_pct_per_pod']:.3f}% of a core ("
+          + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items()) + f"); the whole host was {r['_host_busy_pct']:.0f}% "
+          f"busy (all processes, others' too; load average {r['_load'][0]:.1f} -> {r['_load'][1]:.1f})")
+    m = r["mem_available_gib"]
+    drop = (m["before"] - m["running"]) * 1024 / max(1, n)
+    print(f"  MemAvailable: {m['before']} GiB before, {m['running']} running ({drop:.0f} MiB per pod, host-wide), "
+          f"{m['after']} after removal")
+    c0, c1 = r["_ctd_pss_mib"]
+    print(f"  containerd (not counted above): PSS {c0:.1f} -> {c1:.1f} MiB ({(c1 - c0) / max(1, n):.2f} per pod), "
+          f"{r['_ctd_cpu_pct']:.2f}% of a core while the pods idled")
+    if r["_template_mib"] is not None:
+        print(f"  the template's RAM file: {r['_template_mib']:.1f} MiB on tmpfs, once for all clones (its pages the "
+              f"clones map are in their PSS share)")
+    for kind, cats in r["_by_map"].items():
+        tot = sum(cats.values())
+        print(f"  {kind} by mapping, median pod (MiB PSS; total of medians {tot:.1f}):")
+        for cat, v in sorted(cats.items(), key=lambda kv: -kv[1]):
+            if v >= 0.05:
+                print(f"    {cat:32} {v:7.1f}")
+    if r["_gone_in_window"]:
+        print(f"  processes gone during the idle window: {r['_gone_in_window']}")
+    for f in r["_failures"]:
+        print(f"  FAILURE: {f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pods", type=int, default=20)
+    ap.add_argument("--runtime", choices=("rund", "runc", "both"), default="both")
+    ap.add_argument("--idle-seconds", type=float, default=60.0)
+    ap.add_argument("--settle", type=float, default=10.0, help="seconds between the last start and measuring")
+    ap.add_argument("--image", choices=("function", "busybox"), default="function")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds for one pod to get ready")
+    ap.add_argument("--allow-many", action="store_true", help=f"allow more than {MAX_RUND_PODS} rund pods")
+    args = ap.parse_args()
+    handlers = ["rund", "runc"] if args.runtime == "both" else [args.runtime]
+    if "rund" in handlers and args.pods > MAX_RUND_PODS and not args.allow_many:
+        ap.error(f"more than {MAX_RUND_PODS} rund pods: pass --allow-many (and mind the host)")
+    avail = procmem.meminfo()["MemAvailable"] / 1024
+    if avail < 2048 + args.pods * MIB_PER_POD_GUARD:
+        ap.error(f"MemAvailable {avail:.0f} MiB is short of 2 GiB + {args.pods} x {MIB_PER_POD_GUARD} MiB")
+
+    env = Env.start(args.image, prefix="rund-density-")
+    print(f"private containerd {env.address}; function image {env.image} {' '.join(env.command)}", flush=True)
+    print(provenance(), flush=True)
+    results = {}
+    try:
+        warm_cri = env.client(args.timeout)
+        for h in handlers:                  # a template, the image unpacked: not in the figures
+            p = start_pod(warm_cri, env, h, f"density-warm-{h}", args.timeout, {"rund-bench": "density-warm"})
+            print(f"warm-up {h}: {fmt_ms(p.ready_ms)} ms {p.error}", flush=True)
+            for sid in {p.sid} - {""} | set(labelled_pods(warm_cri, {"rund-bench": "density-warm"})):
+                remove_pod(warm_cri, env.address, sid)
+        warm_cri.close()
+        for h in handlers:
+            print(f"{h}: {args.pods} pods", flush=True)
+            results[h] = run_runtime(env, h, args.pods, args.settle, args.idle_seconds, args.timeout)
+    finally:
+        env.stop()
+    for r in results.values():
+        report(r)
+    public = {h: {k: v for k, v in r.items() if not k.startswith("_") and k != "handler"} for h, r in results.items()}
+    print(json.dumps(public if len(public) > 1 else next(iter(public.values()))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
