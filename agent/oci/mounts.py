@@ -45,6 +45,8 @@ class Mount(NamedTuple):
 COPIED_FILE_PREFIX = "rund-file:"
 # A bind source naming the pod's shared /dev/shm, "rund-pod-shm:<size in bytes>" (agent/container/pod_shm.py).
 POD_SHM_PREFIX = "rund-pod-shm:"
+# A bind source naming the container's volume <n> in the pod's share, "rund-volume:<n>" (agent/container/volumes.py).
+VOLUME_PREFIX = "rund-volume:"
 
 
 def parse_mount(f: Fields) -> Mount:
@@ -54,7 +56,7 @@ def parse_mount(f: Fields) -> Mount:
     flags, propagation, data = parse_options(f.str_list("options"), f.name("options"))
     if kind == "bind":
         flags |= m.MS_BIND
-    if flags & m.MS_BIND and not source.startswith((COPIED_FILE_PREFIX, POD_SHM_PREFIX)):
+    if flags & m.MS_BIND and not source.startswith((COPIED_FILE_PREFIX, POD_SHM_PREFIX, VOLUME_PREFIX)):
         check_absolute(source, f.name("source"))
     elif not kind:
         raise InvalidArgument(f.name("type"), "is required for a mount that is not a bind mount")

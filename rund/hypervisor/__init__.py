@@ -28,6 +28,7 @@ from rund.hypervisor.spec import (
     AnonymousMemory,
     BlockDevice,
     FileMemory,
+    FileShare,
     Machine,
     MemoryHotplug,
     PmemHotplugSlot,
@@ -44,7 +45,7 @@ from rund.hypervisor.tsc import host_tsc_khz
 from rund.hypervisor.vsock import CidReservation, CidUnavailable, reserve_guest_cid
 
 __all__ = [
-    "Accel", "AccelDecision", "CidReservation", "CidUnavailable", "AgentAddress", "AnonymousMemory", "BlockDevice", "FileMemory",
+    "Accel", "AccelDecision", "CidReservation", "CidUnavailable", "AgentAddress", "AnonymousMemory", "BlockDevice", "FileMemory", "FileShare",
     "HypervisorError", "InvalidSpec", "Machine", "MemoryHotplug", "MemoryResizeError",
     "MigrationError", "PmemHotplugSlot", "PmemSlot",
     "PmemSlotMismatch", "QMPCommandError", "QMPConnectionLost", "QemuVM",

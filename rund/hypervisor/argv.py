@@ -52,6 +52,7 @@ def build_argv(spec: VMSpec, qemu_binary: str | Path = "qemu-system-x86_64") -> 
     argv += _disks(spec)
     argv += _rng(spec)
     argv += _net(spec)
+    argv += _share(spec)
     argv += _boot(spec)
     if spec.incoming_defer:
         argv += ["-incoming", "defer"]
@@ -205,6 +206,17 @@ def _net(spec: VMSpec) -> list[str]:
     if spec.machine is Machine.Q35:
         device["romfile"] = ""  # no iPXE ROM: we boot a kernel directly
     return ["-netdev", netdev, "-device", opts(_bus(spec, "virtio-net"), device)]
+
+
+def _share(spec: VMSpec) -> list[str]:
+    if spec.share is None:
+        return []
+    return [
+        "-fsdev", opts("local", {"id": "share0", "path": spec.share.path, "security_model": "passthrough",
+                                 "multidevs": "remap"}),
+        "-device", opts(_bus(spec, "virtio-9p"), {"id": "share0dev", "fsdev": "share0",
+                                                  "mount_tag": spec.share.tag}),
+    ]
 
 
 def _boot(spec: VMSpec) -> list[str]:

@@ -14,6 +14,11 @@ class VMPaths:
         return self.base / "vm"
 
     @property
+    def share(self) -> Path:
+        """The directory the VM exports to the guest (rund/runtime/volumes.py binds the pod's volumes into it)."""
+        return self.base / "volumes"
+
+    @property
     def console_log(self) -> Path:
         return self.base / "console.log"
 

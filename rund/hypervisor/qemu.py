@@ -105,6 +105,8 @@ class QemuVM(VirtualMachine):
         try:
             check_pmem_images(self.spec.pmem)
             argv = build_argv(self.spec, self._binary)
+            if self.spec.share is not None:   # QEMU refuses an export that does not exist (empty until used)
+                self.spec.share.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.spec.runtime_dir.mkdir(mode=0o700, parents=True)
         except FileExistsError as exc:
             self._state = _State.ENDED

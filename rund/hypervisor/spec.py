@@ -20,6 +20,7 @@ AGENT_PORT_NAME = "agent"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_SHARE_TAG = re.compile(r"^[A-Za-z0-9_-]{1,31}$")  # virtio-9p mount tags are short; the guest matches them exactly
 _SERIAL = re.compile(r"^[A-Za-z0-9._-]{1,20}$")  # virtio-blk serials are at most 20 bytes
 
 
@@ -87,6 +88,18 @@ class BlockDevice:
 
     image: Path
     serial: str | None = None
+
+
+@dataclass(frozen=True)
+class FileShare:
+    """A host directory the guest mounts by `tag`: virtio-9p, served by QEMU itself. It needs no guest RAM shared with
+    a host daemon (virtio-fs does: vhost-user maps guest RAM, which a template clone maps privately), so templates
+    and clones carry it like any device; the path is not in the migration stream, so a clone exports its own
+    directory under its template's tag. security_model=passthrough (QEMU runs as root): owners and modes are the
+    host's; multidevs=remap: the bind mounts under it are other filesystems, whose inode numbers could collide."""
+
+    path: Path
+    tag: str
 
 
 @dataclass(frozen=True)
@@ -169,6 +182,7 @@ class VMSpec:
     disks: tuple[BlockDevice, ...] = ()
     rng: bool = False
     net: TapNetwork | PodNic | None = None
+    share: FileShare | None = None
     incoming_defer: bool = False  # a clone: wait for migrate-incoming
     tb_size_mib: int = 16  # TCG translation buffer; caps a busy guest's code cache
     tsc_khz: int | None = None  # host TSC kHz, required for a TCG kernel boot (see argv.py)
@@ -287,6 +301,11 @@ def _validate_devices(spec: VMSpec) -> None:
             raise InvalidSpec(f"guest CID {spec.agent.guest_cid} must be in [3, 2^32-1)")
         if not 0 < spec.agent.port < 0xFFFFFFFF:
             raise InvalidSpec(f"vsock port {spec.agent.port} out of range")
+    if spec.share is not None:
+        if not _SHARE_TAG.match(spec.share.tag):
+            raise InvalidSpec(f"share tag {spec.share.tag!r} must match {_SHARE_TAG.pattern}")
+        if not spec.share.path.is_absolute():
+            raise InvalidSpec(f"share path must be absolute, got {spec.share.path}")
     if spec.net is not None:
         if not _MAC.match(spec.net.mac):
             raise InvalidSpec(f"MAC {spec.net.mac!r} must be lower-case aa:bb:cc:dd:ee:ff")

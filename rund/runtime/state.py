@@ -8,6 +8,7 @@
                                 made once, never written: its mtime is when the sandbox was claimed (`rund ps`)
         guest-memory.json       the guest's memory in use per container, as of the last Stats (telemetry.py)
         vm/, console.log, qemu.log
+        volumes/                the pod's volume share (rund/runtime/volumes.py): unmounted before the dir goes
 
 Every record is written to a temp file, fsynced and renamed into place: a crash leaves the old or the new record.
 """
@@ -124,7 +125,10 @@ class SandboxDir:
             return []
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        from rund.hypervisor.paths import VMPaths      # here: `delete` without a sandbox dir stays light
+        from rund.runtime.volumes import teardown
+        if teardown(VMPaths(self.path).share):        # never rmtree through a volume's bind mount
+            shutil.rmtree(self.path, ignore_errors=True)
         self.unlock()          # after: a new shim of the same id must not see its fresh dir removed
         try:
             self.path.parent.rmdir()   # the namespace dir, once empty

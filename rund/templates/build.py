@@ -97,5 +97,7 @@ async def _boot_and_save(shape: SandboxShape, build: Path, key: str, placeholder
     finally:
         with contextlib.suppress(HypervisorError):   # never started: nothing to stop
             await vm.stop(timeout=2.0)
+        with contextlib.suppress(OSError):           # the template's share: empty, never mounted by its guest
+            VMPaths(build).share.rmdir()
     return {"boot_s": round(t_ready - t0, 3), "warm_s": round(t_warm - t_ready, 3),
             "save_s": round(t_saved - t_warm, 3), "warm": warm}

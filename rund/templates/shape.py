@@ -13,13 +13,15 @@ from pathlib import Path
 
 from rund.config import Config
 from rund.errors import FailedPrecondition, InvalidArgument
-from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, Machine, MemoryHotplug, PmemHotplugSlot,
-                             PmemSlot, PodNic, SerialChannel, VMSpec, detect_accel, host_tsc_khz, pmem_slot_address)
+from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, FileShare, Machine, MemoryHotplug,
+                             PmemHotplugSlot, PmemSlot, PodNic, SerialChannel, VMSpec, detect_accel, host_tsc_khz,
+                             pmem_slot_address)
 from rund.hypervisor.cmdline import MEMORY_HOTPLUG_PARAMS, CmdlineError, guest_root, kernel_cmdline
 from rund.hypervisor.layout import GiB, MiB, PMEM_ALIGN
 from rund.hypervisor.paths import VMPaths
 
 GUEST_ROOT_SERIAL = "root"
+SHARE_TAG = "rundvol"           # the guest agent mounts the pod's volumes share by this tag
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class SandboxShape:
     rootfs_hotplug_slots: int = 0   # images added to a running VM (q35 only), after the fixed slots
     memory_hotplug_mib: int = 0     # guest memory the pod may grow by (q35 only: virtio-mem), after every pmem slot
     nic: bool = True                # a virtio-net NIC (eth0) for the pod's network; a clone binds it to its tap
+    share: bool = True              # a virtio-9p share (tag SHARE_TAG) of the sandbox's volumes dir (VMPaths.share)
     qemu_binary: str = "qemu-system-x86_64"
     tsc_khz: int | None = None
     key_extra: tuple = field(default=())   # anything else a template must be keyed by
@@ -132,4 +135,5 @@ def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: 
         kernel=shape.kernel, initrd=shape.initrd, cmdline=shape.cmdline(),
         memory=memory, pmem=pmem, pmem_hotplug=hotplug, memory_hotplug=memory_hotplug, disks=disks, rng=False,
         net=PodNic(TEMPLATE_MAC, tap_fd) if shape.nic else None,
+        share=FileShare(paths.share, SHARE_TAG) if shape.share else None,
         incoming_defer=incoming_defer, tb_size_mib=shape.tb_size_mib, tsc_khz=shape.tsc_khz)

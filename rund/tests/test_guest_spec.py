@@ -87,26 +87,62 @@ def test_a_memory_limit_of_6_mib_or_none_is_accepted(host_spec):
     guest_spec(host_spec)
 
 
-def test_host_and_non_kernel_mounts_are_dropped_kernel_ones_kept(host_spec):
+def test_binds_become_volumes_other_host_mounts_are_dropped_kernel_ones_kept(host_spec):
     out = guest_spec(host_spec)
-    assert set(out.dropped_mounts) == {"/etc/hosts", "/data", "/cache", "/nfs", "/overlay"}
+    assert set(out.dropped_mounts) == {"/nfs", "/overlay"}
     assert destinations(out.spec) == ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/run",
-                                      "/sys/fs/cgroup"]
-    kinds = {m["type"] for m in out.spec["mounts"]}
-    assert kinds == {"proc", "tmpfs", "devpts", "mqueue", "sysfs", "cgroup"}
+                                      "/sys/fs/cgroup", "/etc/hosts", "/data", "/cache"]
+    assert [m["source"] for m in out.spec["mounts"][-3:]] == ["rund-volume:0", "rund-volume:1", "rund-volume:2"]
+    assert [(v.index, v.source, v.readonly) for v in out.volumes] == [
+        (0, "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/hosts", False), (1, "/srv/data", True),
+        (2, "/var/cache/app", False)]
+
+
+@pytest.mark.parametrize("propagation", ["rshared", "shared"])
+def test_a_bidirectional_volume_is_refused_naming_the_mount(propagation):
+    mount = {"destination": "/shared", "type": "bind", "source": "/srv", "options": ["rbind", propagation]}
+    with pytest.raises(InvalidArgument, match=f"mount /shared: propagation '{propagation}'"):
+        guest_spec({**copy.deepcopy(CTR_SPEC), "mounts": [mount]})
+
+
+def test_host_to_container_and_private_volumes_are_kept_with_their_propagation():
+    mounts = [{"destination": "/a", "type": "bind", "source": "/srv", "options": ["rbind", "rslave"]},
+              {"destination": "/b", "type": "bind", "source": "/srv", "options": ["rbind", "rprivate", "ro"]},
+              {"destination": "/c", "type": "bind", "source": "/srv", "options": ["bind"]}]
+    out = guest_spec({**copy.deepcopy(CTR_SPEC), "mounts": mounts})
+    assert [m["options"] for m in out.spec["mounts"]] == [m["options"] for m in mounts]     # the guest's bind too
+    a, b, c = out.volumes
+    assert (a.propagation, a.recursive, a.readonly) == (0x80000 | 0x4000, True, False)      # MS_SLAVE | MS_REC
+    assert (b.propagation, b.readonly) == (0x40000 | 0x4000, True)                          # MS_PRIVATE | MS_REC
+    assert (c.propagation, c.recursive) == (0x40000 | 0x4000, False)                        # private by default
+
+
+def test_a_relative_volume_source_is_invalid_argument():
+    mount = {"destination": "/x", "type": "bind", "source": "srv"}
+    with pytest.raises(InvalidArgument, match="mount /x: source 'srv' is not an absolute path"):
+        guest_spec({**copy.deepcopy(CTR_SPEC), "mounts": [mount]})
 
 
 @pytest.mark.parametrize("mount", [
     {"destination": "/x", "type": "bind", "source": "/x"},
     {"destination": "/x", "type": "tmpfs", "source": "/x", "options": ["bind"]},
     {"destination": "/x", "type": "sysfs", "source": "/x", "options": ["rbind", "ro"]},
-    {"destination": "/x", "source": "/x"},
-    {"destination": "/x", "type": "ext4", "source": "/dev/sdb1"},
-], ids=["type-bind", "option-bind", "option-rbind", "no-type", "ext4"])
-def test_each_kind_of_host_mount_is_dropped(mount):
+], ids=["type-bind", "option-bind", "option-rbind"])
+def test_each_kind_of_bind_is_a_volume(mount):
     spec = {**copy.deepcopy(CTR_SPEC), "mounts": [mount]}
     out = guest_spec(spec)
-    assert out.spec["mounts"] == [] and out.dropped_mounts == ("/x",)
+    assert out.spec["mounts"] == [{**mount, "source": "rund-volume:0"}] and out.dropped_mounts == ()
+    assert [v.source for v in out.volumes] == ["/x"]
+
+
+@pytest.mark.parametrize("mount", [
+    {"destination": "/x", "source": "/x"},
+    {"destination": "/x", "type": "ext4", "source": "/dev/sdb1"},
+], ids=["no-type", "ext4"])
+def test_host_mounts_that_are_not_binds_are_dropped(mount):
+    spec = {**copy.deepcopy(CTR_SPEC), "mounts": [mount]}
+    out = guest_spec(spec)
+    assert out.spec["mounts"] == [] and out.dropped_mounts == ("/x",) and out.volumes == ()
 
 
 @pytest.mark.parametrize("kind", ["proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"])
@@ -183,7 +219,7 @@ def test_malformed_specs_are_invalid_argument(bad):
         guest_spec(bad)
 
 
-def test_small_host_files_are_copied_and_directories_left_out(tmp_path):
+def test_small_host_files_are_copied_directories_and_large_files_are_volumes(tmp_path):
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n")
     hosts.chmod(0o640)
@@ -196,8 +232,11 @@ def test_small_host_files_are_copied_and_directories_left_out(tmp_path):
         {"destination": "/gone", "type": "bind", "source": str(tmp_path / "missing"), "options": ["rbind"]},
     ]}
     g = guest_spec(spec)
-    assert g.spec["mounts"] == [{"destination": "/etc/hosts", "type": "bind", "source": "rund-file:0",
-                                 "options": ["rbind", "ro"]}]
+    assert g.spec["mounts"][0] == {"destination": "/etc/hosts", "type": "bind", "source": "rund-file:0",
+                                   "options": ["rbind", "ro"]}
+    assert [m["source"] for m in g.spec["mounts"][1:]] == ["rund-volume:0", "rund-volume:1", "rund-volume:2"]
     assert [(f.data, f.mode) for f in g.files] == [(b"127.0.0.1 localhost\n", 0o640)]
-    assert g.dropped_mounts == ("/data", "/big", "/gone")
+    # a missing source fails when it is bound (InvalidArgument then, as runc's create fails)
+    assert [v.source for v in g.volumes] == [str(tmp_path), str(big), str(tmp_path / "missing")]
+    assert g.dropped_mounts == ()
     assert spec["mounts"][0]["source"] == str(hosts)            # the input is left alone

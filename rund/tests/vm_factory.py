@@ -166,12 +166,13 @@ class VMFactory:
         return SavedTemplate(guest.spec, memory, state)
 
     def clone(self, template: SavedTemplate, *, name: str = "clone", hostname: str | None = None,
-              timeout: float = CLONE_TIMEOUT) -> Guest:
-        """Specified as rund clones (templates/clone.py): no kernel or initrd to load, RAM mapped share=off."""
+              timeout: float = CLONE_TIMEOUT, **spec_kw: Any) -> Guest:
+        """Specified as rund clones (templates/clone.py): no kernel or initrd to load, RAM mapped share=off;
+        spec_kw: what a clone binds anew (a share's path, say)."""
         dirs = self.dirs(name)
         spec = replace(template.spec, name=name, runtime_dir=dirs.run, console_log=dirs.console_log,
                        qemu_log=dirs.qemu_log, memory=FileMemory(template.memory, shared=False),
-                       incoming_defer=True, kernel=None, initrd=None, cmdline="")
+                       incoming_defer=True, kernel=None, initrd=None, cmdline="", **spec_kw)
         guest = self._add(spec)
         guest.ready_s = self._reach(guest, _restore(guest.vm, template.state, hostname or name, timeout), timeout)
         return guest
