@@ -73,7 +73,7 @@ def _guarded(sock: socket.socket, body) -> None:
 
 
 def _init(sock: socket.socket, plan: InitPlan) -> None:
-    _start_clean()
+    start_clean()
     if plan.cgroup_procs:
         _join_cgroup(plan.cgroup_procs)
     for flag, fd in plan.joins:
@@ -95,7 +95,7 @@ def _init(sock: socket.socket, plan: InitPlan) -> None:
 
 
 def _exec(sock: socket.socket, plan: ExecPlan) -> None:
-    _start_clean()
+    start_clean()
     if plan.cgroup_procs:
         _join_cgroup(plan.cgroup_procs)
     for flag, fd in plan.joins:
@@ -109,7 +109,7 @@ def _exec(sock: socket.socket, plan: ExecPlan) -> None:
     execute(path, plan.process, env, plan.seccomp)
 
 
-def _start_clean() -> None:
+def start_clean() -> None:
     """Undo what the agent's Python set up: signal handlers, ignored SIGPIPE, the loop's wakeup fd."""
     signal.set_wakeup_fd(-1)
     # _signal, not signal: the enum wrappers would touch (and so copy-on-write) hundreds of pages of this fork.

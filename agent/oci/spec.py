@@ -11,6 +11,8 @@ from .resources import Resources, parse_resources
 from .seccomp import SeccompProfile, parse_seccomp
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup")
+# Set by the host on a CRI pod's sandbox container: the agent holds the pod's namespaces without a container.
+POD_HOLDER = "io.rund.pod-holder"
 # Always private to the container, whatever the spec says, so no container shares the agent's. The guest runs
 # cgroup v2 even under a v1 host's spec: a cgroup namespace of its own makes /sys/fs/cgroup show the container's own
 # cgroup (its memory.max, cpu.max), as containerd asks on v2 hosts.
@@ -48,6 +50,7 @@ class ContainerSpec(NamedTuple):
     resources: Resources = Resources()
     rootfs_propagation: int = m.MS_SLAVE | m.MS_REC
     seccomp: SeccompProfile | None = None  # applied to the init and every exec
+    pod_holder: bool = False  # the host's POD_HOLDER annotation: hold the pod's namespaces, run nothing (holder.py)
 
     def namespace(self, kind: str) -> Namespace | None:
         for ns in self.namespaces:
@@ -87,6 +90,7 @@ def parse_spec(raw: bytes) -> ContainerSpec:
         resources=parse_resources(linux.obj("resources")),
         rootfs_propagation=PROPAGATION[propagation] if propagation else m.MS_SLAVE | m.MS_REC,
         seccomp=parse_seccomp(linux.obj("seccomp")),
+        pod_holder=f.str_map("annotations").get(POD_HOLDER) == "true",
     )
 
 

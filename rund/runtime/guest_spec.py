@@ -2,8 +2,8 @@
 
 What refers to the host cannot cross into the VM as such: namespace paths (CRI's /proc/<pid>/ns/... or
 /var/run/netns/...: translated to the pod's namespaces in the guest, pod_namespaces.py), hooks (host binaries), the
-host cgroup path, and bind mounts of host directories (no shared filesystem yet; CRI's /dev/shm becomes the pod's
-tmpfs in the guest). Bind mounts of small host files (CRI's /etc/hosts, /etc/resolv.conf, /etc/hostname) are copied:
+host cgroup path, and bind mounts of host directories (volumes: bound into the pod's share, their source becomes
+"rund-volume:<n>", rund/runtime/volumes.py; CRI's /dev/shm becomes the pod's tmpfs in the guest). Bind mounts of small host files (CRI's /etc/hosts, /etc/resolv.conf, /etc/hostname) are copied:
 their content travels with CreateContainer and the mount's source becomes "rund-file:<n>". The guest gets its own
 namespaces and cgroups; a container's network is the sandbox VM's (the VM is the isolation boundary). seccomp and
 the device allowlist pass through: the agent enforces them in the guest, as runc does on the host.
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from rund.agent import FileCopy
 from rund.errors import InvalidArgument
 from rund.runtime.pod_namespaces import PodNamespaces, check_hostname, translate
+from rund.runtime.volumes import PREFIX as VOLUME_PREFIX, Volume
 
 log = logging.getLogger("rund.runtime.spec")
 
@@ -30,6 +31,7 @@ GUEST_FS_TYPES = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgrou
 FILE_PREFIX = "rund-file:"             # the agent's marker for a copied file (agent/container/files.py)
 POD_SHM_PREFIX = "rund-pod-shm:"       # the agent's marker for the pod's /dev/shm (agent/container/pod_shm.py)
 DEFAULT_SHM_BYTES = 64 << 20           # CRI's default, should the host's size be unreadable
+POD_HOLDER = "io.rund.pod-holder"      # the agent's marker for a pod holder (agent/oci/spec.py)
 MAX_FILE_BYTES = 1 << 20
 
 
@@ -38,9 +40,12 @@ class GuestSpec:
     spec: dict
     dropped_mounts: tuple[str, ...]     # destinations left out, for the log
     files: tuple[FileCopy, ...] = ()    # copied host files, by the index their mounts name
+    volumes: tuple[Volume, ...] = ()    # host directories for the pod's share, by the index their mounts name
 
 
-def guest_spec(host_spec: dict, pod: PodNamespaces = PodNamespaces()) -> GuestSpec:
+def guest_spec(host_spec: dict, pod: PodNamespaces = PodNamespaces(), pod_holder: bool = False) -> GuestSpec:
+    """pod_holder: a CRI pod's sandbox container, which the agent turns into a holder of the pod's namespaces
+    (agent/container/holder.py) instead of running its pause image."""
     if not isinstance(host_spec, dict):
         raise InvalidArgument("config.json must hold a JSON object")
     if not isinstance(host_spec.get("process"), dict):
@@ -48,7 +53,7 @@ def guest_spec(host_spec: dict, pod: PodNamespaces = PodNamespaces()) -> GuestSp
     check_hostname(host_spec)
     spec = copy.deepcopy(host_spec)
     spec.pop("hooks", None)
-    kept, dropped, files = [], [], []
+    kept, dropped, files, volumes = [], [], [], []
     for m in spec.get("mounts") or []:
         if not isinstance(m, dict):
             raise InvalidArgument("config.json: mounts must hold objects")
@@ -59,6 +64,9 @@ def guest_spec(host_spec: dict, pod: PodNamespaces = PodNamespaces()) -> GuestSp
         elif (copied := _small_file(m)) is not None:
             kept.append({**m, "source": f"{FILE_PREFIX}{len(files)}"})
             files.append(copied)
+        elif _is_bind(m):        # a volume: bound into the pod's share, the guest binds it from there
+            volumes.append(Volume(len(volumes), m))
+            kept.append({**m, "source": f"{VOLUME_PREFIX}{len(volumes) - 1}"})
         else:
             dropped.append(str(m.get("destination", "")))
     spec["mounts"] = kept
@@ -68,7 +76,10 @@ def guest_spec(host_spec: dict, pod: PodNamespaces = PodNamespaces()) -> GuestSp
         _check_memory_limit(linux.get("resources"))
         if "namespaces" in linux:
             linux["namespaces"] = translate(linux.get("namespaces") or [], pod)
-    return GuestSpec(spec, tuple(dropped), tuple(files))
+    if pod_holder:
+        annotations = spec.get("annotations") if isinstance(spec.get("annotations"), dict) else {}
+        spec["annotations"] = {**annotations, POD_HOLDER: "true"}
+    return GuestSpec(spec, tuple(dropped), tuple(files), volumes=tuple(volumes))
 
 
 # Below this a container's init is OOM-killed while it is being set up (docker refuses under 6 MB for the same reason).
@@ -113,6 +124,10 @@ def _small_file(m: dict) -> FileCopy | None:
         return FileCopy(os.read(fd, MAX_FILE_BYTES + 1)[:MAX_FILE_BYTES], stat.S_IMODE(st.st_mode))
     finally:
         os.close(fd)
+
+
+def _is_bind(m: dict) -> bool:
+    return m.get("type") == "bind" or bool({"bind", "rbind"} & set(m.get("options") or []))
 
 
 def _is_host_mount(m: dict) -> bool:

@@ -55,6 +55,7 @@ class RootfsSlots:
         self._images: list[Path] = []                # the image in each slot in use, same order
         self._held: dict[str, tuple[RootfsImage, str]] = {}   # container id -> (pinned image, pin owner)
         self._plug: Plug | None = None
+        self._plugged = 0                            # images hotplugged since launch (fixed slots may stay empty)
 
     async def acquire(self, container_id: str, owner: str, mounts: tuple[Mount, ...], bundle: str) -> Path:
         """Pin the container's image in the cache (an image already pinned for it is returned again)."""
@@ -70,16 +71,18 @@ class RootfsSlots:
         cannot)."""
         self._layout = layout
         self._images, self._devices, self._plug = list(images), list(devices), plug
+        self._plugged = 0
 
     async def device_for(self, container_id: str) -> str:
         """The guest device holding the container's (acquired) image, hotplugging it if the VM lacks it."""
         image = self._held[container_id][0].path
         if image in self._images:
             return self._devices[self._images.index(image)]
-        used = len(self._images) - self._layout.fixed        # hotplug slots taken (never given back: see above)
+        used = self._plugged                       # hotplug slots taken (never given back: see above)
         if self._plug is None or used >= self._layout.hotplug:
             raise errors.ResourceExhausted(self._no_slot_reason(used))
         await self._plug(used, image)
+        self._plugged += 1
         self._images.append(image)
         self._devices.append(self._layout.device(self._layout.fixed + used))
         return self._devices[-1]

@@ -5,9 +5,10 @@ the OOM stream and the rootfs slots. Its verbs are container-level (create, remo
 bookkeeping (processes, exits, events) stays in SandboxRuntime. Every acquisition is recorded on disk before it is
 made, so `delete` can release it after a shim crash (rund/runtime/cleanup.py).
 
-Create path:  create_container → record → rootfs pin → [first: cgroup → VM (clone|cold) → agent setup → watches]
-              → VM memory grown for the container (vm_memory.py) → guest device for the image
-              (hotplug if new) → agent CreateContainer. Remove gives the container's memory back; update
+Create path:  create_container → record → rootfs pin (none for a pod holder) → [first: cgroup → network → VM
+              (clone|cold) → agent setup → watches] → VM memory grown for the container (vm_memory.py) → guest
+              device for the image (hotplug if new) → agent CreateContainer (a CRI pod's sandbox container: a holder
+              of the pod's namespaces, agent/container/holder.py). Remove gives the container's memory back; update
               resizes live.
 Teardown:     stop() → agent closed → VM stopped → watches ended → cgroup released → pins released → state dir gone.
 A guest that leaves a teardown call unanswered for [agent] teardown_timeout_s is declared dead (VM killed).
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from rund import errors
-from rund.agent import AgentClient, AgentTimeout, FileCopy, LayeredRootfs, NetworkConfig, StdioConfig
+from rund.agent import (AgentClient, AgentTimeout, FileCopy, LayeredRootfs, NetworkConfig, PathRootfs, Rootfs,
+                        StdioConfig)
 from rund.config import Config
 from rund.hypervisor import HypervisorError
 from rund.hypervisor.logtail import log_tail
@@ -37,11 +39,13 @@ from rund.runtime.state import BUNDLE_POINTER, ContainerRecord, SandboxDir, Sand
 from rund.runtime.task_runtime import Mount
 from rund.runtime.trace import StepTrace
 from rund.runtime.vm_memory import VMMemory
+from rund.runtime.volumes import PodShare, Volume
 from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
 
 log = logging.getLogger("rund.runtime.sandbox")
 
 OomSink = Callable[[str], None]        # the id of a container the guest OOM-killed in
+HOLDER_ROOTFS = PathRootfs("/", readonly=True)   # what a pod holder is given: it mounts nothing
 TASKS_END_TIMEOUT = 10.0
 
 
@@ -57,6 +61,8 @@ class ContainerSetup:
     resources: dict | None             # the host spec's linux.resources (the first container sizes the VM's cgroup)
     hostname: str                      # the VM's, when this container starts it
     netns: str = ""                    # the pod's network namespace (CNI's), when this container starts the VM
+    holder: bool = False               # a CRI pod's sandbox container: held by the agent, no rootfs, no image
+    volumes: Sequence[Volume] = ()     # host directories bound into the pod's share (rund/runtime/volumes.py)
 
 
 class Sandbox:
@@ -73,6 +79,7 @@ class Sandbox:
         self._launched: LaunchedVM | None = None
         self._memory: VMMemory | None = None        # the VM's size follows its containers (vm_memory.py)
         self._network: AttachedNetwork | None = None  # the pod's CNI netns, wired to the VM's NIC
+        self._share = PodShare(VMPaths(self.dir.path).share)   # the pod's volumes, exported to the VM
         self._tasks: list[asyncio.Task] = []        # VM watch, OOM stream, pool refill: ended by stop()
         self._refilling = False
         self._stopping = False
@@ -121,18 +128,23 @@ class Sandbox:
             "sandbox_dir": str(self.dir.path), "sandbox_id": self.id, "container_id": c.id,
             "config_path": self.cfg.source})
         try:
-            with trace.step("rootfs"):
-                image = await self._slots.acquire(c.id, owner, c.rootfs, c.bundle)
+            image = None
+            if not c.holder:
+                with trace.step("rootfs"):
+                    image = await self._slots.acquire(c.id, owner, c.rootfs, c.bundle)
             if not self.started:
                 await self._start(image, c.resources, c.hostname, c.netns, trace)
             with trace.step("memory"):
                 await self._grow_for(c)
-            device = await self._slots.device_for(c.id)
-            rootfs = LayeredRootfs(base_device=device, base_fstype="erofs", dax=self._launched.dax,
-                                   upper_size_bytes=self.cfg.rootfs.upper_mib << 20)
+            rootfs: Rootfs = HOLDER_ROOTFS
+            if not c.holder:
+                rootfs = LayeredRootfs(base_device=await self._slots.device_for(c.id), base_fstype="erofs",
+                                       dax=self._launched.dax, upper_size_bytes=self.cfg.rootfs.upper_mib << 20)
+            self._share.bind_container(c.id, c.volumes)
             with trace.step("agent_create"):
                 return await self.agent.create_container(c.id, c.spec, rootfs, c.stdio, c.files)
         except BaseException:
+            self._share.unbind_container(c.id)
             if self._memory is not None:
                 self._memory.pod.remove(c.id)
             await self._slots.release(c.id)
@@ -149,6 +161,7 @@ class Sandbox:
             except errors.RundError as e:
                 log.warning("container %s: removing it in the guest: %s", container_id, e)
         await self._shrink_for(container_id, in_guest)
+        self._share.unbind_container(container_id)
         await self._slots.release(container_id)
         self.dir.remove_container(container_id)
 
@@ -256,6 +269,7 @@ class Sandbox:
             except errors.RundError as e:
                 log.warning("sandbox %s: detaching its network: %s", self.id, e)
             self._network = None
+        self._share.teardown()      # unmounted before the dir goes: never remove through a bind
         self.dir.remove()
 
     # ---- inside ------------------------------------------------------------------------------------------------
@@ -264,7 +278,7 @@ class Sandbox:
     def _teardown_timeout(self) -> float:
         return self.cfg.agent.teardown_timeout_s
 
-    async def _start(self, image: Path, resources: dict | None, hostname: str, netns: str,
+    async def _start(self, image: Path | None, resources: dict | None, hostname: str, netns: str,
                      trace: StepTrace) -> None:
         """A cgroup and a VM whose agent answers, with `image` in its first rootfs slot and, given the pod's netns,
         the pod's network on its NIC."""
@@ -274,6 +288,8 @@ class Sandbox:
             await self._acquire_cgroup(resources, pod_memory.host_limit(0))
         templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
         launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
+        images = (image,) if image is not None else ()
+        self._share.prepare()
         network = NetworkConfig()
         if netns:
             with trace.step("network"):
@@ -282,7 +298,7 @@ class Sandbox:
         with trace.step("vm"):
             try:
                 self._launched = launched = await launcher.launch(LaunchRequest(
-                    name=self.id[:32], dir=self.dir.path, rootfs_images=(image,),
+                    name=self.id[:32], dir=self.dir.path, rootfs_images=images,
                     pre_exec=self._lease.placement() if self._lease else None, hostname=hostname,
                     tap_fd=self._network.tap_fd if self._network else None, network=network))
             finally:
@@ -298,7 +314,7 @@ class Sandbox:
         self._record = replace(self._record, qemu_pid=pid, qemu_start_ticks=process_start_ticks(pid) or 0)
         self.dir.write_sandbox(self._record)
         self._slots.launched(
-            SlotLayout(shape.rootfs_slots, shape.rootfs_hotplug_slots, shape.rootfs_device), (image,),
+            SlotLayout(shape.rootfs_slots, shape.rootfs_hotplug_slots, shape.rootfs_device), images,
             launched.rootfs_devices, self._plug if shape.rootfs_hotplug_slots else None)
         if launched.how != "clone":   # a clone got its hostname with PostRestore
             with trace.step("agent_setup"):

@@ -21,6 +21,7 @@ from rund.runtime import events
 from rund.runtime.container import Container, Running
 from rund.runtime.events import EventSink
 from rund.runtime.guest_spec import guest_spec
+from rund.runtime.pod_memory import is_pod_sandbox
 from rund.runtime.pod_namespaces import PodNamespaces, has_private_uts
 from rund.runtime.pod_network import netns_path
 from rund.runtime.process import UNKNOWN_EXIT_STATUS, Exit, Process, Status, Stdio, Verb
@@ -50,9 +51,10 @@ class SandboxRuntime:
             if req.id in self._containers:
                 raise errors.AlreadyExists(f"container {req.id} already exists")
             host_spec = _read_spec(req.bundle)
-            spec = guest_spec(host_spec, self._pod_namespaces(req.id))
+            holder = req.id == self.sandbox_id and is_pod_sandbox(host_spec.get("annotations"))
+            spec = guest_spec(host_spec, self._pod_namespaces(req.id), pod_holder=holder)
             if spec.dropped_mounts:
-                log.warning("container %s: host directories cannot be mounted in the VM yet, left out: %s", req.id,
+                log.warning("container %s: host mounts other than binds cannot be made in a VM, left out: %s", req.id,
                             ", ".join(spec.dropped_mounts))
             sandbox = self._sandbox or self._claim_sandbox(req)
             if sandbox.paused:
@@ -63,8 +65,10 @@ class SandboxRuntime:
                 init.stdio.open()
                 init.guest_pid = await sandbox.create_container(ContainerSetup(
                     id=req.id, bundle=req.bundle, rootfs=req.rootfs, spec=spec.spec, files=spec.files,
+                    volumes=spec.volumes,
                     stdio=agent_stdio(req.stdio), resources=(host_spec.get("linux") or {}).get("resources"),
-                    hostname=_hostname(host_spec, self.sandbox_id), netns=netns_path(host_spec)), trace)
+                    hostname=_hostname(host_spec, self.sandbox_id), netns=netns_path(host_spec), holder=holder),
+                    trace)
             except BaseException:
                 init.stdio.close()
                 if not self._containers:

@@ -87,6 +87,19 @@ def test_running_out_of_hotplug_slots_says_why_and_releases_nothing_it_holds(top
     scenario(top, hotplug=1, body=body)
 
 
+def test_a_vm_started_without_an_image_hotplugs_into_its_first_hotplug_slot(top):
+    """A CRI pod's VM starts for its holder, which has no image: its fixed slot stays empty."""
+    cache = RootfsCache(str(top / "cache"), slot_bytes=4 * MiB, max_bytes=64 * MiB)
+    slots, plugged = RootfsSlots(cache), Plugged()
+
+    async def run():
+        slots.launched(SlotLayout(fixed=1, hotplug=2, device=lambda i: f"/dev/pmem{i + 1}"), (), (), plugged)
+        await slots.acquire("app", "ns:app", layer(top, "a"), str(top))
+        assert await slots.device_for("app") == "/dev/pmem2"
+        assert [i for i, _ in plugged.calls] == [0]
+    asyncio.run(run())
+
+
 def test_a_vm_without_hotplug_says_so(top):
     async def body(slots, plugged, cache):
         await slots.acquire("x", "ns:x", layer(top, "x"), str(top))

@@ -1,0 +1,67 @@
+"""The pod holder: what a CRI pod's sandbox container becomes in the guest.
+
+Under runc the sandbox container runs the pause image's /pause to hold the pod's IPC, UTS (and, shared, PID)
+namespaces, and to reap orphans as PID 1. In the VM the agent does that itself: a forked child that unshares the
+pod's namespaces, sets the hostname, and then only waits, as pause does (SIGTERM or SIGINT: exit 0; SIGCHLD: reap).
+No rootfs is mounted, no cgroup made, no program exec'd: the pod's start skips all of a container's setup.
+"""
+import os
+import _signal
+import signal
+import socket
+from typing import NamedTuple
+
+from ..linux import namespaces as ns
+from ..linux.prctl import PR_SET_PDEATHSIG, prctl
+from ..linux.system import sethostname
+from ..network import loopback
+from . import status
+from .child_main import start_clean
+
+
+class HolderPlan(NamedTuple):
+    hostname: str
+    new_namespaces: int          # CLONE_NEW* flags to unshare, pid excluded (the launcher forks into a new one)
+    stdio_fds: tuple[int, ...]   # closed: the holder writes nothing
+
+
+def run_holder(sock: socket.socket, plan: HolderPlan) -> None:
+    try:
+        start_clean()
+        ns.unshare(plan.new_namespaces)
+        if plan.new_namespaces & ns.CLONE_NEWNET:
+            loopback.bring_up()
+        if plan.hostname and plan.new_namespaces & ns.CLONE_NEWUTS:
+            sethostname(plan.hostname)
+        for fd in plan.stdio_fds:
+            os.close(fd)
+        sock.send(status.READY)
+        if sock.recv(16) != status.START:
+            os._exit(1)
+    except BaseException as exc:
+        try:
+            sock.send(status.encode_error(exc))
+        finally:
+            os._exit(1)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    sock.close()                    # what an exec would do: the agent sees the start completed
+    _hold()
+
+
+def _hold() -> None:
+    def down(signum, frame):
+        os._exit(0)
+
+    def reap(signum, frame):
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+
+    # _signal, not signal: the enum wrappers would copy-on-write pages of the agent's heap for nothing.
+    _signal.signal(_signal.SIGTERM, down)
+    _signal.signal(_signal.SIGINT, down)
+    _signal.signal(_signal.SIGCHLD, reap)
+    while True:
+        _signal.pause()
