@@ -9,6 +9,7 @@ from ..container.types import ContainerStats
 from ..errors import InvalidArgument, SetupFailed
 from ..linux import bpf
 from ..oci.resources import DeviceRule, Resources
+from . import device_programs
 from . import stats as stat_files
 from .device_filter import LICENSE, program
 from .device_rules import effective_policy
@@ -42,7 +43,7 @@ class CgroupV2:
         the new one is attached before the old one goes, so no moment is unguarded."""
         code = program(effective_policy(rules, field))
         try:
-            prog = bpf.load_device_program(code, LICENSE)
+            prog = device_programs.program_fd(code, LICENSE)
         except OSError as exc:
             raise SetupFailed("device cgroup program", str(exc)) from None
         try:

@@ -119,6 +119,28 @@ def test_the_kernel_verifier_accepts_the_program(root_only, items):
     os.close(fd)
 
 
+def _prog_id(fd: int) -> str:
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        return next(line.split()[1] for line in f if line.startswith("prog_id:"))
+
+
+@pytest.mark.root
+def test_one_allowlist_is_loaded_once_and_each_group_gets_its_own_fd(root_only):
+    from agent.cgroups import device_programs
+    default, privileged = (df.program(effective_policy(rules(items))) for items in (CONTAINERD_DEFAULT, PRIVILEGED))
+    before = dict(device_programs._loaded)
+    fds = [device_programs.program_fd(code, df.LICENSE) for code in (default, default, privileged)]
+    try:
+        assert len(set(fds)) == 3                                      # dups: a group closes its own
+        assert len(device_programs._loaded) - len(before) <= 2
+        assert device_programs._loaded[default] not in fds
+        ids = [_prog_id(fd) for fd in fds]
+        assert ids[0] == ids[1] != ids[2]                              # the same program, loaded once
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 @pytest.mark.root
 def test_a_refused_program_says_why(root_only):
     from agent.linux import bpf
