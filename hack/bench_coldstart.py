@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hack.cri_bench import (HANDLERS, Env, LogIndex, PodStart, fmt_ms, labelled_pods, loadavg,  # noqa: E402
-                            median_steps, pod_steps, provenance, remove_pod, start_pod)
+from hack.cri_bench import (HANDLERS, Env, LogIndex, PodStart, cpu_ms, fmt_ms, labelled_pods,  # noqa: E402
+                            loadavg, median_steps, pod_processes, pod_steps, provenance, remove_pod, start_pod)
 from hack.stats import percentile  # noqa: E402
 
 REMOVERS = 4        # pods removed this many at a time after a burst (not timed)
@@ -64,6 +64,7 @@ class Round:
         self.leftover: dict[str, dict] = {}       # sid -> what was left after removal
         self.remove_ms: list[float] = []
         self.load: list[float] = []               # the host's 1-min load average at each pod's (burst's) start
+        self.ctd_cpu_ms: list[tuple[float, float]] = []   # containerd's CPU, its reaped children's, per pod started
 
     @property
     def label(self) -> str:
@@ -87,6 +88,15 @@ class Bench:
     def __init__(self, env: Env, timeout: float):
         self.env, self.timeout = env, timeout
         self.cri = env.client(timeout)
+        self.ctd_pid = env.ctd.proc.pid
+
+    def pod_cpu(self, p: PodStart) -> None:
+        if p.ok:
+            for pid, kind in pod_processes(p.handler, self.env.address, [p.sid])[p.sid].items():
+                p.cpu_ms[kind] = p.cpu_ms.get(kind, 0.0) + cpu_ms([pid])
+
+    def ctd_cpu(self) -> tuple[float, float]:
+        return cpu_ms([self.ctd_pid]), cpu_ms([self.ctd_pid], children=True)
 
     def remove(self, rnd: Round, sid: str) -> None:
         t = time.monotonic()
@@ -110,7 +120,11 @@ class Bench:
     def one(self, rnd: Round, name: str) -> PodStart:
         labels = {"rund-bench": name}
         rnd.load.append(loadavg())
+        ctd0 = self.ctd_cpu()
         p = start_pod(self.cri, self.env, rnd.handler, name, self.timeout, labels)
+        self.pod_cpu(p)
+        ctd1 = self.ctd_cpu()
+        rnd.ctd_cpu_ms.append((ctd1[0] - ctd0[0], ctd1[1] - ctd0[1]))
         rnd.pods.append(p)
         self.sweep(rnd, labels, {p.sid} if p.sid else set())
         return p
@@ -124,15 +138,19 @@ class Bench:
 
         def worker(i: int) -> None:
             barrier.wait()
-            results[i] = start_pod(clients[i], self.env, rnd.handler, f"{tag}-{i}", self.timeout, labels)
+            results[i] = p = start_pod(clients[i], self.env, rnd.handler, f"{tag}-{i}", self.timeout, labels)
+            self.pod_cpu(p)
 
         threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(rnd.size)]
         for t in threads:
             t.start()
+        ctd0 = self.ctd_cpu()
         barrier.wait()
         released = time.monotonic()
         for t in threads:
             t.join()
+        ctd1 = self.ctd_cpu()
+        rnd.ctd_cpu_ms = [((ctd1[0] - ctd0[0]) / rnd.size, (ctd1[1] - ctd0[1]) / rnd.size)] * rnd.size
         for c in clients:
             c.close()
         rnd.pods = [p for p in results if p is not None]
@@ -168,7 +186,8 @@ def main() -> int:
             p = bench.one(warm, f"warm-{h}")
             print(f"warm-up {h}: {fmt_ms(p.ready_ms)} ms {p.error}", flush=True)
         singles = {h: Round(h, "single", 1) for h in handlers}
-        rounds += singles.values()
+        if args.single > 0:
+            rounds += singles.values()
         for i in range(args.single):
             order = handlers if i % 2 == 0 else handlers[::-1]
             line = []
@@ -218,6 +237,20 @@ def main() -> int:
         lag = statistics.median([p.seen_ms - p.ready_ms for p in ok])
         print(f"  {rnd.label:16} run {med['run_ms']:6.0f}  create {med['create_ms']:6.0f}  start "
               f"{med['start_ms']:6.0f}  ->ready {to_ready:6.0f}   poll lag {lag:4.0f}")
+
+    print("\nhost CPU per pod start (ms, medians): the pod's own processes until just after `ready` by kind (rund: "
+          "shim, QEMU; runc: shim, pause, function), containerd itself, and its reaped children (`shim start` runs, "
+          "CNI plugins, runc); the round's total in core-seconds and the least time 2 cores need for it")
+    for rnd in rounds:
+        own = [p.cpu_ms for p in rnd.pods if p.cpu_ms]
+        if not own:
+            continue
+        kinds = sorted({k for c in own for k in c}, key=lambda k: (k not in ("shim", "qemu"), k))
+        parts = "  ".join(f"{k} {statistics.median([c.get(k, 0.0) for c in own]):6.0f}" for k in kinds)
+        total_s = (sum(sum(c.values()) for c in own) + sum(a + b for a, b in rnd.ctd_cpu_ms)) / 1000
+        print(f"  {rnd.label:16} {parts}   containerd {statistics.median([a for a, _ in rnd.ctd_cpu_ms]):5.0f}"
+              f"  children {statistics.median([b for _, b in rnd.ctd_cpu_ms]):5.0f}"
+              f"   round {total_s:6.1f} core-s (>= {total_s / 2:5.1f} s on 2 cores)")
 
     for h in handlers:
         cols = {rnd.kind: rnd for rnd in rounds if rnd.handler == h and any(p.steps for p in rnd.pods)}

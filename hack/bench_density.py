@@ -39,12 +39,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hack import procmem  # noqa: E402
-from hack.cri_bench import (Env, PodStart, fmt_ms, labelled_pods, loadavg, provenance, remove_pod,  # noqa: E402
-                            shim_pids, start_pod)
+from hack.cri_bench import (Env, PodStart, fmt_ms, labelled_pods, loadavg, pod_processes, provenance,  # noqa: E402
+                            remove_pod, start_pod)
 from hack.stats import percentile  # noqa: E402
-from integration.containerd_daemon import CRI_NAMESPACE  # noqa: E402
 from integration.cri.client import api  # noqa: E402
-from integration.rund_leaks import STATE_DIR  # noqa: E402
 
 MAX_RUND_PODS = 100
 MIB_PER_POD_GUARD = 250          # refuse to start when MemAvailable < 2 GiB + N x this
@@ -53,35 +51,6 @@ REMOVERS = 4
 
 def gib(kib: int) -> float:
     return round(kib / 1024 / 1024, 2)
-
-
-def rund_roots(sid: str) -> tuple[set[int], dict[int, str]]:
-    doc = json.loads((STATE_DIR / CRI_NAMESPACE / sid / "sandbox.json").read_text())
-    roots = {doc.get("shim_pid") or 0, doc.get("qemu_pid") or 0} - {0}
-    return roots, {doc.get("shim_pid"): "shim", doc.get("qemu_pid"): "qemu"}
-
-
-def pod_processes(handler: str, address: str, sids: list[str]) -> dict[str, dict[int, str]]:
-    """sid -> {pid: kind} of every host process that exists because of the pod."""
-    kids = procmem.children()
-    out: dict[str, dict[int, str]] = {}
-    for sid in sids:
-        if handler == "rund":
-            try:
-                roots, kinds = rund_roots(sid)
-            except (OSError, ValueError):
-                roots, kinds = set(), {}
-        else:
-            roots = set(shim_pids(address, sid))
-            kinds = {pid: "shim" for pid in roots}
-        procs = {}
-        for pid in procmem.with_descendants(roots, kids):
-            try:
-                procs[pid] = kinds.get(pid) or ("qemu" if procmem.is_qemu(pid) else procmem.comm(pid))
-            except OSError:
-                continue
-        out[sid] = procs
-    return out
 
 
 def ticks(pids: list[int]) -> dict[int, int]:

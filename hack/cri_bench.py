@@ -14,6 +14,7 @@ add to it; `seen_ms` (when the poll saw it) is kept to show the difference. Both
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import statistics
@@ -25,13 +26,14 @@ from pathlib import Path
 
 import grpc
 
+from hack import procmem
 from hack.busybox_image import build as build_busybox
 from hack.function_image import READY
 from hack.function_image import build as build_function
 from hack.pause_image import build as build_pause
 from integration.containerd_daemon import CRI_NAMESPACE, PrivateContainerd
 from integration.cri.client import CriClient, api, container_config, log_lines, parse_log, sandbox_config
-from integration.rund_leaks import leftovers
+from integration.rund_leaks import STATE_DIR, leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -130,6 +132,7 @@ class PodStart:
     start_ms: float | None = None         # StartContainer RPC
     ready_ms: float | None = None         # RunPodSandbox call -> `ready` record's timestamp in the container log
     seen_ms: float | None = None          # RunPodSandbox call -> the poll saw `ready`
+    cpu_ms: dict[str, float] = field(default_factory=dict)   # CPU ms of the pod's host processes by kind, at ready
     steps: dict[str, float] = field(default_factory=dict)     # the shim's trace steps (rund), filled later
 
 
@@ -256,6 +259,54 @@ def remove_pod(cri: CriClient, address: str, sid: str, settle: float = 15.0) -> 
     while (left := remaining(cri, address, sid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return {**err, **left}
+
+
+# ---- the pods' host processes
+
+
+def rund_roots(sid: str) -> tuple[set[int], dict[int, str]]:
+    """A rund pod's shim and QEMU, from its state record (/run/rund/k8s.io/<sid>/sandbox.json)."""
+    doc = json.loads((STATE_DIR / CRI_NAMESPACE / sid / "sandbox.json").read_text())
+    roots = {doc.get("shim_pid") or 0, doc.get("qemu_pid") or 0} - {0}
+    return roots, {doc.get("shim_pid"): "shim", doc.get("qemu_pid"): "qemu"}
+
+
+def pod_processes(handler: str, address: str, sids: list[str]) -> dict[str, dict[int, str]]:
+    """sid -> {pid: kind} of every host process that exists because of the pod: rund, its shim and QEMU (state
+    record) and their descendants; runc, its containerd-shim-runc-v2 (argv) and its descendants (pause, containers).
+    kind: "shim", "qemu", or the process's comm."""
+    kids = procmem.children()
+    out: dict[str, dict[int, str]] = {}
+    for sid in sids:
+        if handler == "rund":
+            try:
+                roots, kinds = rund_roots(sid)
+            except (OSError, ValueError):
+                roots, kinds = set(), {}
+        else:
+            roots = set(shim_pids(address, sid))
+            kinds = {pid: "shim" for pid in roots}
+        procs = {}
+        for pid in procmem.with_descendants(roots, kids):
+            try:
+                procs[pid] = kinds.get(pid) or ("qemu" if procmem.is_qemu(pid) else procmem.comm(pid))
+            except OSError:
+                continue
+        out[sid] = procs
+    return out
+
+
+def cpu_ms(pids: Iterable[int], children: bool = False) -> float:
+    """CPU time (user + system) the processes used so far, in ms; with `children`, only what their reaped children
+    used (containerd's: the `shim start` processes, CNI plugins, runc)."""
+    total = 0
+    for pid in pids:
+        try:
+            f = procmem.stat_fields(pid)
+        except OSError:
+            continue
+        total += (int(f[13]) + int(f[14])) if children else (int(f[11]) + int(f[12]))
+    return total * 1000 / procmem.CLK_TCK
 
 
 def labelled_pods(cri: CriClient, labels: dict[str, str]) -> list[str]:
