@@ -1,7 +1,8 @@
 """Release what a dead shim left behind, from its records alone (the `delete` action's work).
 
-Scoped to one container: its rootfs pin is released and its record removed. The VM, its cgroup and the state dir go
-only when that container is the sandbox itself or the last one recorded. A sandbox whose shim is alive (it holds
+Scoped to one container: its rootfs pin and its volumes' binds are released and its record removed. The VM, its
+cgroup and the state dir (its volume share unmounted first) go only when that container is the sandbox itself or the
+last one recorded. A sandbox whose shim is alive (it holds
 the state dir's lock) is left to that shim.
 """
 from __future__ import annotations
@@ -103,7 +104,9 @@ def _release(sdir: SandboxDir, container_id: str, cfg: Config) -> Cleaned:
     """With the sandbox's lock held: release the container's pins, and the sandbox's VM and cgroup if it goes."""
     from rund.resources.cgroups import CgroupError, open_pool
     from rund.resources.rootfs import RootfsError
+    from rund.hypervisor.paths import VMPaths
     from rund.runtime.resource_config import pool_config, rootfs_cache
+    from rund.runtime.volumes import unbind_container
     try:
         record = sdir.read_sandbox()
     except CorruptRecord as e:
@@ -121,6 +124,7 @@ def _release(sdir: SandboxDir, container_id: str, cfg: Config) -> Cleaned:
             log.warning("container %s: releasing its rootfs: %s", cid, e)
 
     release_pins(container_id)
+    unbind_container(VMPaths(sdir.path).share, container_id)      # the dead shim's binds of its volumes
     sdir.remove_container(container_id)
     if container_id != sdir.sandbox_id and sdir.container_ids():
         sdir.unlock()

@@ -63,7 +63,7 @@ class Volume:
 def prepare(share: Path) -> None:
     """Make the share a private mount of itself (before the VM starts: QEMU keeps its root open)."""
     share.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if os.path.ismount(share):
+    if os.path.realpath(share) in mounts_under(os.path.realpath(share)):
         return
     try:
         _mount(str(share), str(share), MS_BIND)
@@ -141,34 +141,51 @@ def mounts_under(path: str) -> list[str]:
 
 def _remove_tree_of_empty_dirs(top: Path) -> bool:
     """rmdir/unlink bottom-up, only what is empty (an empty placeholder file of a file volume is ours too), and
-    nothing at all if a directory under it is on another filesystem (a mount the table did not show)."""
+    nothing under a directory on another mount (one the table did not show: a same-filesystem bind has the same
+    st_dev, so mounts are told apart by their mount ids)."""
     try:
-        device = os.lstat(top).st_dev
+        mount_id = _mount_id(str(top))
     except FileNotFoundError:
         return True
-    for root, dirs, _ in os.walk(top):
-        for name in dirs:
-            if os.lstat(os.path.join(root, name)).st_dev != device:
-                log.error("%s is on another filesystem: not removing %s", os.path.join(root, name), top)
-                return False
+    return _remove_ours(str(top), mount_id)
+
+
+def _remove_ours(directory: str, mount_id: int) -> bool:
     ok = True
-    for root, dirs, files in os.walk(top, topdown=False):
-        for name in files:
-            path = os.path.join(root, name)
+    with os.scandir(directory) as entries:
+        for entry in entries:
             try:
-                if os.lstat(path).st_size == 0:
-                    os.unlink(path)
+                if _mount_id(entry.path) != mount_id:
+                    log.error("%s is another mount: not removing it or anything under it", entry.path)
+                    ok = False
+                elif entry.is_dir(follow_symlinks=False):
+                    ok = _remove_ours(entry.path, mount_id) and ok
+                elif entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_size == 0:
+                    os.unlink(entry.path)
                 else:
                     ok = False
-            except OSError:
+            except OSError as e:
+                log.warning("%s: %s; left in place", entry.path, e.strerror)
                 ok = False
+    if ok:
         try:
-            os.rmdir(root)
+            os.rmdir(directory)
         except OSError as e:
-            if e.errno != errno.ENOENT:
-                log.warning("%s: %s; left in place", root, e.strerror)
-                ok = False
+            log.warning("%s: %s; left in place", directory, e.strerror)
+            return False
     return ok
+
+
+def _mount_id(path: str) -> int:
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    finally:
+        os.close(fd)
+    raise Unavailable(f"no mount id for {path} in /proc/self/fdinfo")
 
 
 def _remove_empty(path: Path) -> None:
