@@ -16,6 +16,7 @@ from ..oci.mounts import VOLUME_PREFIX as PREFIX
 from ..oci.spec import ContainerSpec
 
 SHARE_TAG = "rundvol"
+NINEP_DEVICES = "/sys/bus/virtio/drivers/9pnet_virtio"
 OPTIONS = "trans=virtio,version=9p2000.L,access=client,cache=mmap,msize=512000"
 
 
@@ -39,7 +40,24 @@ def _ensure(directory: str) -> None:
     os.makedirs(directory, mode=0o700, exist_ok=True)
     if os.path.ismount(directory):
         return
+    # A VM whose RAM is shared with the host (not a clone) may carry the share as virtio-fs under the same tag.
+    fstype, options = ("9p", OPTIONS) if _is_9p(SHARE_TAG) else ("virtiofs", None)
     try:
-        m.mount(SHARE_TAG, directory, "9p", m.MS_NOSUID | m.MS_NODEV, OPTIONS)
+        m.mount(SHARE_TAG, directory, fstype, m.MS_NOSUID | m.MS_NODEV, options)
     except OSError as exc:
-        raise SetupFailed("the pod's volume share", exc.strerror or str(exc)) from None
+        raise SetupFailed("the pod's volume share", f"{fstype} {SHARE_TAG}: {exc.strerror or exc}") from None
+
+
+def _is_9p(tag: str) -> bool:
+    try:
+        devices = os.listdir(NINEP_DEVICES)
+    except FileNotFoundError:
+        return False
+    for device in devices:
+        try:
+            with open(os.path.join(NINEP_DEVICES, device, "mount_tag"), "rb") as f:
+                if f.read().rstrip(b"\0\n").decode(errors="replace") == tag:
+                    return True
+        except OSError:
+            continue
+    return False
