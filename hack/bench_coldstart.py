@@ -31,8 +31,10 @@ step of a rund pod's start (single round), and what is outside the shim: an RPC'
 Last line, one JSON object: {"rund_single_ms_p50", "runc_single_ms_p50", "rund_single_ms_p99",
 "runc_single_ms_p99", "rund_burst10_ms_p99", "runc_burst10_ms_p99", "rund_burst50_ms_p99", "runc_burst50_ms_p99",
 "rund_burst50_makespan_ms", "runc_burst50_makespan_ms", "failures"} plus, for every burst size N run,
-"<handler>_burstN_ms_p50" and "<handler>_burstN_makespan_ms". A figure of a round not run (or with no pod ready) is
-null; "failures" is the total count over all rounds. Needs root.
+"<handler>_burstN_ms_p50" and "<handler>_burstN_makespan_ms", and "rund_cold_boots": timed rund pods whose VM
+booted cold instead of cloning a template (they should be 0: `rund templates build` runs before each rund round, but
+code changed under a run changes the template key). A figure of a round not run (or with no pod ready) is null;
+"failures" is the total count over all rounds. Needs root.
 """
 from __future__ import annotations
 
@@ -50,7 +52,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hack.cri_bench import (HANDLERS, Env, LogIndex, PodStart, cpu_ms, fmt_ms, labelled_pods,  # noqa: E402
-                            loadavg, median_steps, pod_processes, pod_steps, provenance, remove_pod, start_pod)
+                            ensure_template, loadavg, median_steps, pod_processes, pod_steps, provenance, remove_pod,
+                            start_pod)
 from hack.stats import percentile  # noqa: E402
 
 REMOVERS = 4        # pods removed this many at a time after a burst (not timed)
@@ -180,6 +183,12 @@ def main() -> int:
     log_text = ""
     try:
         bench = Bench(env, args.timeout)
+
+        def template() -> None:
+            if "rund" in handlers:
+                print(f"rund template: {ensure_template()}", flush=True)
+
+        template()
         for h in handlers:
             warm = Round(h, "warm-up", 1)
             rounds.append(warm)
@@ -188,6 +197,7 @@ def main() -> int:
         singles = {h: Round(h, "single", 1) for h in handlers}
         if args.single > 0:
             rounds += singles.values()
+            template()
         for i in range(args.single):
             order = handlers if i % 2 == 0 else handlers[::-1]
             line = []
@@ -199,6 +209,8 @@ def main() -> int:
             for h in sorted(handlers, key=lambda h: h != "runc"):
                 rnd = Round(h, f"burst{n}", n)
                 rounds.append(rnd)
+                if h == "rund":
+                    template()
                 bench.burst(rnd, f"burst{n}-{h}")
                 print(f"burst of {n} {h}: p50 {fmt_ms(rnd.pct(0.5))} ms, p99 {fmt_ms(rnd.pct(0.99))} ms, makespan "
                       f"{fmt_ms(rnd.makespan_ms)} ms, {len(rnd.failures)} failures", flush=True)
@@ -280,6 +292,14 @@ def main() -> int:
             print(f"  {'total (RunPodSandbox call -> ready)':62} {typical.ready_ms:8.1f}"
                   + "".join(f"{cols[k].pct(0.5) or float('nan'):10.1f}" for k in cols))
 
+    cold = {rnd.label: sum(1 for p in rnd.pods if p.ok and idx.traces.get(("create", p.sid), {})
+                           .get("labels", {}).get("vm", "clone") != "clone")
+            for rnd in rounds if rnd.handler == "rund" and rnd.kind != "warm-up"}
+    if any(cold.values()):
+        print("\nWARNING: rund pods whose VM booted cold (no template: the runtime's code or config changed under "
+              "the run, or a template was being built), their times are not clone starts: "
+              + ", ".join(f"{k} {v}" for k, v in cold.items() if v))
+
     fails = [(rnd.label, f) for rnd in rounds for f in rnd.failures]
     if fails:
         print(f"\n{len(fails)} failures:")
@@ -306,6 +326,7 @@ def main() -> int:
         for h in HANDLERS:
             result[f"{h}_burst{n}_makespan_ms"] = fig(h, f"burst{n}", "makespan")
     result["failures"] = len(fails)
+    result["rund_cold_boots"] = sum(cold.values())
     print(json.dumps(result))
     return 0
 

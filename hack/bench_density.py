@@ -39,8 +39,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hack import procmem  # noqa: E402
-from hack.cri_bench import (Env, PodStart, fmt_ms, labelled_pods, loadavg, pod_processes, provenance,  # noqa: E402
-                            remove_pod, start_pod)
+from hack.cri_bench import (Env, PodStart, ensure_template, fmt_ms, labelled_pods, loadavg,  # noqa: E402
+                            pod_processes, provenance, remove_pod, start_pod)
 from hack.stats import percentile  # noqa: E402
 from integration.cri.client import api  # noqa: E402
 
@@ -273,6 +273,8 @@ def main() -> int:
     results = {}
     try:
         warm_cri = env.client(args.timeout)
+        if "rund" in handlers:
+            print(f"rund template: {ensure_template()}", flush=True)
         for h in handlers:                  # a template, the image unpacked: not in the figures
             p = start_pod(warm_cri, env, h, f"density-warm-{h}", args.timeout, {"rund-bench": "density-warm"})
             print(f"warm-up {h}: {fmt_ms(p.ready_ms)} ms {p.error}", flush=True)
@@ -281,6 +283,8 @@ def main() -> int:
         warm_cri.close()
         for h in handlers:
             print(f"{h}: {args.pods} pods", flush=True)
+            if h == "rund":
+                print(f"rund template: {ensure_template()}", flush=True)
             results[h] = run_runtime(env, h, args.pods, args.settle, args.idle_seconds, args.timeout)
     finally:
         env.stop()

@@ -59,6 +59,20 @@ def provenance() -> str:
                if dirty else " (clean)") + f"; load average {load}")
 
 
+def ensure_template(timeout: float = 900) -> str:
+    """`rund templates build`: the template the shims' config needs is there (or built now, waiting), so a timed
+    rund pod clones instead of booting cold. Others sharing the working tree change the runtime's code, and with it
+    the template key: call it right before a timed round. Returns its answer ("present <key>" or "built <key>")."""
+    import subprocess
+    t = time.monotonic()
+    res = subprocess.run([str(VENV_BIN / "rund"), "templates", "build"], capture_output=True, text=True,
+                         timeout=timeout)
+    out = (res.stdout.strip().splitlines() or ["?"])[-1]
+    if res.returncode != 0:
+        return f"FAILED ({res.returncode}): {res.stderr.strip()[-300:]}"
+    return out + (f" in {time.monotonic() - t:.0f} s" if not out.startswith("present") else "")
+
+
 def loadavg() -> float:
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
