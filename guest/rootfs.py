@@ -181,7 +181,9 @@ def _stage_modules(tree: ModuleTree, kernel_release: str, stage: Path) -> list[s
     modules.dep restricted to themselves (their other dependencies are in the initramfs "core" group)."""
     from guest.initramfs import module_groups
 
-    initrd = {m for names in module_groups(tree).values() for m in names}
+    # A module the rootfs list names is shipped even if an initramfs group has it: /init loads only its machine's
+    # groups (virtio_blk: microvm's root, a hotplugged disk's driver on q35).
+    initrd = {m for names in module_groups(tree).values() for m in names} - set(spec.ROOTFS_MODULES)
     names = tree.order(spec.ROOTFS_MODULES, already=initrd)
     moddir = stage / "lib/modules" / kernel_release
     rel = {name: str(tree.path(name).relative_to(tree.root)) for name in names}

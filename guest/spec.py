@@ -52,6 +52,7 @@ ROOTFS_MODULES = (
     "virtio_mem",  # the pod's memory grows and shrinks through a virtio-mem-pci device (q35)
     "9pnet_virtio",  # the pod's volumes: a virtio-9p share hotplugged into the VM (built by source_modules.py)
     "9p",
+    "virtio_blk",  # raw block devices hot-plugged for a pod's containers (q35: the initramfs loaded it only on microvm)
 )
 
 # Stdlib modules imported in the trace in addition to whatever agent/ and proto/ import (found by an AST scan).

@@ -65,14 +65,15 @@ def bench(env: Env, handler: str, runs: int, mib: int, files: int) -> dict[str, 
                                mounts=[api.Mount(container_path="/vol", host_path=str(host))])
         cid = cri.create_container(sid, cfg, pod)
         cri.start_container(cid)
-        out: dict[str, dict[str, float]] = {}
-        for where, base in (("volume", "/vol"), ("local", "/tmp")):
-            samples: dict[str, list[float]] = {op: [] for op in ("write", "read", "meta")}
-            for _ in range(runs):
+        places = (("volume", "/vol"), ("local", "/tmp"))
+        samples: dict[tuple[str, str], list[float]] = {}
+        for _ in range(runs):              # interleaved: a change of the host's load hits both places alike
+            for where, base in places:
                 for op, (setup, command) in ops(base, mib, files).items():
-                    samples[op].append(run_op(cri, cid, setup, command))
-            for op, values in samples.items():
-                out.setdefault(op, {})[f"{where}_s"] = round(statistics.median(values), 3)
+                    samples.setdefault((op, where), []).append(run_op(cri, cid, setup, command))
+        out: dict[str, dict[str, float]] = {}
+        for (op, where), values in samples.items():
+            out.setdefault(op, {})[f"{where}_s"] = round(statistics.median(values), 3)
         return out
     finally:
         cri.remove_pod(sid)

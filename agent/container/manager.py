@@ -12,6 +12,7 @@ from ..linux.seccomp import SeccompFilter
 from ..oci.spec import ContainerSpec, parse_process_document, parse_resources_document, parse_spec
 from . import files as files_mod
 from . import pod_shm
+from . import block_devices
 from . import volumes
 from . import rootfs as rootfs_mod
 from .seccomp import compile_profile
@@ -69,6 +70,7 @@ class ContainerManager:
             spec = files_mod.place(spec, list(files), self._files_dir(container_id))
             spec = pod_shm.place(spec, os.path.join(self._state_dir, "pod-shm"))
             spec = volumes.place(spec, container_id, os.path.join(self._state_dir, "volumes"))
+            spec = await block_devices.place(spec, spec_json)
             container = await self._create(container_id, spec, rootfs, stdio, seccomp_filter)
         except BaseException:
             shutil.rmtree(self._files_dir(container_id), ignore_errors=True)

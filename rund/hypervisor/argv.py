@@ -53,6 +53,7 @@ def build_argv(spec: VMSpec, qemu_binary: str | Path = "qemu-system-x86_64") -> 
     argv += _rng(spec)
     argv += _net(spec)
     argv += _share(spec)
+    argv += _disk_ports(spec)
     argv += _boot(spec)
     if spec.incoming_defer:
         argv += ["-incoming", "defer"]
@@ -217,6 +218,16 @@ def _share(spec: VMSpec) -> list[str]:
         "-device", opts(_bus(spec, "virtio-9p"), {"id": "share0dev", "fsdev": "share0",
                                                   "mount_tag": spec.share.tag}),
     ]
+
+
+def _disk_ports(spec: VMSpec) -> list[str]:
+    first = len(spec.pmem_hotplug) + 1      # chassis numbers after the pmem hotplug ports'
+    return [arg for i in range(spec.disk_hotplug_slots) for arg in (
+        "-device", opts("pcie-root-port", {"id": disk_port(i), "chassis": first + i, "slot": first + i}))]
+
+
+def disk_port(index: int) -> str:
+    return f"diskport{index}"
 
 
 def _boot(spec: VMSpec) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError
 
 from rund.hypervisor import memory, migration
-from rund.hypervisor.argv import HOTPLUG_MEMORY_DEVICE, build_argv, hotplug_port
+from rund.hypervisor.argv import HOTPLUG_MEMORY_DEVICE, build_argv, disk_port, hotplug_port
 from rund.hypervisor.base import VirtualMachine
 from rund.hypervisor.errors import (
     HypervisorError,
@@ -319,6 +319,36 @@ class QemuVM(VirtualMachine):
                 await self._execute("object-del", {"id": backend})
             raise
 
+    async def hotplug_disk(self, index: int, path: Path, serial: str, readonly: bool) -> None:
+        """Add the host block device `path` as a virtio-blk disk in disk slot `index`; the guest finds it by
+        `serial` (/sys/block/vd*/serial)."""
+        if not 0 <= index < self.spec.disk_hotplug_slots:
+            raise HypervisorError(f"VM {self.spec.name} has no disk hotplug slot {index}")
+        node = f"hotdisk{index}"
+        await self._execute("blockdev-add", {"node-name": node, "driver": "raw", "read-only": readonly,
+                                             "file": {"driver": "host_device", "filename": str(path),
+                                                      "aio": "threads", "cache": {"direct": True}}})
+        try:
+            await self._execute("device_add", {"driver": "virtio-blk-pci", "id": f"{node}dev", "drive": node,
+                                               "bus": disk_port(index), "serial": serial})
+        except BaseException:
+            with contextlib.suppress(HypervisorError):
+                await self._execute("blockdev-del", {"node-name": node})
+            raise
+
+    async def unplug_disk(self, index: int, timeout: float = 10.0) -> None:
+        """Ask the guest to release disk slot `index` (PCIe unplug), then drop its backend; the slot is free once
+        this returns. A guest that does not let go within `timeout` keeps the device: HypervisorError."""
+        node = f"hotdisk{index}"
+        with self.events("DEVICE_DELETED") as listener:
+            await self._execute("device_del", {"id": f"{node}dev"})
+            try:
+                await self._until_exit(_device_deleted(listener, f"{node}dev"), timeout)
+            except VMTimeout:
+                raise HypervisorError(f"VM {self.spec.name}: the guest did not release disk {index} within "
+                                      f"{timeout} s") from None
+        await self._execute("blockdev-del", {"node-name": node})
+
     async def resize_memory(self, hotplug_bytes: int, timeout: float = 10.0) -> int:
         """Ask the guest to hold `hotplug_bytes` of its hotplug memory (spec.memory_hotplug) on top of its boot
         memory; returns what it holds when it matches or `timeout` passes (see rund.hypervisor.memory)."""
@@ -369,6 +399,12 @@ class QemuVM(VirtualMachine):
         self._require_running()
         assert self._qmp is not None
         self._qmp.send_fd_scm(fd)
+
+
+async def _device_deleted(listener: EventListener, device_id: str) -> None:
+    async for event in listener:
+        if event.get("data", {}).get("device") == device_id:
+            return
 
 
 def _log_rmtree_error(function: Any, path: str, exc_info: Any) -> None:

@@ -183,6 +183,7 @@ class VMSpec:
     rng: bool = False
     net: TapNetwork | PodNic | None = None
     share: FileShare | None = None
+    disk_hotplug_slots: int = 0  # PCIe root ports for host block devices added while running (q35; QemuVM.hotplug_disk)
     incoming_defer: bool = False  # a clone: wait for migrate-incoming
     tb_size_mib: int = 16  # TCG translation buffer; caps a busy guest's code cache
     tsc_khz: int | None = None  # host TSC kHz, required for a TCG kernel boot (see argv.py)
@@ -301,6 +302,10 @@ def _validate_devices(spec: VMSpec) -> None:
             raise InvalidSpec(f"guest CID {spec.agent.guest_cid} must be in [3, 2^32-1)")
         if not 0 < spec.agent.port < 0xFFFFFFFF:
             raise InvalidSpec(f"vsock port {spec.agent.port} out of range")
+    if spec.disk_hotplug_slots and spec.machine is not Machine.Q35:
+        raise InvalidSpec("disk hotplug needs the q35 machine (microvm has no PCIe hotplug)")
+    if not 0 <= spec.disk_hotplug_slots <= 16:
+        raise InvalidSpec(f"disk_hotplug_slots {spec.disk_hotplug_slots} must be in [0, 16]")
     if spec.share is not None:
         if not _SHARE_TAG.match(spec.share.tag):
             raise InvalidSpec(f"share tag {spec.share.tag!r} must match {_SHARE_TAG.pattern}")

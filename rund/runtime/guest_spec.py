@@ -3,10 +3,12 @@
 What refers to the host cannot cross into the VM as such: namespace paths (CRI's /proc/<pid>/ns/... or
 /var/run/netns/...: translated to the pod's namespaces in the guest, pod_namespaces.py), hooks (host binaries), the
 host cgroup path, and bind mounts of host directories (volumes: bound into the pod's share, their source becomes
-"rund-volume:<n>", rund/runtime/volumes.py; CRI's /dev/shm becomes the pod's tmpfs in the guest). Bind mounts of small host files (CRI's /etc/hosts, /etc/resolv.conf, /etc/hostname) are copied:
-their content travels with CreateContainer and the mount's source becomes "rund-file:<n>". The guest gets its own
-namespaces and cgroups; a container's network is the sandbox VM's (the VM is the isolation boundary). seccomp and
-the device allowlist pass through: the agent enforces them in the guest, as runc does on the host.
+"rund-volume:<n>", rund/runtime/volumes.py; CRI's /dev/shm becomes the pod's tmpfs in the guest). Block devices are
+hot-plugged disks (rund/runtime/block_devices.py). Bind mounts of small host files (CRI's /etc/hosts,
+/etc/resolv.conf, /etc/hostname) are copied: their content travels with CreateContainer and the mount's source
+becomes "rund-file:<n>". The guest gets its own namespaces and cgroups; a container's network is the sandbox VM's
+(the VM is the isolation boundary). seccomp and the device allowlist pass through: the agent enforces them in the
+guest, as runc does on the host.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 from rund.agent import FileCopy
 from rund.errors import InvalidArgument
+from rund.runtime.block_devices import BlockRequest, block_requests
 from rund.runtime.pod_namespaces import PodNamespaces, check_hostname, translate
 from rund.runtime.volumes import PREFIX as VOLUME_PREFIX, Volume
 
@@ -41,6 +44,7 @@ class GuestSpec:
     dropped_mounts: tuple[str, ...]     # destinations left out, for the log
     files: tuple[FileCopy, ...] = ()    # copied host files, by the index their mounts name
     volumes: tuple[Volume, ...] = ()    # host directories for the pod's share, by the index their mounts name
+    block_devices: tuple[BlockRequest, ...] = ()    # host block devices to hot-plug (linux.devices of type b)
 
 
 def guest_spec(host_spec: dict, pod: PodNamespaces = PodNamespaces(), pod_holder: bool = False) -> GuestSpec:
@@ -79,7 +83,8 @@ def guest_spec(host_spec: dict, pod: PodNamespaces = PodNamespaces(), pod_holder
     if pod_holder:
         annotations = spec.get("annotations") if isinstance(spec.get("annotations"), dict) else {}
         spec["annotations"] = {**annotations, POD_HOLDER: "true"}
-    return GuestSpec(spec, tuple(dropped), tuple(files), volumes=tuple(volumes))
+    blocks = block_requests(spec)
+    return GuestSpec(spec, tuple(dropped), tuple(files), volumes=tuple(volumes), block_devices=blocks)
 
 
 # Below this a container's init is OOM-killed while it is being set up (docker refuses under 6 MB for the same reason).

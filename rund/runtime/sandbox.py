@@ -39,6 +39,7 @@ from rund.runtime.state import BUNDLE_POINTER, ContainerRecord, SandboxDir, Sand
 from rund.runtime.task_runtime import Mount
 from rund.runtime.trace import StepTrace
 from rund.runtime.vm_memory import VMMemory
+from rund.runtime.block_devices import BlockRequest, PodDisks
 from rund.runtime.volumes import PodShare, Volume
 from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
 
@@ -63,6 +64,7 @@ class ContainerSetup:
     netns: str = ""                    # the pod's network namespace (CNI's), when this container starts the VM
     holder: bool = False               # a CRI pod's sandbox container: held by the agent, no rootfs, no image
     volumes: Sequence[Volume] = ()     # host directories bound into the pod's share (rund/runtime/volumes.py)
+    block_devices: Sequence[BlockRequest] = ()     # host block devices hot-plugged as disks (block_devices.py)
 
 
 class Sandbox:
@@ -80,6 +82,7 @@ class Sandbox:
         self._memory: VMMemory | None = None        # the VM's size follows its containers (vm_memory.py)
         self._network: AttachedNetwork | None = None  # the pod's CNI netns, wired to the VM's NIC
         self._share = PodShare(VMPaths(self.dir.path).share)   # the pod's volumes, exported to the VM
+        self._disks: PodDisks | None = None         # the pod's raw block devices, hot-plugged
         self._tasks: list[asyncio.Task] = []        # VM watch, OOM stream, pool refill: ended by stop()
         self._refilling = False
         self._stopping = False
@@ -141,10 +144,13 @@ class Sandbox:
                 rootfs = LayeredRootfs(base_device=await self._slots.device_for(c.id), base_fstype="erofs",
                                        dax=self._launched.dax, upper_size_bytes=self.cfg.rootfs.upper_mib << 20)
             self._share.bind_container(c.id, c.volumes)
+            if c.block_devices:
+                await self._disks.attach(c.id, c.block_devices, self._running_vm().hotplug_disk)
             with trace.step("agent_create"):
                 return await self.agent.create_container(c.id, c.spec, rootfs, c.stdio, c.files)
         except BaseException:
             self._share.unbind_container(c.id)
+            await self._drop_disks(c.id)
             if self._memory is not None:
                 self._memory.pod.remove(c.id)
             await self._slots.release(c.id)
@@ -162,6 +168,7 @@ class Sandbox:
                 log.warning("container %s: removing it in the guest: %s", container_id, e)
         await self._shrink_for(container_id, in_guest)
         self._share.unbind_container(container_id)
+        await self._drop_disks(container_id)
         await self._slots.release(container_id)
         self.dir.remove_container(container_id)
 
@@ -320,8 +327,14 @@ class Sandbox:
             with trace.step("agent_setup"):
                 await self.agent.setup_sandbox(self.id, hostname=hostname, network=network)
         self._memory = VMMemory(self.id, pod_memory, launched.vm, self._bound_vmm, self._spawn)
+        self._disks = PodDisks(shape.disk_hotplug_slots, shape.machine.value)
         self._spawn(self._watch_vm(), "vm-watch")
         self._spawn(self._forward_ooms(), "oom")
+
+    async def _drop_disks(self, container_id: str) -> None:
+        """Unplug the block devices no other container of the pod uses (a dead VM needs nothing unplugged)."""
+        if self._disks is not None and self._launched is not None and not self.dead:
+            await self._disks.detach(container_id, self._launched.vm.unplug_disk)
 
     async def _plug(self, index: int, image: Path) -> None:
         try:

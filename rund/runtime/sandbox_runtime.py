@@ -65,7 +65,7 @@ class SandboxRuntime:
                 init.stdio.open()
                 init.guest_pid = await sandbox.create_container(ContainerSetup(
                     id=req.id, bundle=req.bundle, rootfs=req.rootfs, spec=spec.spec, files=spec.files,
-                    volumes=spec.volumes,
+                    volumes=spec.volumes, block_devices=spec.block_devices,
                     stdio=agent_stdio(req.stdio), resources=(host_spec.get("linux") or {}).get("resources"),
                     hostname=_hostname(host_spec, self.sandbox_id), netns=netns_path(host_spec), holder=holder),
                     trace)

@@ -36,6 +36,7 @@ def shape_inputs(shape: SandboxShape) -> dict:
         "image_bytes": shape.image_bytes, "rootfs_slots": shape.rootfs_slots,
         "rootfs_slot_bytes": shape.rootfs_slot_bytes, "rootfs_hotplug_slots": shape.rootfs_hotplug_slots,
         "memory_hotplug_mib": shape.memory_hotplug_mib, "nic": shape.nic, "share": shape.share,
+        "disk_hotplug_slots": shape.disk_hotplug_slots,
         "tsc_khz": shape.tsc_khz,
         "key_extra": [repr(x) for x in shape.key_extra],
     }

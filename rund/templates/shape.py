@@ -22,6 +22,7 @@ from rund.hypervisor.paths import VMPaths
 
 GUEST_ROOT_SERIAL = "root"
 SHARE_TAG = "rundvol"           # the guest agent mounts the pod's volumes share by this tag
+DISK_HOTPLUG_SLOTS = 4          # empty PCIe root ports for a pod's raw block devices (q35)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class SandboxShape:
     memory_hotplug_mib: int = 0     # guest memory the pod may grow by (q35 only: virtio-mem), after every pmem slot
     nic: bool = True                # a virtio-net NIC (eth0) for the pod's network; a clone binds it to its tap
     share: bool = True              # a virtio-9p share (tag SHARE_TAG) of the sandbox's volumes dir (VMPaths.share)
+    disk_hotplug_slots: int = 0     # host block devices (linux.devices of type b) added while running (q35 only)
     qemu_binary: str = "qemu-system-x86_64"
     tsc_khz: int | None = None
     key_extra: tuple = field(default=())   # anything else a template must be keyed by
@@ -87,6 +89,7 @@ def shape_from_config(cfg: Config) -> SandboxShape:
         rootfs_hotplug_slots=cfg.rootfs.hotplug_slots if hv.machine == "q35" else 0,
         # microvm has no device memory: its VM keeps its boot size (README).
         memory_hotplug_mib=hv.max_memory_mib - hv.memory_mib if hv.machine == "q35" else 0,
+        disk_hotplug_slots=DISK_HOTPLUG_SLOTS if hv.machine == "q35" else 0,
         qemu_binary=hv.path, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None)
     try:
         shape.cmdline()
@@ -136,4 +139,5 @@ def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: 
         memory=memory, pmem=pmem, pmem_hotplug=hotplug, memory_hotplug=memory_hotplug, disks=disks, rng=False,
         net=PodNic(TEMPLATE_MAC, tap_fd) if shape.nic else None,
         share=FileShare(paths.share, SHARE_TAG) if shape.share else None,
+        disk_hotplug_slots=shape.disk_hotplug_slots if shape.machine is Machine.Q35 else 0,
         incoming_defer=incoming_defer, tb_size_mib=shape.tb_size_mib, tsc_khz=shape.tsc_khz)

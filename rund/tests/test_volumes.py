@@ -19,9 +19,12 @@ pytestmark = pytest.mark.root
 
 
 @pytest.fixture(autouse=True)
-def _root():
+def _root(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root (mounts)")
+    yield
+    for point in sorted(mounts_under(str(tmp_path)), key=len, reverse=True):    # a failed test's binds
+        subprocess.run(["umount", "-l", point], check=False)
 
 
 def volume(index: int, source, *options: str, destination: str = "/v") -> Volume:
