@@ -178,3 +178,42 @@ def test_bidirectional_propagation_is_refused_by_rund_naming_the_mount(cri, cri_
             step.ids.append(cid)
             cri.start_container(cid)
         assert "mount /bidi: propagation 'rshared'" in failed.value.details(), failed.value.details()
+
+
+@pytest.fixture
+def loop_device(host_dir):
+    backing = host_dir / "disk.img"
+    backing.write_bytes(b"host-wrote-this\n" + bytes(8 << 20))
+    path = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    yield path, backing
+    subprocess.run(["losetup", "-d", path], check=False)
+
+
+@pytest.mark.parametrize("permissions", ["rwm", "r"])
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_a_raw_block_device_reaches_the_container(cri, cri_containerd, handler, permissions, loop_device):
+    path, backing = loop_device
+    script = ("head -c 16 /dev/xvda; if echo guest-wrote-this | dd of=/dev/xvda bs=512 seek=8 conv=fsync "
+              "2>/dev/null; then echo WRITTEN; else echo REFUSED; fi; exec sleep 600")
+    with pod(cri, cri_containerd, handler, f"blk-{handler}-{permissions}") as (sid, config, step):
+        cfg = container_config("app", cri_containerd.image, ["sh", "-c", script])
+        cfg.devices.append(api.Device(container_path="/dev/xvda", host_path=path, permissions=permissions))
+        with step("CreateContainer with a block device"):
+            cid = cri.create_container(sid, cfg, config)
+            step.ids.append(cid)
+            cri.start_container(cid)
+        with step("the host's content read, a write landing on the host device unless read-only"):
+            expected = "host-wrote-this\n" + ("WRITTEN" if permissions == "rwm" else "REFUSED")
+            log = cri_containerd.log_dir / f"blk-{handler}-{permissions}" / "app.log"
+            wait_for(lambda: expected in "\n".join(ln.split(" ", 3)[3] for ln in _lines(log)), 60,
+                     f"{expected!r} in the container's log")
+            written = backing.read_bytes()[4096:4096 + 17]
+            assert written == (b"guest-wrote-this\n" if permissions == "rwm" else bytes(17))
+
+
+def _lines(log: Path) -> list[str]:
+    try:
+        return [ln for ln in log.read_text().splitlines() if ln.count(" ") >= 3]
+    except FileNotFoundError:
+        return []
