@@ -297,7 +297,7 @@ def test_containers_of_one_pod_share_one_vm(rund_containerd):
     assert_gone(ctd, "pod1")
 
 
-def test_a_bind_mounted_host_file_is_copied_into_the_vm(rund_containerd, tmp_path):
+def test_a_bind_mounted_host_file_and_directory_reach_the_container(rund_containerd, tmp_path):
     greeting = tmp_path / "greeting"
     greeting.write_text("hello from the host\n")
     res = run(rund_containerd, "binds", "sh", "-c", "cat /etc/greeting; ls /data 2>&1 || true",
@@ -306,5 +306,5 @@ def test_a_bind_mounted_host_file_is_copied_into_the_vm(rund_containerd, tmp_pat
     assert res.returncode == 0, res
     lines = res.stdout.decode().splitlines()
     assert lines[0] == "hello from the host"
-    assert "No such file or directory" in lines[1]     # host directories are left out (no shared fs yet)
+    assert lines[1] == "greeting"                      # the directory: shared into the VM (a pod volume)
     assert_gone(rund_containerd, "binds")
