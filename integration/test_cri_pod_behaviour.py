@@ -135,6 +135,18 @@ def test_exec_of_a_missing_binary_fails_at_once_and_updates_reach_the_cgroup(cri
             assert cpu.split() == ["50000", "100000"]
 
 
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_memory_a_container_uses_its_limit_and_one_without_a_limit_allocates_100_mb(cri, cri_containerd, handler):
+    ctd = cri_containerd
+    with pod(cri, ctd, handler, f"mem-{handler}") as (sid, config, step):
+        limited = start(cri, step, sid, config, "limited", ctd.image, "exec sleep 600", memory_limit=400 << 20)
+        free = start(cri, step, sid, config, "free", ctd.image, "exec sleep 600")
+        with step("a container with a 400 MiB limit allocates 300 MiB"):
+            sh(cri, limited, "dd if=/dev/zero of=/dev/null bs=300M count=1")
+        with step("a container without a limit allocates 100 MB"):
+            sh(cri, free, "dd if=/dev/zero of=/dev/null bs=100M count=1")
+
+
 def sandbox_task_pid(ctd, sid: str) -> int:
     out = ctd.ctr("task", "ls", namespace="k8s.io").stdout.decode()
     for line in out.splitlines()[1:]:
