@@ -147,15 +147,6 @@ def test_memory_a_container_uses_its_limit_and_one_without_a_limit_allocates_100
             sh(cri, free, "dd if=/dev/zero of=/dev/null bs=100M count=1")
 
 
-def sandbox_task_pid(ctd, sid: str) -> int:
-    out = ctd.ctr("task", "ls", namespace="k8s.io").stdout.decode()
-    for line in out.splitlines()[1:]:
-        fields = line.split()
-        if fields and fields[0] == sid:
-            return int(fields[1])
-    raise AssertionError(f"no task {sid}: {out}")
-
-
 @pytest.mark.parametrize("handler", HANDLERS)
 def test_a_killed_sandbox_ends_the_pod_and_nothing_is_left(cri, cri_containerd, handler):
     ctd = cri_containerd
