@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import statistics
 import tempfile
 import time
@@ -124,7 +125,10 @@ class Env:
         return cri
 
     def stop(self) -> None:
-        self.ctd.stop()                     # removes any pod still there, the network, and the work dir's state
+        try:
+            self.ctd.stop()                 # removes any pod still there, the network, and containerd's dirs
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)     # the image tars and the pods' logs
 
 
 # ---- one pod
