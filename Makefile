@@ -6,8 +6,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# System packages rund needs at run time and for its tests (Debian 12).
-APT_PACKAGES := qemu-system-x86 containerd runc busybox-static erofs-utils cpio iproute2 python3-venv containernetworking-plugins
+# System packages rund needs at run time and for its tests (Debian 12); gcc-12, make, binutils: the guest build
+# compiles the 9p modules the cloud kernel lacks (guest/source_modules.py).
+APT_PACKAGES := qemu-system-x86 containerd runc busybox-static erofs-utils cpio iproute2 python3-venv containernetworking-plugins gcc-12 make binutils
 PIP_STAMP := $(VENV)/.pip-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 BIN_LINKS := containerd-shim-rund-v2 rund
 
