@@ -92,6 +92,12 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class AdmissionConfig:
+    max_starts: int = 0              # container creations running at once on the node; 0: one per host CPU
+    max_wait_s: float = 600.0        # how long a creation waits for its turn before ResourceExhausted
+
+
+@dataclass(frozen=True)
 class Config:
     log_level: str = "info"
     state_dir: str = "/run/rund"
@@ -101,12 +107,13 @@ class Config:
     cgroups: CgroupConfig = field(default_factory=CgroupConfig)
     rootfs: RootfsConfig = field(default_factory=RootfsConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     source: str = ""                 # the file it came from, "" for built-in defaults
 
 
 _SECTIONS = {"hypervisor": HypervisorConfig, "guest": GuestConfig, "templates": TemplateConfig,
              "cgroups": CgroupConfig, "rootfs": RootfsConfig,
-             "agent": AgentConfig}
+             "agent": AgentConfig, "admission": AdmissionConfig}
 _LOG_LEVELS = {"trace", "debug", "info", "warn", "warning", "error"}
 
 
@@ -175,6 +182,8 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise InvalidArgument(f"{path}: rootfs needs hotplug_slots >= 0 and at most 16 slots in all")
     if cfg.rootfs.slots < 1 or not 2 <= cfg.rootfs.slot_mib <= 1024 or cfg.rootfs.slot_mib % 2:
         raise InvalidArgument(f"{path}: rootfs needs slots >= 1 and an even slot_mib in 2..1024")
+    if cfg.admission.max_starts < 0 or cfg.admission.max_wait_s <= 0:
+        raise InvalidArgument(f"{path}: admission needs max_starts >= 0 (0: one per CPU) and max_wait_s > 0")
     if not 0 < cfg.agent.teardown_timeout_s <= 600:
         raise InvalidArgument(f"{path}: agent.teardown_timeout_s must be in (0, 600]")
     return replace(cfg, source=str(path))

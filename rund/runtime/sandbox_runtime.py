@@ -15,9 +15,12 @@ import os
 import re
 import signal
 import socket
+import time
+from pathlib import Path
 
 from rund import config, errors
 from rund.runtime import events
+from rund.runtime.admission import Admission, slot_count
 from rund.runtime.container import Container, Running
 from rund.runtime.events import EventSink
 from rund.runtime.guest_spec import guest_spec
@@ -63,12 +66,15 @@ class SandboxRuntime:
             init = Running(Process(req.id, "", req.stdio), StdioCopy(req.id, "", req.stdio))
             try:
                 init.stdio.open()
-                init.guest_pid = await sandbox.create_container(ContainerSetup(
-                    id=req.id, bundle=req.bundle, rootfs=req.rootfs, spec=spec.spec, files=spec.files,
-                    volumes=spec.volumes, block_devices=spec.block_devices,
-                    stdio=agent_stdio(req.stdio), resources=(host_spec.get("linux") or {}).get("resources"),
-                    hostname=_hostname(host_spec, self.sandbox_id), netns=netns_path(host_spec), holder=holder),
-                    trace)
+                waited = time.monotonic()
+                async with _admission(sandbox.cfg).slot():
+                    trace.add("admission", time.monotonic() - waited)
+                    init.guest_pid = await sandbox.create_container(ContainerSetup(
+                        id=req.id, bundle=req.bundle, rootfs=req.rootfs, spec=spec.spec, files=spec.files,
+                        volumes=spec.volumes, block_devices=spec.block_devices,
+                        stdio=agent_stdio(req.stdio), resources=(host_spec.get("linux") or {}).get("resources"),
+                        hostname=_hostname(host_spec, self.sandbox_id), netns=netns_path(host_spec),
+                        holder=holder), trace)
             except BaseException:
                 init.stdio.close()
                 if not self._containers:
@@ -346,6 +352,11 @@ class SandboxRuntime:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _admission(cfg: config.Config) -> Admission:
+    return Admission(Path(cfg.state_dir) / "admission", slot_count(cfg.admission.max_starts),
+                     cfg.admission.max_wait_s)
 
 
 def _read_spec(bundle: str) -> dict:
