@@ -318,7 +318,8 @@ class Sandbox:
         for name, seconds in launched.timings.items():
             trace.add(f"vm.{name}", seconds)
         pid = launched.vm.pid or 0
-        self._record = replace(self._record, qemu_pid=pid, qemu_start_ticks=process_start_ticks(pid) or 0)
+        self._record = replace(self._record, qemu_pid=pid, qemu_start_ticks=process_start_ticks(pid) or 0,
+                               vm=launched.how)
         self.dir.write_sandbox(self._record)
         self._slots.launched(
             SlotLayout(shape.rootfs_slots, shape.rootfs_hotplug_slots, shape.rootfs_device), images,
