@@ -10,12 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from hack.busybox_image import build
-from hack.pause_image import build as build_pause
-from integration.containerd_daemon import PrivateContainerd
+from hack.cri_bench import Env
 from integration.cri.client import CriClient, container_config, sandbox_config
-
-VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 WEB = "mkdir -p /www && echo 'Hello from a rund pod' > /www/index.html && exec httpd -f -p 8080 -h /www"
 
 
@@ -32,18 +28,10 @@ def fetch(url: str, timeout: float = 30.0) -> str:
 
 
 def run(work: Path) -> int:
-    busybox, pause = work / "busybox.tar", work / "pause.tar"
-    image, pause_image = build(busybox), build_pause(pause)
-    d = PrivateContainerd(work / "cri-containerd", path_prefix=[str(VENV_BIN)], log_level="info", cri=True,
-                          sandbox_image=pause_image)
-    d.start()
+    env = Env.start("busybox", prefix="rund-demo-cri-")
     try:
-        d.cri_import(pause)
-        d.cri_import(busybox)
-        with CriClient(d.address) as cri:
-            cri.wait_ready()
-            cri.wait_image(pause_image)
-            cri.wait_image(image)
+        with CriClient(env.address) as cri:
+            image = env.image
             pod = sandbox_config("demo", log_directory=str(work / "logs"))
             start = time.monotonic()
             sid = cri.run_pod_sandbox(pod, "rund")
@@ -64,5 +52,5 @@ def run(work: Path) -> int:
             finally:
                 cri.remove_pod(sid)
     finally:
-        d.stop()
+        env.stop()
     return 0
