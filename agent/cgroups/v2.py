@@ -37,11 +37,14 @@ class CgroupV2:
         self.procs_path = os.path.join(path, "cgroup.procs")
         self.memory_events_path = os.path.join(path, "memory.events")
         self._device_program: int | None = None  # fd of the attached device program
+        self._device_code = b""                   # its instructions: an update to the same rules changes nothing
 
     def restrict_devices(self, rules: tuple[DeviceRule, ...], field: str = "linux.resources.devices") -> None:
         """Attach the device allowlist (the rules plus runc's defaults) as a BPF program, replacing ours if any:
         the new one is attached before the old one goes, so no moment is unguarded."""
         code = program(effective_policy(rules, field))
+        if code == self._device_code:
+            return                 # already attached (an update that leaves the devices as they are)
         try:
             prog = device_programs.program_fd(code, LICENSE)
         except OSError as exc:
@@ -59,7 +62,7 @@ class CgroupV2:
             raise SetupFailed("attaching the device cgroup program", f"{self.path}: {exc.strerror}") from None
         if self._device_program is not None:
             os.close(self._device_program)
-        self._device_program = prog
+        self._device_program, self._device_code = prog, code
 
     def apply(self, resources: Resources, field: str = "linux.resources") -> None:
         unified = dict(resources.unified)

@@ -80,11 +80,26 @@ def guest_spec(host_spec: dict, pod: PodNamespaces = PodNamespaces(), pod_holder
         _check_memory_limit(linux.get("resources"))
         if "namespaces" in linux:
             linux["namespaces"] = translate(linux.get("namespaces") or [], pod)
+        if _allows_every_device(linux.get("resources")) and linux.pop("devices", None):
+            # A privileged spec lists every device node of the host: in a VM those numbers name nothing of the
+            # host, and plugging each in is neither possible nor wanted (Kata's privileged_without_host_devices).
+            log.info("privileged spec: the host's device list stays on the host; the guest's own devices are allowed")
     if pod_holder:
         annotations = spec.get("annotations") if isinstance(spec.get("annotations"), dict) else {}
         spec["annotations"] = {**annotations, POD_HOLDER: "true"}
     blocks = block_requests(spec)
     return GuestSpec(spec, tuple(dropped), tuple(files), volumes=tuple(volumes), block_devices=blocks)
+
+
+def _allows_every_device(resources: object) -> bool:
+    """A device rule that allows every device (`{"allow": true, "access": "rwm"}`: what --privileged writes)."""
+    rules = resources.get("devices") if isinstance(resources, dict) else None
+    for rule in rules if isinstance(rules, list) else []:
+        if (isinstance(rule, dict) and rule.get("allow") is True and rule.get("type", "a") in ("a", None)
+                and rule.get("major", -1) in (-1, None) and rule.get("minor", -1) in (-1, None)
+                and set(rule.get("access") or "rwm") >= set("rwm")):
+            return True
+    return False
 
 
 # Below this a container's init is OOM-killed while it is being set up (docker refuses under 6 MB for the same reason).

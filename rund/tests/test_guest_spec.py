@@ -240,3 +240,14 @@ def test_small_host_files_are_copied_directories_and_large_files_are_volumes(tmp
     assert [v.source for v in g.volumes] == [str(tmp_path), str(big), str(tmp_path / "missing")]
     assert g.dropped_mounts == ()
     assert spec["mounts"][0]["source"] == str(hosts)            # the input is left alone
+
+
+def test_a_privileged_specs_host_device_list_stays_on_the_host(host_spec):
+    host_spec["linux"]["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
+    host_spec["linux"]["devices"] = [{"path": "/dev/loop4", "type": "b", "major": 7, "minor": 4},
+                                     {"path": "/dev/ttyS0", "type": "c", "major": 4, "minor": 64}]
+    out = guest_spec(host_spec)
+    assert "devices" not in out.spec["linux"] and out.block_devices == ()
+    host_spec["linux"]["resources"]["devices"] = [{"allow": False, "access": "rwm"},
+                                                  {"allow": True, "type": "b", "major": 7, "minor": 4, "access": "r"}]
+    assert [d.key for d in guest_spec(host_spec).block_devices] == ["7:4"]     # a device asked for: plugged
