@@ -54,14 +54,15 @@ class ExecPlan(NamedTuple):
 
 
 def run_init(sock: socket.socket, plan: InitPlan) -> None:
-    _guarded(sock, lambda: _init(sock, plan))
+    guarded(sock, lambda: _init(sock, plan))
 
 
 def run_exec(sock: socket.socket, plan: ExecPlan) -> None:
-    _guarded(sock, lambda: _exec(sock, plan))
+    guarded(sock, lambda: _exec(sock, plan))
 
 
-def _guarded(sock: socket.socket, body) -> None:
+def guarded(sock: socket.socket, body) -> None:
+    """Run a child's body, which never returns (it execs, or holds): any error goes to the agent, then exit 1."""
     try:
         body()
         raise AssertionError("the child returned instead of calling execve")
@@ -76,11 +77,7 @@ def _init(sock: socket.socket, plan: InitPlan) -> None:
     start_clean()
     if plan.cgroup_procs:
         _join_cgroup(plan.cgroup_procs)
-    for flag, fd in plan.joins:
-        ns.setns(fd, flag)
-    ns.unshare(plan.new_namespaces)
-    if plan.new_namespaces & ns.CLONE_NEWNET:
-        loopback.bring_up()
+    enter_namespaces(plan.joins, plan.new_namespaces)
     write_sysctls(plan.spec.sysctl)
     if plan.spec.hostname and plan.new_namespaces & ns.CLONE_NEWUTS:
         sethostname(plan.spec.hostname)
@@ -92,6 +89,16 @@ def _init(sock: socket.socket, plan: InitPlan) -> None:
         os._exit(1)  # the agent gave up on this container
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     execute(path, plan.spec.process, env, plan.seccomp)
+
+
+def enter_namespaces(joins: tuple[tuple[int, int], ...], new_namespaces: int) -> None:
+    """Join the given namespaces, then make the new ones (pid excluded: the launcher forked into it); a new network
+    namespace gets loopback up, as runc's does."""
+    for flag, fd in joins:
+        ns.setns(fd, flag)
+    ns.unshare(new_namespaces)
+    if new_namespaces & ns.CLONE_NEWNET:
+        loopback.bring_up()
 
 
 def _exec(sock: socket.socket, plan: ExecPlan) -> None:

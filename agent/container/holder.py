@@ -14,35 +14,31 @@ from typing import NamedTuple
 from ..linux import namespaces as ns
 from ..linux.prctl import PR_SET_PDEATHSIG, prctl
 from ..linux.system import sethostname
-from ..network import loopback
 from . import status
-from .child_main import start_clean
+from .child_main import enter_namespaces, guarded, start_clean
 
 
 class HolderPlan(NamedTuple):
     hostname: str
-    new_namespaces: int          # CLONE_NEW* flags to unshare, pid excluded (the launcher forks into a new one)
-    stdio_fds: tuple[int, ...]   # closed: the holder writes nothing
+    joins: tuple[tuple[int, int], ...]  # (CLONE_NEW* flag, fd) of namespaces to join, pid excluded
+    new_namespaces: int                  # CLONE_NEW* flags to unshare, pid excluded (the launcher forks into it)
+    stdio_fds: tuple[int, ...]           # closed: the holder writes nothing
 
 
 def run_holder(sock: socket.socket, plan: HolderPlan) -> None:
-    try:
-        start_clean()
-        ns.unshare(plan.new_namespaces)
-        if plan.new_namespaces & ns.CLONE_NEWNET:
-            loopback.bring_up()
-        if plan.hostname and plan.new_namespaces & ns.CLONE_NEWUTS:
-            sethostname(plan.hostname)
-        for fd in plan.stdio_fds:
-            os.close(fd)
-        sock.send(status.READY)
-        if sock.recv(16) != status.START:
-            os._exit(1)
-    except BaseException as exc:
-        try:
-            sock.send(status.encode_error(exc))
-        finally:
-            os._exit(1)
+    guarded(sock, lambda: _holder(sock, plan))
+
+
+def _holder(sock: socket.socket, plan: HolderPlan) -> None:
+    start_clean()
+    enter_namespaces(plan.joins, plan.new_namespaces)
+    if plan.hostname and plan.new_namespaces & ns.CLONE_NEWUTS:
+        sethostname(plan.hostname)
+    for fd in plan.stdio_fds:
+        os.close(fd)
+    sock.send(status.READY)
+    if sock.recv(16) != status.START:
+        os._exit(1)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     sock.close()                    # what an exec would do: the agent sees the start completed
     _hold()

@@ -99,21 +99,7 @@ class ContainerManager:
                 cgroup.restrict_devices(spec.resources.devices)  # always: no rules means runc's defaults only
             elif not spec.resources.is_empty():
                 log.warning("container %s: no cgroups here, its resource limits are not applied", container_id)
-            joins, new_flags, pid_ns = [], 0, PidNamespace()
-            for namespace in spec.namespaces:
-                flag, _ = ns.BY_OCI_TYPE[namespace.type]
-                if namespace.path is None:
-                    if namespace.type == "pid":
-                        pid_ns = PidNamespace(new=True)
-                    else:
-                        new_flags |= flag
-                    continue
-                fd = _open_namespace(namespace.path, f"{namespace.field}.path")
-                opened.append(fd)
-                if namespace.type == "pid":
-                    pid_ns = PidNamespace(join_fd=fd)
-                else:
-                    joins.append((flag, fd))
+            joins, new_flags, pid_ns = _namespace_plan(spec.namespaces, opened)
             pipes = PipeSet(stdio)
             plan = InitPlan(spec=spec, rootfs=prepared.path,
                             cgroup_procs=cgroup.procs_path if cgroup is not None else None,
@@ -145,24 +131,13 @@ class ContainerManager:
 
     async def _create_holder(self, container_id: str, spec: ContainerSpec, stdio: StdioConfig) -> Container:
         """A CRI pod's sandbox container: the pod's namespaces held by a waiting child, nothing else (holder.py)."""
-        new_flags, pid_ns, opened = 0, PidNamespace(), []
+        # The holder mounts nothing and has no cgroup of its own.
+        held = tuple(n for n in spec.namespaces if n.type not in ("mount", "cgroup"))
+        opened: list[int] = []
         try:
-            for namespace in spec.namespaces:
-                if namespace.type in ("mount", "cgroup"):
-                    continue                # the holder mounts nothing and has no cgroup of its own
-                flag, _ = ns.BY_OCI_TYPE[namespace.type]
-                if namespace.path is not None:
-                    fd = _open_namespace(namespace.path, f"{namespace.field}.path")
-                    opened.append(fd)
-                    if namespace.type == "pid":
-                        pid_ns = PidNamespace(join_fd=fd)
-                    continue
-                if namespace.type == "pid":
-                    pid_ns = PidNamespace(new=True)
-                else:
-                    new_flags |= flag
+            joins, new_flags, pid_ns = _namespace_plan(held, opened)
             pipes = PipeSet(stdio)
-            plan = HolderPlan(spec.hostname, new_flags, tuple(pipes.child_fds))
+            plan = HolderPlan(spec.hostname, tuple(joins), new_flags, tuple(pipes.child_fds))
             pid, exit_future, channel = self._launcher.fork(lambda sock: run_holder(sock, plan), pid_ns)
             pipes.close_child_ends()
             try:
@@ -177,7 +152,7 @@ class ContainerManager:
             for fd in opened:
                 os.close(fd)
         init = Process(container_id, "", pid, exit_future, pipes.process_io(None))
-        ns_names = tuple(ns.BY_OCI_TYPE[n.type][1] for n in spec.namespaces if n.type not in ("mount", "cgroup"))
+        ns_names = tuple(ns.BY_OCI_TYPE[n.type][1] for n in held)
         return Container(container_id, spec, PreparedRootfs("/", True, [], None), None, init, channel, ns_names)
 
     async def start(self, container_id: str) -> int:
@@ -323,6 +298,27 @@ class ContainerManager:
 
     def pids(self, container_id: str) -> list[int]:
         return self.get(container_id).pids()
+
+
+def _namespace_plan(namespaces, opened: list[int]) -> tuple[list[tuple[int, int]], int, PidNamespace]:
+    """(namespaces to join as (flag, fd), CLONE_NEW* flags to unshare, where the pid lives) for a child; the fds
+    it opens are appended to `opened` for the caller to close once the child forked."""
+    joins, new_flags, pid_ns = [], 0, PidNamespace()
+    for namespace in namespaces:
+        flag, _ = ns.BY_OCI_TYPE[namespace.type]
+        if namespace.path is None:
+            if namespace.type == "pid":
+                pid_ns = PidNamespace(new=True)
+            else:
+                new_flags |= flag
+            continue
+        fd = _open_namespace(namespace.path, f"{namespace.field}.path")
+        opened.append(fd)
+        if namespace.type == "pid":
+            pid_ns = PidNamespace(join_fd=fd)
+        else:
+            joins.append((flag, fd))
+    return joins, new_flags, pid_ns
 
 
 def _open_namespace(path: str, field: str, missing_is_stopped: bool = False) -> int:

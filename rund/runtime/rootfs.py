@@ -75,16 +75,17 @@ class RootfsSlots:
 
     async def device_for(self, container_id: str) -> str:
         """The guest device holding the container's (acquired) image, hotplugging it if the VM lacks it."""
+        device = self.device_of(container_id)
+        if device is not None:
+            return device
+        index = self._plugged                      # hotplug slots taken (never given back: see above)
+        if self._plug is None or index >= self._layout.hotplug:
+            raise errors.ResourceExhausted(self._no_slot_reason(index))
         image = self._held[container_id][0].path
-        if image in self._images:
-            return self._devices[self._images.index(image)]
-        used = self._plugged                       # hotplug slots taken (never given back: see above)
-        if self._plug is None or used >= self._layout.hotplug:
-            raise errors.ResourceExhausted(self._no_slot_reason(used))
-        await self._plug(used, image)
+        await self._plug(index, image)
         self._plugged += 1
         self._images.append(image)
-        self._devices.append(self._layout.device(self._layout.fixed + used))
+        self._devices.append(self._layout.device(self._layout.fixed + index))
         return self._devices[-1]
 
     def _no_slot_reason(self, used: int) -> str:
@@ -96,7 +97,7 @@ class RootfsSlots:
                 f"VM ends): raise rootfs.hotplug_slots for pods with more images")
 
     def device_of(self, container_id: str) -> str | None:
-        """The guest device a container's image is in, if any (for logs and tests)."""
+        """The guest device a container's (acquired) image is in, if it is in the VM yet."""
         held = self._held.get(container_id)
         if held is None or held[0].path not in self._images:
             return None

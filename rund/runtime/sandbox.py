@@ -19,7 +19,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 from rund import errors
 from rund.agent import (AgentClient, AgentTimeout, FileCopy, LayeredRootfs, NetworkConfig, PathRootfs, Rootfs,
@@ -105,9 +105,6 @@ class Sandbox:
     def started(self) -> bool:
         return self._launched is not None
 
-    def rootfs_device_of(self, container_id: str) -> str | None:
-        return self._slots.device_of(container_id)
-
     # ---- lifecycle ---------------------------------------------------------------------------------------------
 
     def claim(self) -> None:
@@ -161,9 +158,8 @@ class Sandbox:
         """Remove the container in the guest (bounded), unpin its image, forget its record."""
         if in_guest and self._launched is not None and not self.dead:
             try:
-                await self.agent.remove_container(container_id, force=True, timeout=self._teardown_timeout)
-            except AgentTimeout:
-                await self.declare_dead(f"removing container {container_id} got no answer")
+                await self._bounded(f"removing container {container_id}", lambda timeout: self.agent.remove_container(
+                    container_id, force=True, timeout=timeout))
             except errors.RundError as e:
                 log.warning("container %s: removing it in the guest: %s", container_id, e)
         await self._shrink_for(container_id, in_guest)
@@ -180,20 +176,13 @@ class Sandbox:
             self._memory.pod.update(container_id, resources)
             await self._memory.fit()
 
-    async def set_memory(self, guest_bytes: int) -> None:
-        """Resize the VM to `guest_bytes` of guest memory (boot + hotplug), its VMM's host bound along."""
-        if self._memory is None or self.dead:
-            raise errors.Unavailable(f"sandbox {self.id}: its VM is not running")
-        await self._memory.set_guest_memory(guest_bytes)
-
     async def remove_process(self, container_id: str, exec_id: str) -> None:
         """Forget an exited exec in the guest (bounded)."""
         if self._launched is None or self.dead:
             return
         try:
-            await self.agent.remove_process(container_id, exec_id, timeout=self._teardown_timeout)
-        except AgentTimeout:
-            await self.declare_dead(f"removing exec {exec_id} of {container_id} got no answer")
+            await self._bounded(f"removing exec {exec_id} of {container_id}",
+                                lambda timeout: self.agent.remove_process(container_id, exec_id, timeout=timeout))
         except errors.RundError as e:
             log.warning("exec %s of %s: removing it in the guest: %s", exec_id, container_id, e)
 
@@ -209,10 +198,17 @@ class Sandbox:
             except errors.Unavailable as e:
                 await self.declare_dead(f"resuming it to deliver a signal failed ({e})")
                 return
+        await self._bounded(f"signal {signal} to {exec_id or container_id}",
+                            lambda timeout: self.agent.signal_process(container_id, exec_id, signal, all,
+                                                                      timeout=timeout))
+
+    async def _bounded(self, what: str, call: Callable[[float], Awaitable[None]]) -> None:
+        """An agent call on a teardown path, given [agent] teardown_timeout_s: a guest that leaves it unanswered is
+        declared dead (and the call's purpose, the process gone, is then met); other errors go to the caller."""
         try:
-            await self.agent.signal_process(container_id, exec_id, signal, all, timeout=self._teardown_timeout)
+            await call(self._teardown_timeout)
         except AgentTimeout:
-            await self.declare_dead(f"signal {signal} to {exec_id or container_id} got no answer")
+            await self.declare_dead(f"{what} got no answer")
 
     async def declare_dead(self, why: str) -> None:
         """The guest stopped answering: kill its VM now, so that every process of the pod exits (with 255) and
