@@ -150,3 +150,76 @@ def test_cri_container_stats_follow_allocation(cri, cri_containerd, handler):
         if sid is not None:
             with contextlib.suppress(grpc.RpcError):
                 cri.remove_pod(sid)
+
+
+# ---- CRI PodSandboxStats, runc and rund: the pod's cgroup holds what runs the pod
+
+
+@pytest.fixture
+def pod_cgroup_parent():
+    """A pod cgroup the way kubelet makes one before RunPodSandbox (cgroup_parent), removed afterwards."""
+    import os
+    import uuid
+    from rund.resources.cgroups import select_driver
+    driver = select_driver("rund", "v1")
+    uid = uuid.uuid4().hex
+    parent = f"/rund-test-kubepods/pod{uid}"
+    driver.prepare_parent(parent)
+    yield driver, parent, uid
+    for root in driver.roots:
+        for directory in (f"{root}{parent}", f"{root}/rund-test-kubepods"):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                os.rmdir(directory)
+
+
+def cri_pod_figures(cri, sid: str) -> dict:
+    s = cri.pod_sandbox_stats(sid).linux
+    return {"cpu": s.cpu.usage_core_nano_seconds.value, "working_set": s.memory.working_set_bytes.value,
+            "usage": s.memory.usage_bytes.value, "containers": {c.attributes.metadata.name for c in s.containers}}
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_cri_pod_stats_count_what_runs_the_pod(cri, cri_containerd, handler, pod_cgroup_parent):
+    """kubelet and containerd's PodSandboxStats read the pod's cgroup_parent: runc's pause and containers are there;
+    rund's VMM must be too (at the sandbox's cgroupsPath), or the pod reads as using nothing."""
+    import os
+    ctd = cri_containerd
+    driver, parent, uid = pod_cgroup_parent
+    name = f"podstats-{handler}"
+    pod = sandbox_config(name, uid=uid, log_directory=str(ctd.log_dir / name), cgroup_parent=parent)
+    step = Steps(ctd, handler)
+    sid = None
+    try:
+        with step("RunPodSandbox, CreateContainer, StartContainer"):
+            sid = cri.run_pod_sandbox(pod, handler)
+            step.ids.append(sid)
+            cid = cri.create_container(sid, container_config("app", ctd.image, ["sleep", "600"]), pod)
+            step.ids.append(cid)
+            cri.start_container(cid)
+        memory_root = next(r for r in driver.roots if r.endswith("/memory"))
+        sandbox_cgroup = f"{memory_root}{parent}/{sid}"
+        with step("the sandbox's cgroup (its cgroupsPath) holds what runs the pod"):
+            pids = [int(p) for p in open(f"{sandbox_cgroup}/cgroup.procs").read().split()]
+            assert pids, sandbox_cgroup
+            if handler == "rund":
+                assert {open(f"/proc/{p}/comm").read().strip() for p in pids} == {"qemu-system-x86"}, pids
+        with step("PodSandboxStats: cpu and memory of the pod, its container listed"):
+            before = poll(lambda: cri_pod_figures(cri, sid), lambda f: f["cpu"] > 0 and f["working_set"] > 0, 30,
+                          f"[{handler}] pod stats to show cpu and memory")
+            assert before["containers"] == {"app"}, before
+        with step("PodSandboxStats grow with a container's allocation"):
+            assert cri.exec_sync(cid, ["sh", "-c", BACKGROUND_HOG], timeout=30).exit_code == 0
+            held = poll(lambda: cri_pod_figures(cri, sid),
+                        lambda f: f["working_set"] >= before["working_set"] + 60 * MiB, 60,
+                        f"[{handler}] the pod's working set to grow by 60 MiB")
+            assert held["cpu"] > before["cpu"], (before, held)
+        with step("RemovePodSandbox: the sandbox's cgroup is gone in every hierarchy"):
+            cri.remove_pod(sid)
+            sid = None
+            left = [f"{root}{parent}" for root in driver.roots if os.listdir(f"{root}{parent}") and any(
+                os.path.isdir(os.path.join(f"{root}{parent}", d)) for d in os.listdir(f"{root}{parent}"))]
+            assert not left, left
+    finally:
+        if sid is not None:
+            with contextlib.suppress(grpc.RpcError):
+                cri.remove_pod(sid)

@@ -72,6 +72,9 @@ class CgroupConfig:
     pool: bool = True
     parent: str = "rund"
     pool_size: int = 16
+    # A CRI pod's VMM runs in the cgroup its sandbox spec names (linux.cgroupsPath, a child of kubelet's pod cgroup),
+    # where Kubernetes accounts and limits the pod; false: in a pool slot like every other sandbox.
+    pod_cgroup: bool = True
 
 
 @dataclass(frozen=True)

@@ -102,10 +102,11 @@ def _config(config_path: str | None) -> Config:
 
 def _release(sdir: SandboxDir, container_id: str, cfg: Config) -> Cleaned:
     """With the sandbox's lock held: release the container's pins, and the sandbox's VM and cgroup if it goes."""
-    from rund.resources.cgroups import CgroupError, open_pool
+    from rund.resources.cgroups import CgroupError
     from rund.resources.rootfs import RootfsError
     from rund.hypervisor.paths import VMPaths
-    from rund.runtime.resource_config import pool_config, rootfs_cache
+    from rund.runtime.resource_config import rootfs_cache
+    from rund.runtime.vmm_cgroup import release_recorded
     from rund.runtime.volumes import unbind_container
     try:
         record = sdir.read_sandbox()
@@ -133,9 +134,9 @@ def _release(sdir: SandboxDir, container_id: str, cfg: Config) -> Cleaned:
         release_pins(other)
     if record is not None and record.qemu_pid:
         _kill_vmm(record.qemu_pid, record.qemu_start_ticks)
-    if record is not None and record.cgroup_leased:
+    if record is not None and (record.cgroup_leased or record.cgroup_path):
         try:
-            open_pool(pool_config(cfg)).reconcile()     # takes back the dead shim's lease
+            release_recorded(cfg, record.cgroup_leased, record.cgroup_path)
         except CgroupError as e:
             log.warning("sandbox %s: reclaiming its cgroup: %s", sdir.sandbox_id, e)
     sdir.remove()

@@ -28,17 +28,18 @@ from rund.config import Config
 from rund.hypervisor import HypervisorError
 from rund.hypervisor.logtail import log_tail
 from rund.hypervisor.paths import VMPaths
-from rund.resources.cgroups import CgroupError, CgroupLease, CgroupLimits, limits_from_oci, open_pool
+from rund.resources.cgroups import CgroupError, CgroupLimits, InvalidCgroupPath, limits_from_oci
 from rund.runtime.pod_memory import MemoryPolicy, PodMemory
 from rund.runtime.pod_network import AttachedNetwork, attach_pod
 from rund.runtime.process import UNKNOWN_EXIT_STATUS
-from rund.runtime.resource_config import pool_config, rootfs_cache
+from rund.runtime.resource_config import rootfs_cache
 from rund.runtime.rootfs import RootfsSlots, SlotLayout, owner_of
 from rund.runtime.state import BUNDLE_POINTER, ContainerRecord, SandboxDir, SandboxRecord, process_start_ticks, \
     write_json_atomic
 from rund.runtime.task_runtime import Mount
 from rund.runtime.trace import StepTrace
 from rund.runtime.vm_memory import VMMemory
+from rund.runtime import vmm_cgroup
 from rund.runtime.block_devices import BlockRequest, PodDisks
 from rund.runtime.volumes import PodShare, Volume
 from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
@@ -65,6 +66,7 @@ class ContainerSetup:
     holder: bool = False               # a CRI pod's sandbox container: held by the agent, no rootfs, no image
     volumes: Sequence[Volume] = ()     # host directories bound into the pod's share (rund/runtime/volumes.py)
     block_devices: Sequence[BlockRequest] = ()     # host block devices hot-plugged as disks (block_devices.py)
+    cgroups_path: str = ""             # a CRI pod's: the VMM's host cgroup goes there (vmm_cgroup.py)
 
 
 class Sandbox:
@@ -76,8 +78,7 @@ class Sandbox:
         self._record = SandboxRecord(namespace, sandbox_id, shim_pid)
         self._on_oom = on_oom
         self._slots = RootfsSlots(rootfs_cache(cfg))
-        self._pool = None
-        self._lease: CgroupLease | None = None
+        self._cgroup: vmm_cgroup.VmmCgroup | None = None   # the VMM's host cgroup: a pool slot or the pod's
         self._launched: LaunchedVM | None = None
         self._memory: VMMemory | None = None        # the VM's size follows its containers (vm_memory.py)
         self._network: AttachedNetwork | None = None  # the pod's CNI netns, wired to the VM's NIC
@@ -133,7 +134,7 @@ class Sandbox:
                 with trace.step("rootfs"):
                     image = await self._slots.acquire(c.id, owner, c.rootfs, c.bundle)
             if not self.started:
-                await self._start(image, c.resources, c.hostname, c.netns, trace)
+                await self._start(image, c, trace)
             with trace.step("memory"):
                 await self._grow_for(c)
             rootfs: Rootfs = HOLDER_ROOTFS
@@ -231,15 +232,10 @@ class Sandbox:
 
     def refill_pool(self) -> None:
         """Top the cgroup pool up, off the start path (the first sandboxes on a host find it empty)."""
-        pool = self._pool
-        if pool is None or self._refilling or pool.size == 0:
+        if self._cgroup is None or self._refilling:
             return
         self._refilling = True
-
-        def fill() -> None:
-            if pool.statistics().free < pool.size // 2:
-                log.info("cgroup pool: created %d free cgroups", pool.fill())
-        self._spawn(asyncio.to_thread(fill), "cgroup-refill")
+        self._spawn(asyncio.to_thread(self._cgroup.refill), "cgroup-refill")
 
     async def stop(self) -> None:
         """The one teardown path (idempotent): the VM, the watches, the cgroup, the rootfs pins, the state dir."""
@@ -259,12 +255,12 @@ class Sandbox:
         for result in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(result, Exception):
                 log.warning("sandbox %s: a background task failed: %s", self.id, result)
-        if self._lease is not None and self._pool is not None:
+        if self._cgroup is not None:
             try:
-                await asyncio.to_thread(self._pool.release, self._lease)
+                await asyncio.to_thread(self._cgroup.release)
             except CgroupError as e:
-                log.warning("sandbox %s: releasing its cgroup: %s", self.id, e)
-            self._lease = None
+                log.warning("sandbox %s: releasing its %s: %s", self.id, self._cgroup.where, e)
+            self._cgroup = None
         await self._slots.release_all()
         if self._network is not None:
             try:
@@ -281,14 +277,14 @@ class Sandbox:
     def _teardown_timeout(self) -> float:
         return self.cfg.agent.teardown_timeout_s
 
-    async def _start(self, image: Path | None, resources: dict | None, hostname: str, netns: str,
-                     trace: StepTrace) -> None:
+    async def _start(self, image: Path | None, c: ContainerSetup, trace: StepTrace) -> None:
         """A cgroup and a VM whose agent answers, with `image` in its first rootfs slot and, given the pod's netns,
         the pod's network on its NIC."""
         shape = shape_from_config(self.cfg)
         pod_memory = PodMemory(MemoryPolicy.from_config(self.cfg.hypervisor, shape.memory_hotplug_mib))
+        hostname, netns = c.hostname, c.netns
         with trace.step("cgroup"):
-            await self._acquire_cgroup(resources, pod_memory.host_limit(0))
+            await self._acquire_cgroup(c, pod_memory.host_limit(0))
         templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
         launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
         images = (image,) if image is not None else ()
@@ -302,7 +298,7 @@ class Sandbox:
             try:
                 self._launched = launched = await launcher.launch(LaunchRequest(
                     name=self.id[:32], dir=self.dir.path, rootfs_images=images,
-                    pre_exec=self._lease.placement() if self._lease else None, hostname=hostname,
+                    pre_exec=self._cgroup.placement() if self._cgroup else None, hostname=hostname,
                     tap_fd=self._network.tap_fd if self._network else None, network=network))
             finally:
                 if self._network is not None:
@@ -339,26 +335,34 @@ class Sandbox:
         except HypervisorError as e:
             raise errors.Unavailable(f"sandbox {self.id}: adding rootfs image {image.name}: {e}") from e
 
-    async def _acquire_cgroup(self, resources: dict | None, memory_bytes: int) -> None:
+    async def _acquire_cgroup(self, c: ContainerSetup, memory_bytes: int) -> None:
+        # The VMM's cgroup gets the pod's CPU limits; its memory is bounded by the VM's size plus the VMM's own
+        # (vm_memory.py moves the bound with the VM; the guest enforces each container's limit in its cgroups).
+        # A CRI pod's sandbox container asks only for the pause process (cpu.shares 2): kubelet's pod cgroup above
+        # carries the pod's CPU, so none of it is copied to the VMM's.
+        oci = {} if c.holder else {k: v for k, v in (c.resources or {}).items() if k in ("cpu",)}
+        limits = replace(limits_from_oci(oci), memory_limit_bytes=memory_bytes)
         try:
-            self._pool = await asyncio.to_thread(open_pool, pool_config(self.cfg))
-            # The VMM's cgroup gets the pod's CPU limits; its memory is bounded by the VM's size plus the VMM's own
-            # (vm_memory.py moves the bound with the VM; the guest enforces each container's limit in its cgroups).
-            oci = {k: v for k, v in (resources or {}).items() if k in ("cpu",)}
-            limits = replace(limits_from_oci(oci), memory_limit_bytes=memory_bytes)
-            self._record = replace(self._record, cgroup_leased=True)
+            placed = vmm_cgroup.pod_cgroup_path(self.cfg, c.cgroups_path)
+        except InvalidCgroupPath as e:
+            raise errors.InvalidArgument(f"sandbox {self.id}: linux.cgroupsPath: {e}") from None
+
+        def record() -> None:
+            self._record = replace(self._record, cgroup_leased=not placed, cgroup_path=placed)
             self.dir.write_sandbox(self._record)
-            self._lease = await asyncio.to_thread(self._pool.acquire, self.id[:64], limits)
+        try:
+            self._cgroup = await asyncio.to_thread(vmm_cgroup.acquire, self.cfg, self.id[:64], placed, limits,
+                                                   record)
         except CgroupError as e:
             log.warning("sandbox %s runs without a cgroup of its own: %s", self.id, e)
-            self._lease = None
+            self._cgroup = None
 
     async def _bound_vmm(self, memory_bytes: int) -> None:
         """Set the VMM's host cgroup memory limit (the VM's memory plus the VMM's own)."""
-        if self._lease is None or self._pool is None:
+        if self._cgroup is None:
             return
         try:
-            await asyncio.to_thread(self._pool.update, self._lease, CgroupLimits(memory_limit_bytes=memory_bytes))
+            await asyncio.to_thread(self._cgroup.update, CgroupLimits(memory_limit_bytes=memory_bytes))
         except CgroupError as e:
             log.warning("sandbox %s: bounding its VMM's memory at %d MiB: %s", self.id, memory_bytes >> 20, e)
 

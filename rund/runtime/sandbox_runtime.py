@@ -74,7 +74,7 @@ class SandboxRuntime:
                         volumes=spec.volumes, block_devices=spec.block_devices,
                         stdio=agent_stdio(req.stdio), resources=(host_spec.get("linux") or {}).get("resources"),
                         hostname=_hostname(host_spec, self.sandbox_id), netns=netns_path(host_spec),
-                        holder=holder), trace)
+                        holder=holder, cgroups_path=_pod_cgroups_path(host_spec) if holder else ""), trace)
             except BaseException:
                 init.stdio.close()
                 if not self._containers:
@@ -365,6 +365,12 @@ def _read_spec(bundle: str) -> dict:
             return json.load(f)
     except (OSError, ValueError) as e:
         raise errors.InvalidArgument(f"cannot read the bundle's config.json: {e}") from None
+
+
+def _pod_cgroups_path(host_spec: dict) -> str:
+    """A CRI pod's sandbox container's cgroupsPath: where runc would put the pause process, and rund the VMM."""
+    path = (host_spec.get("linux") or {}).get("cgroupsPath")
+    return path if isinstance(path, str) else ""
 
 
 def _hostname(spec: dict, sandbox_id: str) -> str:

@@ -39,6 +39,7 @@ class SandboxRecord:
     qemu_pid: int = 0
     qemu_start_ticks: int = 0       # /proc/<pid>/stat starttime: a reused pid is not our QEMU
     cgroup_leased: bool = False
+    cgroup_path: str = ""           # the VMM's cgroup when a CRI pod's spec placed it (not a pool slot)
     format: int = FORMAT
     vm: str = ""                    # how the VM came: "clone" (of a template) or "cold" (booted); "" not yet/unknown
 

@@ -28,6 +28,7 @@ from .errors import (
     CgroupError,
     CgroupUnavailable,
     ControllerMissing,
+    InvalidCgroupPath,
     InvalidLimits,
     InvalidSandboxId,
     LeaseNotHeld,
@@ -36,6 +37,7 @@ from .errors import (
 from .lease import CgroupLease, CgroupPlacement
 from .limits import CgroupLimits, limits_from_oci
 from .mounts import MOUNTINFO
+from .pod_cgroup import PodCgroup, resolve_cgroups_path
 from .pool import CgroupPool, PoolStatistics
 from .registry import DEFAULT_STATE_DIR, Registry
 
@@ -61,6 +63,8 @@ def open_pool(config: PoolConfig = PoolConfig()) -> CgroupPool:
 
 __all__ = [
     "CgroupBusy", "CgroupDriver", "CgroupError", "CgroupLease", "CgroupLimits", "CgroupPlacement", "CgroupPool",
-    "CgroupUnavailable", "ControllerMissing", "InvalidLimits", "InvalidSandboxId", "LeaseNotHeld", "LimitRejected",
-    "PoolConfig", "PoolStatistics", "limits_from_oci", "open_pool", "select_driver",
+    "CgroupUnavailable", "ControllerMissing", "InvalidCgroupPath", "InvalidLimits", "InvalidSandboxId", "LeaseNotHeld",
+    "LimitRejected",
+    "PodCgroup", "PoolConfig", "PoolStatistics", "limits_from_oci", "open_pool", "resolve_cgroups_path",
+    "select_driver",
 ]

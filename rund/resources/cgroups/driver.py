@@ -6,8 +6,10 @@ one on v2). A slot's cgroup has the same fixed name in every one of them and is 
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 
+from .errors import InvalidCgroupPath
 from .limits import CgroupLimits
 
 
@@ -18,8 +20,16 @@ class CgroupDriver(ABC):
     version: int
     join_file: str  # what a process writes "0" to in order to join a cgroup (see CgroupPlacement)
 
-    def __init__(self, hierarchies: tuple[str, ...]) -> None:
-        self.hierarchies = hierarchies
+    def __init__(self, roots: tuple[str, ...], parent: str) -> None:
+        self.roots = roots      # each hierarchy's mount point
+        self.hierarchies = tuple(os.path.join(root, parent) for root in roots)
+
+    def at(self, path: str) -> tuple[str, ...]:
+        """The directory in every hierarchy of the cgroup at `path`, relative to the hierarchies' roots."""
+        parts = [p for p in path.split("/") if p]
+        if not parts or any(p in (".", "..") or "\0" in p or len(p) > 255 for p in parts):
+            raise InvalidCgroupPath(f"cgroup path {path!r} does not name a cgroup below the hierarchy's root")
+        return tuple(os.path.join(root, *parts) for root in self.roots)
 
     def paths(self, slot: str) -> tuple[str, ...]:
         """The slot's cgroup directory in every hierarchy."""
@@ -33,6 +43,17 @@ class CgroupDriver(ABC):
     @abstractmethod
     def prepare(self) -> None:
         """Create the pool parent in every hierarchy, ready to hold sandbox cgroups."""
+
+    @abstractmethod
+    def prepare_parent(self, path: str) -> None:
+        """Create the cgroup at `path` and every level above it that is missing, each ready to hold processes and
+        children, as prepare() does for the pool parent. Levels another manager (kubelet) made keep their settings:
+        only what is unset and needed is written (v1: an empty cpuset; v2: controllers for the children)."""
+
+    @abstractmethod
+    def make_cgroup(self, path: str) -> None:
+        """Create the cgroup at `path`, ready to hold processes, and the missing levels above it ready for children
+        (prepare_parent)."""
 
     def init_cgroup(self, paths: tuple[str, ...]) -> None:
         """Set up a sandbox cgroup the pool has just made (before anyone can take it)."""

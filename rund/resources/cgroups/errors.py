@@ -27,6 +27,10 @@ class InvalidSandboxId(CgroupError, ValueError):
     """A sandbox id cannot be part of a cgroup name."""
 
 
+class InvalidCgroupPath(CgroupError, ValueError):
+    """A cgroup path (an OCI linux.cgroupsPath) that does not name a cgroup below a hierarchy's root."""
+
+
 class LimitRejected(CgroupError):
     """The kernel refused to write a limit (e.g. a memory limit below current usage)."""
 

@@ -37,10 +37,9 @@ class V1Driver(CgroupDriver):
         missing = REQUIRED - self._index.keys()
         if missing:
             raise CgroupUnavailable(f"cgroup v1 controllers not mounted: {sorted(missing)}")
-        self._roots = tuple(roots)
         self._parent = parent.strip("/")
         self._balance_off = False  # set by prepare(), see init_cgroup()
-        super().__init__(tuple(os.path.join(root, self._parent) for root in roots))
+        super().__init__(tuple(roots), self._parent)
 
     @property
     def controllers(self) -> frozenset[str]:
@@ -53,20 +52,35 @@ class V1Driver(CgroupDriver):
         return paths[index]
 
     def prepare(self) -> None:
-        for hierarchy in self.hierarchies:
-            files.makedirs(hierarchy)
-        if "cpuset" in self._index:
-            # A new v1 cpuset starts with no cpus; fill each level from the one above, then let children inherit.
-            level = self._roots[self._index["cpuset"]]
-            for part in self._parent.split("/"):
-                child = os.path.join(level, part)
-                for name in ("cpuset.cpus", "cpuset.mems"):
-                    if not files.read(os.path.join(child, name)).strip():
-                        files.write(os.path.join(child, name), files.read(os.path.join(level, name)).strip())
-                level = child
+        level = self.prepare_parent(self._parent)
+        if level is not None:
             files.write(os.path.join(level, "cgroup.clone_children"), "1")
-            root = self._roots[self._index["cpuset"]]
+            root = self.roots[self._index["cpuset"]]
             self._balance_off = files.read(os.path.join(root, "cpuset.sched_load_balance")).strip() == "1"
+
+    def prepare_parent(self, path: str) -> str | None:
+        """Returns the cpuset directory of `path` (None without a cpuset hierarchy)."""
+        for directory in self.at(path):
+            files.makedirs(directory)
+        if "cpuset" not in self._index:
+            return None
+        # A new v1 cpuset starts with no cpus; fill each level from the one above.
+        level = self.roots[self._index["cpuset"]]
+        for part in path.strip("/").split("/"):
+            level = self.fill_cpuset(os.path.join(level, part))
+        return level
+
+    def make_cgroup(self, path: str) -> None:
+        self.prepare_parent(path)        # v1 has no rule against processes next to children
+
+    @staticmethod
+    def fill_cpuset(cpuset: str) -> str:
+        """Give a v1 cpuset cgroup that has none its parent's cpus and memory nodes (no task can join it before)."""
+        parent = os.path.dirname(cpuset)
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if not files.read(os.path.join(cpuset, name)).strip():
+                files.write(os.path.join(cpuset, name), files.read(os.path.join(parent, name)).strip())
+        return cpuset
 
     def init_cgroup(self, paths: tuple[str, ...]) -> None:
         if self._balance_off:

@@ -32,22 +32,34 @@ class V2Driver(CgroupDriver):
         available = set(files.read(os.path.join(self._root, "cgroup.controllers")).split())
         # Controllers bound to a v1 hierarchy (hybrid hosts) are absent here and stay unavailable.
         self._controllers = frozenset(c for c in CONTROLLERS if c in available)
-        super().__init__((os.path.join(self._root, self._parent),))
+        super().__init__((self._root,), self._parent)
 
     @property
     def controllers(self) -> frozenset[str]:
         return self._controllers
 
     def prepare(self) -> None:
-        files.makedirs(self.hierarchies[0])
+        self.prepare_parent(self._parent)
+
+    def prepare_parent(self, path: str) -> None:
+        """Controllers enabled from the root down to `path` itself, so its children get them."""
+        directory = self.at(path)[0]
+        files.makedirs(directory)
         level = self._root
-        for part in [*self._parent.split("/"), None]:
+        for part in [*path.strip("/").split("/"), None]:
             enabled = set(files.read(os.path.join(level, "cgroup.subtree_control")).split())
             wanted = [f"+{c}" for c in CONTROLLERS if c in self._controllers and c not in enabled]
             if wanted:
                 files.write(os.path.join(level, "cgroup.subtree_control"), " ".join(wanted))
             if part is not None:
                 level = os.path.join(level, part)
+
+    def make_cgroup(self, path: str) -> None:
+        # Not prepare_parent(path): a v2 cgroup that enables controllers for children may hold no process.
+        parent = os.path.dirname(path.rstrip("/"))
+        if parent.strip("/"):
+            self.prepare_parent(parent)
+        files.makedirs(self.at(path)[0])
 
     def _file(self, paths: tuple[str, ...], controller: str, name: str) -> str:
         if controller not in self._controllers:
