@@ -101,6 +101,14 @@ class AdmissionConfig:
 
 
 @dataclass(frozen=True)
+class ShimConfig:
+    # Each pod's shim daemon is forked from a pre-imported fork server (one per state_dir) instead of being started
+    # by a fresh interpreter: off the start path and copy-on-write shared (rund/shim/forkserver.py). `start` reads
+    # this from the runtime class's ConfigPath when containerd passes it, else from /etc/rund/config.toml.
+    fork_server: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     log_level: str = "info"
     state_dir: str = "/run/rund"
@@ -111,12 +119,13 @@ class Config:
     rootfs: RootfsConfig = field(default_factory=RootfsConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    shim: ShimConfig = field(default_factory=ShimConfig)
     source: str = ""                 # the file it came from, "" for built-in defaults
 
 
 _SECTIONS = {"hypervisor": HypervisorConfig, "guest": GuestConfig, "templates": TemplateConfig,
              "cgroups": CgroupConfig, "rootfs": RootfsConfig,
-             "agent": AgentConfig, "admission": AdmissionConfig}
+             "agent": AgentConfig, "admission": AdmissionConfig, "shim": ShimConfig}
 _LOG_LEVELS = {"trace", "debug", "info", "warn", "warning", "error"}
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 import os
 import sys
 
-from rund import __version__
-from rund.errors import RundError
-from rund.shim import flags
-
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from rund.shim import client
+    if client.wanted(argv):         # the thin path: the fork server starts the daemon (imports next to nothing)
+        code = client.start(argv)
+        if code is not None:
+            return code
+    from rund import __version__
+    from rund.errors import RundError
+    from rund.shim import flags
     try:
         args = flags.parse(argv)
     except RundError as e:

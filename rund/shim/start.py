@@ -15,9 +15,10 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Callable, Sequence
 
 from rund import ids
-from rund.errors import FailedPrecondition, InvalidArgument, RundError
+from rund.errors import FailedPrecondition, InvalidArgument, RundError, Unavailable
 from rund.shim import address as addr
 from rund.shim import handshake, idle, peer
 from rund.shim.flags import ShimArgs
@@ -104,26 +105,9 @@ def _join(path: str, args: ShimArgs, group: str) -> None:
 
 
 def start(args: ShimArgs) -> int:
-    bundle = os.getcwd()
+    """`start` in this process (the exec path; the fork server's worker runs start_shim)."""
     try:
-        ids.validate(args.id, "container id")     # before anything names a path
-        ids.validate(args.namespace, "namespace")
-        idle_timeout = idle.timeout_from_env()
-        ann = _annotations(bundle)
-        group = addr.sandbox_id(args.id, ann)
-        address = addr.socket_address(args.address, args.namespace, group)
-        path = addr.socket_path(address)
-        if addr.is_pod_member(args.id, ann):
-            _join(path, args, group)
-            bound = None
-        else:
-            st = os.stat(bundle)
-            own = (st.st_dev, st.st_ino) if group == args.id else None   # a shim for this very id: in this bundle
-            bound = _listen_or_adopt(path, args, own)
-        if bound is None:
-            addr.write_address_file(bundle, address)
-        else:
-            _spawn(args, *bound, bundle, group, address, idle_timeout)
+        address = start_shim(args, os.getcwd())
     except (RundError, OSError) as e:
         print(f"rund start: {e}", file=sys.stderr)
         return 1
@@ -132,8 +116,35 @@ def start(args: ShimArgs) -> int:
     return 0
 
 
+def start_shim(args: ShimArgs, bundle: str, confirm: Callable[[str], bool] | None = None,
+               close_in_child: Sequence[socket.socket] = ()) -> str:
+    """The pod's shim address, its daemon started (or a live one adopted). `confirm(address)`: called once a new
+    daemon is ready and the address file written; the daemon serves only if it returns True (the fork server's
+    client has printed the address). `close_in_child`: sockets the daemon must not keep."""
+    ids.validate(args.id, "container id")     # before anything names a path
+    ids.validate(args.namespace, "namespace")
+    idle_timeout = idle.timeout_from_env()
+    ann = _annotations(bundle)
+    group = addr.sandbox_id(args.id, ann)
+    address = addr.socket_address(args.address, args.namespace, group)
+    path = addr.socket_path(address)
+    if addr.is_pod_member(args.id, ann):
+        _join(path, args, group)
+        bound = None
+    else:
+        st = os.stat(bundle)
+        own = (st.st_dev, st.st_ino) if group == args.id else None   # a shim for this very id: in this bundle
+        bound = _listen_or_adopt(path, args, own)
+    if bound is None:
+        addr.write_address_file(bundle, address)
+    else:
+        _spawn(args, *bound, bundle, group, address, idle_timeout, confirm, close_in_child)
+    return address
+
+
 def _spawn(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bundle: str, group: str, address: str,
-           idle_timeout: float) -> None:
+           idle_timeout: float, confirm: Callable[[str], bool] | None = None,
+           close_in_child: Sequence[socket.socket] = ()) -> None:
     """Fork the daemon serving `sock`; returns in `start` once the daemon is up and told to go on."""
     try:
         from rund.runtime.sandbox_runtime import SandboxRuntime   # before fork: the child starts warm
@@ -148,6 +159,8 @@ def _spawn(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bundle:
         code = 1
         try:
             parent_end.close()
+            for s in close_in_child:
+                s.close()
             _become_daemon()
             sock.listen(BACKLOG)      # again: the socket's peer credentials now name this daemon (peer.py)
             handshake.ready(child_end)
@@ -160,6 +173,8 @@ def _spawn(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bundle:
     with parent_end:                  # on any failure before go, the child exits and removes the socket
         handshake.wait_ready(parent_end)
         addr.write_address_file(bundle, address)
+        if confirm is not None and not confirm(address):
+            raise Unavailable("the start client went away before printing the address")
         handshake.go(parent_end)
 
 

@@ -1,0 +1,206 @@
+"""`containerd-shim-rund-v2 ... start` as a thin client of the shim fork server (forkserver.py).
+
+It imports next to nothing (check: `python -X importtime`), asks the server of its state dir to start the shim,
+prints the address containerd expects, and tells the server it did (the daemon serves only then). Whenever the
+server cannot serve the start (none runs, it is starting, its code changed, it died mid-request, the client runs in
+other namespaces or cgroups, `[shim] fork_server = false`), start() returns None and the caller runs today's
+in-process start: a start never fails because of the fork server. When no server runs, it spawns one in the
+background (daemonized: setsid, its log STATE_DIR/shim-server.log), for the starts after this one.
+"""
+from __future__ import annotations
+
+import os
+import select
+import socket
+import stat
+import sys
+
+from rund.shim import forkproto
+
+DEFAULT_CONFIG_PATH = "/etc/rund/config.toml"   # rund.config's, not imported here (dataclasses, pathlib: ~10 ms)
+DEFAULT_STATE_DIR = "/run/rund"
+DEFAULT_FORK_SERVER = False                     # rund.config.ShimConfig.fork_server's default
+STDIN_WAIT = 0.1            # containerd writes the options and closes stdin as it starts us
+STDIN_MAX = 1 << 16
+
+
+def wanted(argv: list[str]) -> bool:
+    """A `start` the fork server may serve (not -v / -info)."""
+    return bool(argv) and argv[-1] == "start" and not any(
+        a.lstrip("-").partition("=")[0] in ("v", "version", "info") for a in argv if a.startswith("-"))
+
+
+def read_stdin(fd: int = 0, wait: float = STDIN_WAIT) -> bytes:
+    """containerd's runtime options (a protobuf Any) if it passed any: a pipe it closes at once, or /dev/null.
+    Anything else (a terminal, a pipe nobody closes) yields what arrived within `wait` seconds."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return b""
+    if stat.S_ISREG(st.st_mode):
+        return os.read(fd, STDIN_MAX)
+    if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)):
+        return b""
+    out = b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    import time
+    deadline = time.monotonic() + wait
+    while len(out) < STDIN_MAX:
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            break
+        try:
+            chunk = os.read(fd, STDIN_MAX - len(out))
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def settings(config_path: str) -> tuple[bool, str]:
+    """([shim] fork_server, state_dir) of a config file. A file that is missing (but the default), unreadable or
+    wrong disables the fork server: today's path then reports it where it always did (at Create)."""
+    try:
+        f = open(config_path, "rb")
+    except FileNotFoundError:
+        return config_path == DEFAULT_CONFIG_PATH and DEFAULT_FORK_SERVER, DEFAULT_STATE_DIR
+    except OSError:
+        return False, ""
+    with f:
+        try:
+            import tomllib
+            table = tomllib.load(f)
+        except (ValueError, OSError):
+            return False, ""
+    shim = table.get("shim", {})
+    enabled = shim.get("fork_server", DEFAULT_FORK_SERVER) if isinstance(shim, dict) else None
+    state_dir = table.get("state_dir", DEFAULT_STATE_DIR)
+    if not isinstance(enabled, bool) or not isinstance(state_dir, str) or not os.path.isabs(state_dir):
+        return False, ""
+    return enabled, state_dir
+
+
+def _identity(argv: list[str]) -> dict:
+    import resource
+    with open("/proc/self/cmdline", "rb") as f:
+        cmdline = [os.fsdecode(a) for a in f.read().split(b"\0")[:-1]]
+    with open("/proc/self/comm") as f:
+        comm = f.read().rstrip("\n")
+    with open("/proc/self/oom_score_adj") as f:
+        oom = int(f.read())
+    with open("/proc/self/cgroup") as f:
+        cgroup = f.read()
+    ns = {}
+    for name in forkproto.NAMESPACES:
+        try:
+            ns[name] = os.stat(f"/proc/self/ns/{name}").st_ino
+        except OSError:
+            pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return forkproto.start_message([sys.argv[0], *argv], dict(os.environ), cmdline, comm or "containerd-shim", umask,
+                                   resource.getrlimit(resource.RLIMIT_NOFILE), oom, ns, cgroup)
+
+
+def start(argv: list[str]) -> int | None:
+    """The exit code of a start the fork server served, or None: run today's start in this process."""
+    config_path = forkproto.config_path_from_options(read_stdin()) or DEFAULT_CONFIG_PATH
+    enabled, state_dir = settings(config_path)
+    if not enabled:
+        return None
+    sock_path = os.path.join(state_dir, "shim-server.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(sock_path)
+    except OSError:
+        sock.close()
+        ensure_server(state_dir)
+        return None
+    with sock:
+        try:
+            kind, text, code = _ask(sock, argv)
+        except (OSError, forkproto.ProtocolError, ValueError):
+            return None                 # the server or its worker died before answering
+        if kind == "fallback":
+            if "changed on disk" in text:
+                ensure_server(state_dir)
+            return None
+        if kind == "error":
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+            return code
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        try:
+            sock.sendall(forkproto.encode({"t": "printed"}))
+        except OSError:
+            pass                        # an adopted shim's worker does not wait for it
+        return 0
+
+
+def _ask(sock: socket.socket, argv: list[str]) -> tuple[str, str, int]:
+    bundle = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        frame = forkproto.encode(_identity(argv))
+        sent = socket.send_fds(sock, [frame[:1]], [bundle])
+        if sent != 1:
+            raise OSError("short send")
+        sock.sendall(frame[1:])
+    finally:
+        os.close(bundle)
+    dec = forkproto.Decoder()
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise OSError("the fork server closed without an answer")
+        for msg in dec.feed(data):
+            kind, text = forkproto.reply(msg)
+            code = msg.get("code", 1)
+            return kind, text, code if isinstance(code, int) and 0 < code < 256 else 1
+
+
+def ensure_server(state_dir: str) -> None:
+    """Spawn a fork server for `state_dir` unless one holds its lock (runs or is starting). Never raises."""
+    try:
+        os.makedirs(state_dir, mode=0o711, exist_ok=True)
+        lock = os.open(os.path.join(state_dir, "shim-server.lock"),
+                       os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            import fcntl
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        finally:
+            os.close(lock)
+        spawn_server(state_dir)
+    except OSError:
+        pass
+
+
+def spawn_server(state_dir: str) -> None:
+    """Start `python -I -m rund.shim.forkserver STATE_DIR` in its own session, holding none of our fds (containerd
+    waits for EOF on start's output), its output into STATE_DIR/shim-server.log. Returns once it is detached."""
+    env = {"PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")}
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                null = os.open(os.devnull, os.O_RDWR)
+                out = os.open(os.path.join(state_dir, "shim-server.log"),
+                              os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+                os.dup2(null, 0)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+                for fd in (null, out):
+                    if fd > 2:
+                        os.close(fd)
+                os.chdir("/")
+                os.umask(0o022)
+                os.execve(sys.executable, [sys.executable, "-I", "-m", "rund.shim.forkserver", state_dir], env)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)

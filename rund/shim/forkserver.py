@@ -1,0 +1,379 @@
+"""The shim fork server ("zygote"): one pre-imported parent per rund state_dir that forks each pod's shim daemon.
+
+    python -I -m rund.shim.forkserver STATE_DIR          (started by client.py, daemonized; never by hand)
+
+It imports the whole runtime once, `gc.freeze()`s it, and listens on STATE_DIR/shim-server.sock (0600, root; each
+peer's SO_PEERCRED must say uid 0). It starts no thread and no event loop, and does nothing per request but check the
+peer and whether its code changed on disk, then fork a worker. The worker is today's `start` process: it takes on
+the client's environment, working directory (the bundle, passed as an fd), umask, RLIMIT_NOFILE, oom_score_adj,
+command line and name, checks that it lives in the client's namespaces and cgroups (else: "fallback", the client
+runs today's start itself), then runs start.start_shim: bind or adopt the socket, fork the daemon (setsid, as
+today), handshake. The daemon serves only once the client printed the address (the handshake's go). The worker
+exits then, so the daemon's parent is init, never this server.
+
+Blast radius: the server holds no shim state. Killing it (any signal) affects no running shim: they are not its
+children, share no socket or lock with it, and hold only copy-on-write pages. A start that finds no server runs
+today's in-process path and spawns a new server in the background (one wins the lock). A start whose worker dies
+falls back likewise. A server whose code changed on disk (an upgrade) answers "fallback" and exits.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import gc
+import importlib
+import logging
+import os
+import random
+import resource
+import signal
+import socket
+import struct
+import sys
+import threading
+
+from rund.shim import forkproto
+from rund.shim.forkproto import ProtocolError
+
+SOCKET_NAME = "shim-server.sock"
+LOCK_NAME = "shim-server.lock"
+LOG_NAME = "shim-server.log"
+COMM = "rund-forksrv"
+REQUEST_TIMEOUT = 10.0       # a client sends its request at once after connect
+PRINTED_TIMEOUT = 10.0       # and answers "printed" at once after the address
+BACKLOG = 128
+# What a shim daemon runs: imported here once, shared copy-on-write by every daemon forked from this server.
+PRELOAD = ("rund.shim.start", "rund.shim.serve", "rund.shim.flags", "rund.runtime.sandbox_runtime",
+           "rund.shim.delete", "rund.runtime.cleanup", "proto.gen.containerd.task.v2.shim_pb2")
+
+log = logging.getLogger("rund.shim.forkserver")
+
+
+def paths(state_dir: str) -> tuple[str, str, str]:
+    """(socket, lock, log) of the fork server of `state_dir`."""
+    return tuple(os.path.join(state_dir, n) for n in (SOCKET_NAME, LOCK_NAME, LOG_NAME))
+
+
+# ---- the server ----------------------------------------------------------------------------------------------------
+
+class _Server:
+    def __init__(self, state_dir: str):
+        self.state_dir = state_dir
+        self.socket_path, self.lock_path, _ = paths(state_dir)
+        self.lock_fd = -1
+        self.sock: socket.socket | None = None
+        self.socket_file = None
+        self.files: dict[str, tuple[int, int, int]] = {}
+
+    def lock(self) -> bool:
+        """The server's lock, held for its life (one server per state dir). False: another server has it."""
+        os.makedirs(self.state_dir, mode=0o711, exist_ok=True)
+        self.lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+            return False
+        return True
+
+    def listen(self) -> None:
+        from rund.shim.socket_file import SocketFile
+        try:
+            os.unlink(self.socket_path)      # a dead server's: we hold the lock, so no live one listens there
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(self.socket_path)
+        finally:
+            os.umask(old)
+        os.chmod(self.socket_path, 0o600)
+        self.socket_file = SocketFile(self.socket_path)
+        sock.listen(BACKLOG)
+        self.sock = sock
+
+    def snapshot(self) -> None:
+        self.files = _module_files()
+
+    def stale(self) -> str | None:
+        """The first module file changed on disk since the server imported it, or None."""
+        for path, was in self.files.items():
+            try:
+                st = os.stat(path)
+                now = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError:
+                now = None
+            if now != was:
+                return path
+        return None
+
+    def serve_forever(self) -> None:
+        assert self.sock is not None
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError as e:
+                if e.errno in (errno.ECONNABORTED, errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept: %s", e)
+                    continue
+                raise
+            with conn:
+                if self.handle(conn) == "exit":
+                    return
+
+    def handle(self, conn: socket.socket) -> str | None:
+        uid = peer_uid(conn)
+        if uid != 0:
+            log.warning("refused a connection from uid %s", uid)
+            _send_quietly(conn, {"t": "error", "message": "rund fork server: only root may start shims", "code": 1})
+            return None
+        changed = self.stale()
+        if changed is not None:
+            log.warning("%s changed on disk since this server started: exiting (a new one starts)", changed)
+            _send_quietly(conn, {"t": "fallback", "reason": "the fork server's code changed on disk"})
+            return "exit"
+        pid = os.fork()
+        if pid == 0:                    # the worker: today's `start` process
+            code = 1
+            try:
+                code = _worker(conn, self)
+            except BaseException:       # noqa: BLE001 - a worker never returns into the server's loop
+                log.exception("start worker failed")
+            finally:
+                os._exit(code)
+        return None
+
+    def close(self) -> None:
+        if self.socket_file is not None:
+            self.socket_file.remove()
+        if self.sock is not None:
+            self.sock.close()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+    def forget_in_child(self) -> None:
+        """In a worker: let go of everything that is the server's (its socket, its lock) without removing them."""
+        if self.sock is not None:
+            self.sock.close()
+        if self.socket_file is not None:
+            self.socket_file.close()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+
+
+def _module_files() -> dict[str, tuple[int, int, int]]:
+    files = {}
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if not path:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        files[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+    return files
+
+
+def peer_uid(conn: socket.socket) -> int:
+    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
+def _send_quietly(conn: socket.socket, msg: dict) -> None:
+    try:
+        conn.settimeout(1.0)
+        conn.sendall(forkproto.encode(msg))
+    except OSError:
+        pass
+
+
+def _reap(signum, frame) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not os.path.isabs(argv[0]):
+        print("usage: python -m rund.shim.forkserver STATE_DIR (absolute)", file=sys.stderr)
+        return 2
+    server = _Server(argv[0])
+    if not server.lock():
+        return 0                        # another server runs (or is starting) for this state dir
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s pid=%(process)d %(levelname)s %(message)s")
+    try:
+        from rund.shim import procname
+        procname.set_comm(COMM)
+    except OSError:
+        pass
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGINT, _exit_on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        for name in PRELOAD:
+            importlib.import_module(name)
+        server.snapshot()
+        if threading.active_count() != 1:
+            log.error("a preloaded module started a thread: a fork server must not have any; exiting")
+            return 1
+        gc.collect()
+        gc.freeze()                     # the imports' objects: never touched by a child's collections (CoW)
+        signal.signal(signal.SIGCHLD, _reap)
+        server.listen()
+        log.info("rund shim fork server for %s: pid %d, %d modules, listening on %s", server.state_dir,
+                 os.getpid(), len(sys.modules), server.socket_path)
+        server.serve_forever()
+        return 0
+    except SystemExit:
+        return 0
+    finally:
+        server.close()
+        log.info("fork server exiting")
+
+
+# ---- the worker: one start request -------------------------------------------------------------------------------
+
+def _worker(conn: socket.socket, server: _Server) -> int:
+    server.forget_in_child()
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    random.seed()                       # os.fork reseeds `random` too (register_at_fork); be explicit
+    root = logging.getLogger()
+    for h in list(root.handlers):       # the server's log; serve.py sets up the daemon's own (the bundle's FIFO)
+        root.removeHandler(h)
+    conn.settimeout(REQUEST_TIMEOUT)
+    try:
+        msg, fds = _recv_request(conn)
+    except (OSError, ProtocolError) as e:
+        _send_quietly(conn, {"t": "error", "message": f"rund start: bad request to the fork server: {e}", "code": 1})
+        return 1
+    try:
+        try:
+            req = forkproto.validate_start(msg)
+            if len(fds) != 1:
+                raise ProtocolError(f"expected the bundle directory's fd, got {len(fds)} fds")
+        except ProtocolError as e:
+            _send_quietly(conn, {"t": "error", "message": f"rund start: bad request to the fork server: {e}",
+                                 "code": 1})
+            return 1
+        why = _become(req, fds[0])
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if why is not None:
+        _send_quietly(conn, {"t": "fallback", "reason": why})
+        return 0
+    return _start(conn, req)
+
+
+def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
+    dec = forkproto.Decoder()
+    fds: list[int] = []
+    while True:
+        data, got, _, _ = socket.recv_fds(conn, 65536, 4)
+        fds.extend(got)
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            raise ProtocolError("the client closed before a whole request")
+        msgs = dec.feed(data)
+        if msgs:
+            return msgs[0], fds
+
+
+def _become(req: forkproto.StartRequest, bundle_fd: int) -> str | None:
+    """Take on the client's process identity. A reason to fall back when this process cannot be what an exec'd
+    `start` would have been (another checkout, other namespaces or cgroups, a limit it may not set); None when
+    it is."""
+    if req.origin != forkproto.origin():
+        return f"the client runs {req.origin}, this server {forkproto.origin()}"
+    for name, ino in req.ns.items():
+        try:
+            mine = os.stat(f"/proc/self/ns/{name}").st_ino
+        except OSError:
+            continue
+        if mine != ino:
+            return f"the client runs in another {name} namespace"
+    try:
+        with open("/proc/self/cgroup") as f:
+            if f.read() != req.cgroup:
+                return "the client runs in other cgroups"
+    except OSError:
+        return "cannot read /proc/self/cgroup"
+    try:
+        if resource.getrlimit(resource.RLIMIT_NOFILE) != tuple(req.nofile):
+            resource.setrlimit(resource.RLIMIT_NOFILE, tuple(req.nofile))
+        with open("/proc/self/oom_score_adj", "r+") as f:
+            if int(f.read()) != req.oom_score_adj:
+                f.seek(0)
+                f.write(str(req.oom_score_adj))
+    except (OSError, ValueError) as e:
+        return f"cannot take on the client's limits: {e}"
+    try:
+        from rund.shim import procname
+        procname.set_cmdline(req.cmdline, req.env)
+        procname.set_comm(req.comm)
+    except OSError as e:
+        return f"cannot take on the client's command line: {e}"
+    os.fchdir(bundle_fd)
+    os.umask(req.umask)
+    os.environ.clear()
+    os.environ.update(req.env)
+    sys.argv = list(req.argv)
+    return None
+
+
+def _start(conn: socket.socket, req: forkproto.StartRequest) -> int:
+    from rund.errors import RundError
+    from rund.shim import flags
+    from rund.shim.start import start_shim
+    try:
+        args = flags.parse(req.argv[1:])
+    except RundError as e:
+        _send_quietly(conn, {"t": "error", "message": f"containerd-shim-rund-v2: {e}", "code": 2})
+        return 2
+    sent = False
+
+    def confirm(address: str) -> bool:
+        nonlocal sent
+        sent = True
+        try:
+            conn.settimeout(PRINTED_TIMEOUT)
+            conn.sendall(forkproto.encode({"t": "address", "address": address}))
+            dec = forkproto.Decoder()
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    return False
+                for msg in dec.feed(data):
+                    return msg.get("t") == "printed"
+        except (OSError, ProtocolError):
+            return False
+
+    try:
+        address = start_shim(args, os.getcwd(), confirm=confirm, close_in_child=[conn])
+    except (RundError, OSError) as e:
+        if not sent:
+            _send_quietly(conn, {"t": "error", "message": f"rund start: {e}", "code": 1})
+        return 1
+    if not sent:                        # an adopted shim: nothing waits for the client
+        _send_quietly(conn, {"t": "address", "address": address})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
