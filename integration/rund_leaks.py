@@ -54,4 +54,26 @@ def leftovers(sandbox_id: str, namespace: str = "default") -> dict[str, object]:
         found["mounts"] = m
     if c := leased_cgroups_of(sandbox_id):
         found["cgroups"] = c
+    if c := pod_cgroups_of(sandbox_id):
+        found["pod cgroups"] = c
+    return found
+
+
+def pod_cgroups_of(sandbox_id: str, depth: int = 4) -> list[str]:
+    """Cgroups named after the sandbox anywhere near the top of every hierarchy: where a CRI pod's VMM ran (its
+    cgroupsPath: /k8s.io/<id>, /kubepods/.../pod<uid>/<id>; systemd: cri-containerd-<id>.scope)."""
+    names = {sandbox_id, f"cri-containerd-{sandbox_id}.scope"}
+    found = []
+    for root in select_driver(Config().cgroups.parent, "auto").roots:
+        level = [root]
+        for _ in range(depth):
+            below = []
+            for directory in level:
+                try:
+                    entries = [e for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)]
+                except OSError:
+                    continue
+                found += [e.path for e in entries if e.name in names]
+                below += [e.path for e in entries if e.name not in names]
+            level = below
     return found

@@ -5,7 +5,9 @@ the sandbox ends the pod. A rund failure where runc passes is rund's."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import socket
 import time
 
@@ -13,7 +15,7 @@ import grpc
 import pytest
 
 from integration.cri.client import api, container_config, sandbox_config
-from integration.rund_leaks import leftovers
+from integration.rund_leaks import STATE_DIR, leftovers, pod_cgroups_of
 from integration.test_cri_pods import HANDLERS, Steps, wait_for
 from rund.shim import address
 
@@ -169,6 +171,24 @@ def test_a_killed_sandbox_ends_the_pod_and_nothing_is_left(cri, cri_containerd, 
                 wait_for(lambda: leftovers(sid, "k8s.io") == {}, 15, f"leftovers {leftovers(sid, 'k8s.io')}")
                 sock = address.socket_path(address.socket_address(ctd.address, "k8s.io", sid))
                 wait_for(lambda: not os.path.exists(sock), 15, f"the pod's shim socket {sock} to go")
+
+
+def test_a_crashed_rund_shim_leaves_nothing_behind(cri, cri_containerd):
+    """kill -9 of a pod's shim: containerd runs the shim's `delete`, which kills the VM and removes what the records
+    name (the VMM's cgroup in the pod's cgroupsPath among them); the pod reads NOTREADY and is removable."""
+    ctd = cri_containerd
+    with pod(cri, ctd, "rund", "crash-rund") as (sid, config, step):
+        start(cri, step, sid, config, "app", ctd.image, "exec sleep 600")
+        assert pod_cgroups_of(sid), "the VMM runs in the pod's cgroupsPath"
+        with step("kill -9 the pod's shim"):
+            record = json.loads((STATE_DIR / "k8s.io" / sid / "sandbox.json").read_text())
+            os.kill(record["shim_pid"], signal.SIGKILL)
+            wait_for(lambda: cri.pod_sandbox_status(sid).status.state == api.SANDBOX_NOTREADY, 60,
+                     "the pod to be NOTREADY")
+        with step("StopPodSandbox and RemovePodSandbox"):
+            cri.remove_pod(sid)
+        with step("nothing left: VM, state, cgroups"):
+            wait_for(lambda: leftovers(sid, "k8s.io") == {}, 15, f"leftovers {leftovers(sid, 'k8s.io')}")
 
 
 @pytest.mark.parametrize("handler", HANDLERS)

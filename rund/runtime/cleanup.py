@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rund.cleanup")
 
+CONCURRENT_DELETE_WAIT = 15.0      # a concurrent `delete` kills the VM (5 s at most) and removes its cgroup
+
 
 @dataclass(frozen=True)
 class Cleaned:
@@ -61,10 +63,32 @@ def cleanup_container(bundle: str, container_id: str) -> Cleaned:
         # only ever remove a rund sandbox dir: in the configured state dir, or one whose record names it
         log.warning("%s is not in the state dir %s of its configuration; nothing to clean", sdir.path, cfg.state_dir)
         return Cleaned(0)
-    if not sdir.lock():
+    if not _lock_for_cleanup(sdir):
         log.info("sandbox %s is served by a live shim: leaving container %s to it", sdir.sandbox_id, container_id)
         return Cleaned(0)
+    if not sdir.path.exists():       # another `delete` (of the sandbox) released it all while this one waited
+        sdir.unlock()
+        return Cleaned(0)
     return _release(sdir, container_id, cfg)
+
+
+def _lock_for_cleanup(sdir: SandboxDir) -> bool:
+    """The sandbox's lock, unless its shim is alive. After a shim crash containerd runs `delete` for the sandbox and
+    each of its containers at once: a lock held while the recorded shim is gone is another `delete`'s, waited for."""
+    if sdir.lock():
+        return True
+    try:
+        record = sdir.read_sandbox()
+    except CorruptRecord:
+        record = None
+    if record is not None and record.shim_pid and process_start_ticks(record.shim_pid) is not None:
+        return False
+    deadline = time.monotonic() + CONCURRENT_DELETE_WAIT
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        if sdir.lock():
+            return True
+    return False
 
 
 def _sandbox_dir_parts(pointer: dict, container_id: str) -> tuple[str, str, str]:

@@ -154,6 +154,8 @@ def test_a_sandbox_served_by_a_live_shim_is_left_alone(leftovers):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline().strip() == "True"
+        record = leftovers.sdir.read_sandbox()      # the lock's holder is the recorded shim, alive
+        leftovers.sdir.write_sandbox(SandboxRecord(**{**record.__dict__, "shim_pid": holder.pid}))
         before = sorted(p.relative_to(leftovers.sdir.path) for p in leftovers.sdir.path.rglob("*"))
         response, _ = run_delete("sb", leftovers.bundles["sb"])
         assert response.pid == 0
@@ -166,6 +168,27 @@ def test_a_sandbox_served_by_a_live_shim_is_left_alone(leftovers):
         holder.stdout.close()
     # Once that shim is gone, delete does the work.
     run_delete("sb", leftovers.bundles["sb"])
+    assert_all_released(leftovers)
+
+
+@needs_root
+def test_a_concurrent_delete_is_waited_for_not_taken_for_a_live_shim(leftovers, tmp_path):
+    """After a shim crash containerd deletes the sandbox and its containers at once: the sandbox's delete, finding
+    the lock held while the recorded shim is dead, waits for the member's delete, then releases everything."""
+    leftovers.add_container("member", bind(layer(tmp_path / "rootfs-member", "member\n")))
+    other_delete = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from rund.runtime.state import SandboxDir; "
+         "d = SandboxDir(*sys.argv[1:]); print(d.lock(), flush=True); time.sleep(1)",
+         str(leftovers.sdir.path.parent.parent), NS, "sb"], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert other_delete.stdout.readline().strip() == "True"
+        t0 = time.monotonic()
+        response, _ = run_delete("sb", leftovers.bundles["sb"])
+        assert time.monotonic() - t0 >= 0.5, "delete did not wait for the lock"
+    finally:
+        other_delete.wait(timeout=10)
+        other_delete.stdout.close()
+    assert response.pid == leftovers.vmm.pid
     assert_all_released(leftovers)
 
 
