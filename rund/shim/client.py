@@ -175,6 +175,9 @@ def ensure_server(state_dir: str) -> None:
             return
         finally:
             os.close(lock)
+    except OSError:
+        return
+    try:
         spawn_server(state_dir)
     except OSError:
         pass
@@ -184,6 +187,7 @@ def spawn_server(state_dir: str) -> None:
     """Start `python -I -m rund.shim.forkserver STATE_DIR` in its own session, holding none of our fds (containerd
     waits for EOF on start's output), its output into STATE_DIR/shim-server.log. Returns once it is detached."""
     env = {"PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")}
+    os.makedirs(state_dir, mode=0o711, exist_ok=True)
     pid = os.fork()
     if pid == 0:
         try:

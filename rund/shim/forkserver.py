@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1 or not os.path.isabs(argv[0]):
         print("usage: python -m rund.shim.forkserver STATE_DIR (absolute)", file=sys.stderr)
         return 2
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))   # nothing its spawner held leaks into every shim
     server = _Server(argv[0])
     if not server.lock():
         return 0                        # another server runs (or is starting) for this state dir
@@ -339,8 +340,9 @@ def _become(req: forkproto.StartRequest, bundle_fd: int) -> str | None:
 
 def _start(conn: socket.socket, req: forkproto.StartRequest) -> int:
     from rund.errors import RundError
-    from rund.shim import flags
+    from rund.shim import flags, start
     from rund.shim.start import start_shim
+    start.STARTED_BY = f"the fork server (pid {os.getppid()})"
     try:
         args = flags.parse(req.argv[1:])
     except RundError as e:

@@ -59,7 +59,9 @@ async def _serve(args: ShimArgs, sock: socket.socket, sandbox_id: str, make_runt
         loop.add_signal_handler(sig, stop.set)
     await server.serve_listener(sock)
     watching = asyncio.create_task(watch.run(), name="idle-watch")
-    log.info("serving sandbox %s on %s (pid %d)", sandbox_id, socket_file.path, os.getpid())
+    from rund.shim import start
+    log.info("serving sandbox %s on %s (pid %d, started by %s)", sandbox_id, socket_file.path, os.getpid(),
+             start.STARTED_BY)
     try:
         await stop.wait()
     finally:

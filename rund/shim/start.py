@@ -25,6 +25,7 @@ from rund.shim.flags import ShimArgs
 from rund.shim.socket_file import SocketFile
 
 BACKLOG = 128
+STARTED_BY = "start"        # or "the fork server (pid N)": the daemon's first log line tells which path made it
 SOCKET_UMASK = 0o177        # the socket file is 0600, as runc's shim makes it: containerd connects as root
 
 

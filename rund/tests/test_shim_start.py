@@ -4,6 +4,9 @@ its daemon, and its socket under /run/containerd/s (so: root). No VM: none of th
 What they hold: every id is checked before it names a path; the socket is 0600; a daemon whose `start` failed
 or that nobody uses exits and removes its socket; a live socket is adopted only from a shim of the same containerd
 whose bundle still exists, and a stale one is retired first.
+
+Every test runs twice: `start` in-process (`[shim] fork_server = false`) and through a fork server of the module's
+own state dir (the config reaches `start` as containerd passes it: runtime options on stdin, ConfigPath).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import pytest
 
 from proto import ttrpc
 from proto.gen.containerd.task.v2 import shim_pb2
-from rund.shim import address, idle, peer
+from rund.shim import address, client, forkserver, idle, peer
 
 SHIM = Path(sys.executable).parent / "containerd-shim-rund-v2"
 NS = "rundtest"
@@ -33,6 +36,57 @@ IDLE = 3.0
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (shim sockets live in /run/containerd/s)")]
+
+
+START_STDIN = {"input": b"", "mode": "exec"}
+
+
+def options_any(config_path: str) -> bytes:
+    """runtimeoptions.v1.Options{ConfigPath} in a google.protobuf.Any: what containerd writes to start's stdin."""
+    from google.protobuf import any_pb2
+    from proto.gen.runtimeoptions.v1 import api_pb2
+    return any_pb2.Any(type_url="runtimeoptions.v1.Options",
+                       value=api_pb2.Options(config_path=config_path).SerializeToString()).SerializeToString()
+
+
+def start_fork_server(state: Path) -> int:
+    """A fork server for `state`, up and listening; its pid."""
+    client.spawn_server(str(state))
+    sock = forkserver.paths(str(state))[0]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if (shim := peer.probe(sock) if os.path.exists(sock) else None) is not None:
+            return shim.pid
+        time.sleep(0.05)
+    raise AssertionError(f"no fork server on {sock}")
+
+
+def stop_fork_server(state: Path) -> None:
+    sock = forkserver.paths(str(state))[0]
+    if os.path.exists(sock) and (shim := peer.probe(sock)) is not None:
+        os.kill(shim.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{shim.pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module", params=["exec", "fork-server"], autouse=True)
+def start_mode(request, tmp_path_factory):
+    fork = request.param == "fork-server"
+    d = tmp_path_factory.mktemp("shim-config")
+    state = d / "state"
+    cfg = d / "config.toml"
+    cfg.write_text(f'state_dir = "{state}"\n[shim]\nfork_server = {str(fork).lower()}\n')
+    START_STDIN.update(input=options_any(str(cfg)), mode=request.param)
+    if fork:
+        start_fork_server(state)
+    try:
+        yield request.param
+    finally:
+        START_STDIN.update(input=b"", mode="exec")
+        stop_fork_server(state)
+        if fork:
+            assert "changed on disk" not in (state / "shim-server.log").read_text()
 
 
 @pytest.fixture
@@ -50,7 +104,8 @@ def make_bundle(path: Path, annotations: dict | None = None) -> Path:
 def run_start(ctd: str, cid: str, bundle: Path, namespace: str = NS, idle_timeout: float = IDLE):
     env = {**os.environ, idle.ENV: str(idle_timeout)}
     return subprocess.run([str(SHIM), "-namespace", namespace, "-address", ctd, "-publish-binary", "/bin/true",
-                           "-id", cid, "start"], cwd=bundle, env=env, capture_output=True, timeout=60)
+                           "-id", cid, "start"], cwd=bundle, env=env, capture_output=True, timeout=60,
+                          input=START_STDIN["input"])
 
 
 def socket_of(ctd: str, group: str, namespace: str = NS) -> str:
@@ -93,12 +148,20 @@ def reap():
 
 
 def started(ctd, cid, bundle, reap, **kw) -> tuple[str, int]:
+    """A started (or adopted) shim. Its log (a file here, a FIFO under containerd) tells which path made it."""
+    log = bundle / "log"
+    log.touch()
     res = run_start(ctd, cid, bundle, **kw)
     assert res.returncode == 0, res.stderr.decode()
     path = socket_of(ctd, cid)
     assert res.stdout.decode() == f"unix://{path}" == (bundle / "address").read_text()
     pid = daemon_of(path)
     reap.append(pid)
+    deadline = time.monotonic() + 10
+    while "serving sandbox" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    by = "the fork server" if START_STDIN["mode"] == "fork-server" else "started by start"
+    assert by in log.read_text(), log.read_text()
     return path, pid
 
 
