@@ -21,6 +21,20 @@ DAX_FLAGS = "dax=always"
 # Hotplugged memory (virtio-mem) comes online by itself, in ZONE_MOVABLE so that it can always be unplugged again
 # (measured: with the auto-movable policy it landed in ZONE_NORMAL and the last block would not unplug).
 MEMORY_HOTPLUG_PARAMS = ("memhp_default_state=online_movable",)
+# An idle sandbox VM should not wake up: every guest timer that fires wakes QEMU's vCPU and main-loop threads on the
+# host (under TCG each wakeup runs translated kernel code). The Debian cloud kernel is tickless when idle, yet an idle
+# guest still woke ~2.3 times a second; tracing the guest's timers named these periodic jobs (measured with clones of a
+# q35 template, idle, per VM: 0.47-0.52 % of a host core with none of these words, 0.13 % with the first three, 0.0-0.025
+# % with all four; hack/bench_density.py has the pod figures):
+#   nowatchdog                          the soft-lockup detector's 4 s hrtimer (and the NMI one); under TCG a stalled
+#                                       guest is the host's business, not the guest's
+#   sysctl.vm.compaction_proactiveness=0  kcompactd's proactive check every 500 ms (huge pages matter little in a VM
+#                                       that the host backs with 4 KiB pages)
+#   sysctl.vm.stat_interval=30          per-CPU VM statistics folded every 30 s instead of every second (vmstat_shepherd)
+#   psi=0                               pressure-stall accounting: its averaging work ran every 2 s while anything ran,
+#                                       and it is charged on every task switch; nothing in the guest reads it
+# A runtime class that needs one back appends it in [guest] kernel_params (later words win: `psi=1`).
+IDLE_PARAMS = ("nowatchdog", "sysctl.vm.compaction_proactiveness=0", "sysctl.vm.stat_interval=30", "psi=0")
 
 
 class CmdlineError(InvalidSpec):

@@ -16,7 +16,7 @@ from rund.errors import FailedPrecondition, InvalidArgument
 from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, FileShare, Machine, MemoryHotplug,
                              PmemHotplugSlot, PmemSlot, PodNic, SerialChannel, VMSpec, detect_accel, host_tsc_khz,
                              pmem_slot_address)
-from rund.hypervisor.cmdline import MEMORY_HOTPLUG_PARAMS, CmdlineError, guest_root, kernel_cmdline
+from rund.hypervisor.cmdline import IDLE_PARAMS, MEMORY_HOTPLUG_PARAMS, CmdlineError, guest_root, kernel_cmdline
 from rund.hypervisor.layout import GiB, MiB, PMEM_ALIGN
 from rund.hypervisor.paths import VMPaths
 
@@ -60,10 +60,11 @@ class SandboxShape:
         return "/dev/vd" + chr(ord("b") + slot)
 
     def cmdline(self) -> str:
-        """The guest's words only: the driver adds the TCG flags (tsc_khz) itself."""
+        """The guest's words only: the driver adds the TCG flags (tsc_khz) itself. kernel_params come last, so a
+        runtime class can override the idle defaults (IDLE_PARAMS)."""
         root, flags = guest_root(self.machine)
-        extra = (*MEMORY_HOTPLUG_PARAMS, *self.kernel_params.split()) if self.memory_hotplug_mib else \
-            self.kernel_params.split()
+        hotplug = MEMORY_HOTPLUG_PARAMS if self.memory_hotplug_mib else ()
+        extra = (*IDLE_PARAMS, *hotplug, *self.kernel_params.split())
         return kernel_cmdline(root=root, rootflags=flags, extra=extra)
 
 

@@ -46,3 +46,10 @@ def test_too_long_is_rejected():
 def test_the_guest_root_per_machine():
     assert cmdline.guest_root(Machine.Q35) == ("/dev/pmem0", "dax=always")
     assert cmdline.guest_root(Machine.MICROVM) == ("/dev/vda", "")
+
+
+def test_idle_params_are_valid_words():
+    line = cmdline.kernel_cmdline(root=cmdline.PMEM_ROOT, extra=cmdline.IDLE_PARAMS)
+    p = _params(line)
+    assert "nowatchdog" in p and p["psi"] == "0"
+    assert p["sysctl.vm.compaction_proactiveness"] == "0" and p["sysctl.vm.stat_interval"] == "30"

@@ -81,6 +81,17 @@ def test_key_is_stable_and_changes_with_every_input(shape, shm):
     assert template_key(replace(shape, qemu_binary="/usr/bin/qemu-system-x86_64"), digests, warm=True).key == base
 
 
+def test_the_guest_cmdline_carries_the_idle_params_and_the_class_params_last(shape):
+    from rund.hypervisor.cmdline import IDLE_PARAMS
+    words = replace(shape, kernel_params="psi=1 foo=bar").cmdline().split()
+    for w in IDLE_PARAMS:
+        assert w in words
+    assert words[-2:] == ["psi=1", "foo=bar"]          # later words win: a runtime class can take one back
+    assert words.index("psi=0") < words.index("psi=1")
+    hot = replace(shape, memory_hotplug_mib=512).cmdline().split()
+    assert "memhp_default_state=online_movable" in hot and set(IDLE_PARAMS) <= set(hot)
+
+
 def test_key_follows_file_content(shape, shm):
     digests = DigestCache(shm / "digests.json")
     before = template_key(shape, digests, warm=True).key
