@@ -98,6 +98,8 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     sids = sorted(running & ready_pods)
     procs = pod_processes(handler, env.address, sids)
     allp = {pid: kind for ps in procs.values() for pid, kind in ps.items()}
+    if handler == "rund":           # the shim fork server exists because of the pods too: its share per pod counts
+        allp.update({pid: "shim fork server" for pid in fork_servers()})
     print(f"  {handler}: {len(sids)} pods running, {len(allp)} processes; idle CPU over {window:.0f} s", flush=True)
     starts = {}
     for pid in allp:
@@ -146,7 +148,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
         list(pool.map(remove, all_sids))
     if still := labelled_pods(cri, labels):
         leftover.update({sid: {"cri pod": sid} for sid in still})
-    alive = [pid for pid in allp if _alive(pid, starts.get(pid))]
+    alive = [pid for pid in allp if allp[pid] != "shim fork server" and _alive(pid, starts.get(pid))]
     time.sleep(2)
     mem_after = procmem.meminfo()["MemAvailable"]
     cri.close()
@@ -187,6 +189,20 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
         "_template_mib": _template_mib(allp) if handler == "rund" else None,
     })
     return res
+
+
+def fork_servers() -> list[int]:
+    """The shim fork server that forked these pods' shims (rund/shim/forkserver.py: one per state dir and containerd
+    cgroup; ours, since the private containerd runs in this process's cgroups), if one runs."""
+    import os
+    from rund.config import Config
+    from rund.shim import forkserver, peer
+    path = forkserver.paths(Config().state_dir)[0]
+    try:
+        server = peer.probe(path) if os.path.exists(path) else None
+    except OSError:
+        server = None
+    return [server.pid] if server is not None else []
 
 
 def _alive(pid: int, start: int | None) -> bool:

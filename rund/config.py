@@ -105,7 +105,7 @@ class ShimConfig:
     # Each pod's shim daemon is forked from a pre-imported fork server (one per state_dir) instead of being started
     # by a fresh interpreter: off the start path and copy-on-write shared (rund/shim/forkserver.py). `start` reads
     # this from the runtime class's ConfigPath when containerd passes it, else from /etc/rund/config.toml.
-    fork_server: bool = False
+    fork_server: bool = True
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from rund.shim import forkproto
 
 DEFAULT_CONFIG_PATH = "/etc/rund/config.toml"   # rund.config's, not imported here (dataclasses, pathlib: ~10 ms)
 DEFAULT_STATE_DIR = "/run/rund"
-DEFAULT_FORK_SERVER = False                     # rund.config.ShimConfig.fork_server's default
+DEFAULT_FORK_SERVER = True                      # rund.config.ShimConfig.fork_server's default
 STDIN_WAIT = 0.1            # containerd writes the options and closes stdin as it starts us
 STDIN_MAX = 1 << 16
 
@@ -91,18 +91,11 @@ def _identity(argv: list[str]) -> dict:
         comm = f.read().rstrip("\n")
     with open("/proc/self/oom_score_adj") as f:
         oom = int(f.read())
-    with open("/proc/self/cgroup") as f:
-        cgroup = f.read()
-    ns = {}
-    for name in forkproto.NAMESPACES:
-        try:
-            ns[name] = os.stat(f"/proc/self/ns/{name}").st_ino
-        except OSError:
-            pass
     umask = os.umask(0)
     os.umask(umask)
     return forkproto.start_message([sys.argv[0], *argv], dict(os.environ), cmdline, comm or "containerd-shim", umask,
-                                   resource.getrlimit(resource.RLIMIT_NOFILE), oom, ns, cgroup)
+                                   resource.getrlimit(resource.RLIMIT_NOFILE), oom, forkproto.own_namespaces(),
+                                   forkproto.own_cgroup())
 
 
 def start(argv: list[str]) -> int | None:
@@ -111,22 +104,27 @@ def start(argv: list[str]) -> int | None:
     enabled, state_dir = settings(config_path)
     if not enabled:
         return None
-    sock_path = os.path.join(state_dir, "shim-server.sock")
+    try:
+        request = _identity(argv)
+    except OSError:
+        return None
+    key = forkproto.server_key(request["origin"], request["ns"], request["cgroup"])
+    sock_path, lock_path = forkproto.server_paths(state_dir, key)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(sock_path)
     except OSError:
         sock.close()
-        ensure_server(state_dir)
+        ensure_server(state_dir, key)
         return None
     with sock:
         try:
-            kind, text, code = _ask(sock, argv)
+            kind, text, code = _ask(sock, request)
         except (OSError, forkproto.ProtocolError, ValueError):
             return None                 # the server or its worker died before answering
         if kind == "fallback":
             if "changed on disk" in text:
-                ensure_server(state_dir)
+                ensure_server(state_dir, key)
             return None
         if kind == "error":
             sys.stderr.write(text + "\n")
@@ -141,10 +139,10 @@ def start(argv: list[str]) -> int | None:
         return 0
 
 
-def _ask(sock: socket.socket, argv: list[str]) -> tuple[str, str, int]:
+def _ask(sock: socket.socket, request: dict) -> tuple[str, str, int]:
     bundle = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        frame = forkproto.encode(_identity(argv))
+        frame = forkproto.encode(request)
         sent = socket.send_fds(sock, [frame[:1]], [bundle])
         if sent != 1:
             raise OSError("short send")
@@ -162,11 +160,11 @@ def _ask(sock: socket.socket, argv: list[str]) -> tuple[str, str, int]:
             return kind, text, code if isinstance(code, int) and 0 < code < 256 else 1
 
 
-def ensure_server(state_dir: str) -> None:
-    """Spawn a fork server for `state_dir` unless one holds its lock (runs or is starting). Never raises."""
+def ensure_server(state_dir: str, key: str) -> None:
+    """Spawn fork server `key` for `state_dir` unless one holds its lock (runs or is starting). Never raises."""
     try:
         os.makedirs(state_dir, mode=0o711, exist_ok=True)
-        lock = os.open(os.path.join(state_dir, "shim-server.lock"),
+        lock = os.open(forkproto.server_paths(state_dir, key)[1],
                        os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             import fcntl
@@ -178,16 +176,18 @@ def ensure_server(state_dir: str) -> None:
     except OSError:
         return
     try:
-        spawn_server(state_dir)
+        spawn_server(state_dir, key)
     except OSError:
         pass
 
 
-def spawn_server(state_dir: str) -> None:
-    """Start `python -I -m rund.shim.forkserver STATE_DIR` in its own session, holding none of our fds (containerd
+def spawn_server(state_dir: str, key: str | None = None) -> None:
+    """Start `python -I -m rund.shim.forkserver STATE_DIR KEY` (this process's key by default) in its own session, holding none of our fds (containerd
     waits for EOF on start's output), its output into STATE_DIR/shim-server.log. Returns once it is detached."""
     env = {"PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")}
+    env.update({k: v for k, v in os.environ.items() if k in ("LANG", "LC_ALL", "LC_CTYPE", "TZ")})
     os.makedirs(state_dir, mode=0o711, exist_ok=True)
+    key = key or forkproto.own_server_key()
     pid = os.fork()
     if pid == 0:
         try:
@@ -204,7 +204,8 @@ def spawn_server(state_dir: str) -> None:
                         os.close(fd)
                 os.chdir("/")
                 os.umask(0o022)
-                os.execve(sys.executable, [sys.executable, "-I", "-m", "rund.shim.forkserver", state_dir], env)
+                os.execve(sys.executable, [sys.executable, "-I", "-m", "rund.shim.forkserver", state_dir, key],
+                          env)
         finally:
             os._exit(0)
     os.waitpid(pid, 0)

@@ -153,6 +153,40 @@ def origin() -> list[str]:
     return [sys.executable, __file__]
 
 
+def own_namespaces() -> dict[str, int]:
+    import os
+    ns = {}
+    for name in NAMESPACES:
+        try:
+            ns[name] = os.stat(f"/proc/self/ns/{name}").st_ino
+        except OSError:
+            pass
+    return ns
+
+
+def own_cgroup() -> str:
+    with open("/proc/self/cgroup") as f:
+        return f.read()
+
+
+def server_key(origin: list[str], ns: dict[str, int], cgroup: str) -> str:
+    """Which fork server of a state dir serves a client: one per interpreter and checkout, namespaces and cgroups,
+    so a forked daemon is where an exec'd `start` would have put it (containerd's cgroup, say)."""
+    import hashlib
+    text = json.dumps([origin, sorted(ns.items()), cgroup])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def own_server_key() -> str:
+    return server_key(origin(), own_namespaces(), own_cgroup())
+
+
+def server_paths(state_dir: str, key: str) -> tuple[str, str]:
+    """(socket, lock) of the fork server `key` of `state_dir`."""
+    import os
+    return os.path.join(state_dir, f"shim-server-{key}.sock"), os.path.join(state_dir, f"shim-server-{key}.lock")
+
+
 def start_message(argv: list[str], env: dict[str, str], cmdline: list[str], comm: str, umask: int,
                   nofile: tuple[int, int], oom_score_adj: int, ns: dict[str, int], cgroup: str) -> dict:
     return {"t": "start", "argv": argv, "env": env, "cmdline": cmdline, "comm": comm, "umask": umask,

@@ -2,8 +2,9 @@
 
     python -I -m rund.shim.forkserver STATE_DIR          (started by client.py, daemonized; never by hand)
 
-It imports the whole runtime once, `gc.freeze()`s it, and listens on STATE_DIR/shim-server.sock (0600, root; each
-peer's SO_PEERCRED must say uid 0). It starts no thread and no event loop, and does nothing per request but check the
+It imports the whole runtime once, `gc.freeze()`s it, and listens on STATE_DIR/shim-server-KEY.sock (0600, root;
+each peer's SO_PEERCRED must say uid 0). KEY names the interpreter, checkout, namespaces and cgroups it serves
+(forkproto.server_key): one server per containerd cgroup on a host, and a client only finds a server of its own. It starts no thread and no event loop, and does nothing per request but check the
 peer and whether its code changed on disk, then fork a worker. The worker is today's `start` process: it takes on
 the client's environment, working directory (the bundle, passed as an fd), umask, RLIMIT_NOFILE, oom_score_adj,
 command line and name, checks that it lives in the client's namespaces and cgroups (else: "fallback", the client
@@ -31,13 +32,12 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 from rund.shim import forkproto
 from rund.shim.forkproto import ProtocolError
 
-SOCKET_NAME = "shim-server.sock"
-LOCK_NAME = "shim-server.lock"
-LOG_NAME = "shim-server.log"
+LOG_NAME = "shim-server.log"     # every server of the state dir appends here
 COMM = "rund-forksrv"
 REQUEST_TIMEOUT = 10.0       # a client sends its request at once after connect
 PRINTED_TIMEOUT = 10.0       # and answers "printed" at once after the address
@@ -49,17 +49,21 @@ PRELOAD = ("rund.shim.start", "rund.shim.serve", "rund.shim.flags", "rund.runtim
 log = logging.getLogger("rund.shim.forkserver")
 
 
-def paths(state_dir: str) -> tuple[str, str, str]:
-    """(socket, lock, log) of the fork server of `state_dir`."""
-    return tuple(os.path.join(state_dir, n) for n in (SOCKET_NAME, LOCK_NAME, LOG_NAME))
+STALE_CHECK = 600.0          # an idle server looks whether its code changed on disk this often (and exits if so)
+
+
+def paths(state_dir: str, key: str | None = None) -> tuple[str, str, str]:
+    """(socket, lock, log) of fork server `key` of `state_dir`; by default the one that serves this process."""
+    sock, lock = forkproto.server_paths(state_dir, key or forkproto.own_server_key())
+    return sock, lock, os.path.join(state_dir, LOG_NAME)
 
 
 # ---- the server ----------------------------------------------------------------------------------------------------
 
 class _Server:
-    def __init__(self, state_dir: str):
+    def __init__(self, state_dir: str, key: str | None = None):
         self.state_dir = state_dir
-        self.socket_path, self.lock_path, _ = paths(state_dir)
+        self.socket_path, self.lock_path, _ = paths(state_dir, key)
         self.lock_fd = -1
         self.sock: socket.socket | None = None
         self.socket_file = None
@@ -111,9 +115,15 @@ class _Server:
 
     def serve_forever(self) -> None:
         assert self.sock is not None
+        self.sock.settimeout(STALE_CHECK)
         while True:
             try:
                 conn, _ = self.sock.accept()
+            except TimeoutError:
+                if (changed := self.stale()) is not None:
+                    log.warning("%s changed on disk since this server started: exiting", changed)
+                    return
+                continue
             except OSError as e:
                 if e.errno in (errno.ECONNABORTED, errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     log.warning("accept: %s", e)
@@ -207,11 +217,15 @@ def _exit_on_signal(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not os.path.isabs(argv[0]):
-        print("usage: python -m rund.shim.forkserver STATE_DIR (absolute)", file=sys.stderr)
+    if len(argv) != 2 or not os.path.isabs(argv[0]):
+        print("usage: python -m rund.shim.forkserver STATE_DIR (absolute) KEY", file=sys.stderr)
         return 2
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))   # nothing its spawner held leaks into every shim
-    server = _Server(argv[0])
+    if argv[1] != forkproto.own_server_key():
+        print(f"rund fork server: key {argv[1]!r} is not this process's (other cgroups or namespaces)",
+              file=sys.stderr)
+        return 1
+    server = _Server(argv[0], argv[1])
     if not server.lock():
         return 0                        # another server runs (or is starting) for this state dir
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
@@ -276,9 +290,18 @@ def _worker(conn: socket.socket, server: _Server) -> int:
         for fd in fds:
             os.close(fd)
     if why is not None:
+        _note(f"start worker {os.getpid()}: falling back to the client's own start: {why}")
         _send_quietly(conn, {"t": "fallback", "reason": why})
         return 0
     return _start(conn, req)
+
+
+def _note(text: str) -> None:
+    """A line into the server's log (a worker's stderr) without the server's logging handlers."""
+    try:
+        os.write(2, f"{time.strftime('%Y-%m-%d %H:%M:%S')} pid={os.getpid()} {text}\n".encode(errors="replace"))
+    except OSError:
+        pass
 
 
 def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -334,6 +357,7 @@ def _become(req: forkproto.StartRequest, bundle_fd: int) -> str | None:
     os.umask(req.umask)
     os.environ.clear()
     os.environ.update(req.env)
+    time.tzset()                        # TZ as the client has it (logging's timestamps)
     sys.argv = list(req.argv)
     return None
 

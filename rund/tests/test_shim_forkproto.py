@@ -218,3 +218,14 @@ def test_the_thin_client_imports_next_to_nothing():
     heavy = {"asyncio", "pyroute2", "google.protobuf", "dataclasses", "rund.config", "rund.shim.start",
              "rund.runtime", "qemu.qmp", "ctypes", "logging"}
     assert not names & heavy, names & heavy
+
+
+def test_the_server_key_follows_checkout_namespaces_and_cgroups():
+    ns, cg = {"mnt": 1, "net": 2}, "0::/a\n"
+    key = forkproto.server_key(forkproto.origin(), ns, cg)
+    assert len(key) == 16 and key == forkproto.server_key(forkproto.origin(), dict(reversed(ns.items())), cg)
+    assert key != forkproto.server_key(forkproto.origin(), {**ns, "net": 3}, cg)
+    assert key != forkproto.server_key(forkproto.origin(), ns, "0::/b\n")
+    assert key != forkproto.server_key(["/other/python", forkproto.__file__], ns, cg)
+    sock, lock = forkproto.server_paths("/run/rund", key)
+    assert sock == f"/run/rund/shim-server-{key}.sock" and lock == f"/run/rund/shim-server-{key}.lock"

@@ -62,12 +62,20 @@ def start_fork_server(state: Path) -> int:
 
 
 def stop_fork_server(state: Path) -> None:
-    sock = forkserver.paths(str(state))[0]
-    if os.path.exists(sock) and (shim := peer.probe(sock)) is not None:
-        os.kill(shim.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{shim.pid}") and time.monotonic() < deadline:
-            time.sleep(0.05)
+    """Every fork server of `state` (also one still importing, or one whose socket a test removed)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"rund.shim.forkserver" in argv and os.fsencode(str(state)) in argv:
+            pids.append(int(entry))
+            os.kill(int(entry), signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module", params=["exec", "fork-server"], autouse=True)
