@@ -23,9 +23,10 @@ DAX_FLAGS = "dax=always"
 MEMORY_HOTPLUG_PARAMS = ("memhp_default_state=online_movable",)
 # An idle sandbox VM should not wake up: every guest timer that fires wakes QEMU's vCPU and main-loop threads on the
 # host (under TCG each wakeup runs translated kernel code). The Debian cloud kernel is tickless when idle, yet an idle
-# guest still woke ~2.3 times a second; tracing the guest's timers named these periodic jobs (measured with clones of a
-# q35 template, idle, per VM: 0.47-0.52 % of a host core with none of these words, 0.13 % with the first three, 0.0-0.025
-# % with all four; hack/bench_density.py has the pod figures):
+# pod's guest still woke several times a second; tracing the guest's timers (hrtimer/timer/workqueue events) named
+# these periodic jobs. Measured, QEMU's CPU per idle VM in % of a host core: bare clones of a q35 template 0.47-0.52
+# with none of these words, 0.13 with the first three, 0.0-0.025 with the first four; CRI pods (NIC, share, a
+# container) 0.10-0.175 with the first four, 0.05-0.10 with all (hack/bench_density.py has the pod figures):
 #   nowatchdog                          the soft-lockup detector's 4 s hrtimer (and the NMI one); under TCG a stalled
 #                                       guest is the host's business, not the guest's
 #   sysctl.vm.compaction_proactiveness=0  kcompactd's proactive check every 500 ms (huge pages matter little in a VM
@@ -33,8 +34,19 @@ MEMORY_HOTPLUG_PARAMS = ("memhp_default_state=online_movable",)
 #   sysctl.vm.stat_interval=30          per-CPU VM statistics folded every 30 s instead of every second (vmstat_shepherd)
 #   psi=0                               pressure-stall accounting: its averaging work ran every 2 s while anything ran,
 #                                       and it is charged on every task switch; nothing in the guest reads it
+#   sysctl.vm.dirty_writeback_centisecs=3000  the flusher of each backing device every 30 s instead of 5 s. The
+#                                       trade: buffered writes to a raw block device (linux.devices) reach the host
+#                                       up to ~60 s after they were made instead of ~35 s, unless the writer syncs
+#                                       (volumes are 9p with cache=mmap: written through; uppers are tmpfs)
+#   sysctl.net.ipv{4,6}.neigh.default.interval_probe_time_ms=60000  the neighbour tables' probe of "managed"
+#                                       entries (a routing daemon's feature, unused in a pod) ran every 5 s per table
+# Not reachable by a word: the memory cgroup's stats flush (every 2 s, memcg is needed for container limits), the
+# NIC's TX watchdog (5 s) and RCU's grace periods after activity.
 # A runtime class that needs one back appends it in [guest] kernel_params (later words win: `psi=1`).
-IDLE_PARAMS = ("nowatchdog", "sysctl.vm.compaction_proactiveness=0", "sysctl.vm.stat_interval=30", "psi=0")
+IDLE_PARAMS = ("nowatchdog", "sysctl.vm.compaction_proactiveness=0", "sysctl.vm.stat_interval=30", "psi=0",
+               "sysctl.vm.dirty_writeback_centisecs=3000",
+               "sysctl.net.ipv4.neigh.default.interval_probe_time_ms=60000",
+               "sysctl.net.ipv6.neigh.default.interval_probe_time_ms=60000")
 
 
 class CmdlineError(InvalidSpec):
