@@ -90,12 +90,15 @@ async def serve(config: AgentConfig) -> None:
     from .cgroups.v2 import CgroupV2Driver, NoCgroups
     from .container.launcher import Launcher
     from .container.manager import ContainerManager
+    from .idle import IdleWork
     from .init.modules import ModuleLoader
     from .network import loopback
     from .reaper import Reaper
     from .sandbox import Sandbox
     from .service import DESCRIPTOR, AgentService
 
+    from . import spans
+    spans.enabled()
     loop = asyncio.get_running_loop()
     if config.pid1:
         loopback.bring_up()     # the VM's network namespace is the pod's: its containers share localhost
@@ -107,12 +110,13 @@ async def serve(config: AgentConfig) -> None:
     os.makedirs(config.state_dir, exist_ok=True)
     oom = OomWatcher()
     manager = ContainerManager(Launcher(reaper), cgroups, oom, config.state_dir)
-    sandbox = Sandbox(manager, config.state_dir, ModuleLoader(), config.modules_list)
+    sandbox = Sandbox(manager, config.state_dir, ModuleLoader(), config.modules_list, IdleWork())
     server = ttrpc.Server()
     server.register_service(DESCRIPTOR, AgentService(sandbox, oom))
     # Everything imported so far lives as long as the agent: keep it out of collections, which would
     # otherwise walk (and, in a forked setup child, copy page by page) the whole heap.
     gc.freeze()
+    manager.prepare_spares()    # before the first host connects: a template saves it for its clones
     stop = loop.create_future()
     tasks = [loop.create_task(_listen(server, address), name=f"listen {address}") for address in config.listen]
     if not config.pid1:
@@ -129,6 +133,9 @@ async def serve(config: AgentConfig) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.shutdown(grace=1.0)
         await manager.remove_all()
+        await manager.close_spares()
+        cgroups.close()
+        sandbox.idle.close()
         oom.close()
         reaper.uninstall()
 

@@ -11,6 +11,7 @@ from proto.gen.rund.agent.v1 import agent_pb2 as pb
 from . import api_convert as convert
 from .container.manager import ContainerManager
 from .errors import AgentError, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SetupFailed
+from . import spans
 from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,20 @@ def ttrpc_error_for(exc: AgentError) -> type[ttrpc.TtrpcError]:
     return ttrpc.Unknown
 
 
+# Calls that wait on the guest (a process's exit or output, room in a pipe, an OOM kill): not the host waiting on
+# the agent, so they do not keep it from its idle work (idle.py).
+LONG_POLLS = frozenset({"WaitProcess", "ReadStdout", "ReadStderr", "WriteStdin", "GetOOMEvent"})
+
+
 def edge(handler):
     """Typed agent errors -> their ttrpc status; anything else is a bug: logged, answered Internal."""
+    busy = handler.__name__ not in LONG_POLLS
+
     @functools.wraps(handler)
     async def wrapper(self, ctx, request):
+        idle = getattr(self, "_idle", None) if busy else None
+        if idle is not None:
+            idle.enter()
         try:
             return await handler(self, ctx, request)
         except (ttrpc.TtrpcError, asyncio.CancelledError):
@@ -47,6 +58,9 @@ def edge(handler):
         except Exception as exc:
             log.exception("%s crashed", handler.__name__)
             raise ttrpc.Internal(f"{handler.__name__}: {type(exc).__name__}: {exc}") from None
+        finally:
+            if idle is not None:
+                idle.leave()
     return wrapper
 
 
@@ -55,6 +69,7 @@ class AgentService:
         self._sandbox = sandbox
         self._containers: ContainerManager = sandbox.containers
         self._oom = oom
+        self._idle = sandbox.idle
 
     @edge
     async def Health(self, ctx, req):
@@ -75,7 +90,10 @@ class AgentService:
     @edge
     async def PostRestore(self, ctx, req):
         host_time = req.host_time.ToNanoseconds() if req.HasField("host_time") else None
+        spans.reset("request")
         await self._sandbox.post_restore(host_time, req.entropy, convert.network(req.network), req.hostname)
+        spans.mark("done")
+        spans.dump("post_restore")
         return _EMPTY()
 
     @edge

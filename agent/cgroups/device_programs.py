@@ -4,9 +4,22 @@ kernel's verifier pass is the costly part of attaching one (~50-70 ms in a TCG g
 import os
 
 from ..linux import bpf
+from .device_filter import program
 
 MAX_PROGRAMS = 32
 _loaded: dict[bytes, int] = {}
+_code: dict = {}       # DevicePolicy -> its instructions (building them is ~30 ms of Python in a TCG guest)
+
+
+def code_for(policy) -> bytes:
+    """The BPF instructions of a device policy (agent/cgroups/device_filter.py), built once per policy: most
+    containers fold to runc's defaults, and a template's warm-up container leaves them built for its clones."""
+    code = _code.get(policy)
+    if code is None:
+        if len(_code) >= MAX_PROGRAMS:
+            _code.pop(next(iter(_code)))
+        code = _code[policy] = program(policy)
+    return code
 
 
 def program_fd(code: bytes, license: bytes) -> int:

@@ -2,10 +2,15 @@
 
 Runs between fork and exec in a copy of the agent: no event loop, no logging, only blocking syscalls.
 Every failure is sent to the agent on the status socket before the child exits.
+
+A spare init (run_spare_init) is forked ahead of time into a new pid namespace (at the agent's start: a template
+carries it to every clone) and waits with its signals already reset; it gets its plan on the status socket (PLAN +
+the pickled InitPlan, the plan's fds alongside) and from there on goes the way of an init forked for the container.
 """
 import _signal
 import fcntl
 import os
+import pickle
 import signal
 import socket
 import struct
@@ -19,6 +24,7 @@ from ..linux.seccomp import SeccompFilter
 from ..linux.system import sethostname
 from ..oci.process import ProcessSpec
 from ..oci.spec import ContainerSpec
+from .. import spans
 from . import status
 from .child_process import become, execute, write_sysctls
 from .child_rootfs import enter_rootfs
@@ -26,6 +32,9 @@ from .child_rootfs import enter_rootfs
 _CATCHABLE = tuple(sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}))
 TIOCGPTPEER = 0x5441
 TIOCSPTLCK = 0x40045431
+PLAN = b"plan"
+MAX_PLAN_BYTES = 1 << 20
+MAX_PLAN_FDS = 64
 
 
 class ChildStdio(NamedTuple):
@@ -57,6 +66,36 @@ def run_init(sock: socket.socket, plan: InitPlan) -> None:
     guarded(sock, lambda: _init(sock, plan))
 
 
+def run_spare_init(sock: socket.socket) -> None:
+    guarded(sock, lambda: _spare_init(sock))
+
+
+def encode_plan(plan: InitPlan) -> tuple[bytes, list[int]]:
+    """The message that sends a spare init its plan, and the fds that go with it (the plan's own numbers are the
+    agent's: the spare gets new ones, in this order)."""
+    return PLAN + pickle.dumps(plan, pickle.HIGHEST_PROTOCOL), [fd for _, fd in plan.joins] + list(plan.stdio.fds)
+
+
+def decode_plan(message: bytes, fds: list[int]) -> InitPlan:
+    plan = pickle.loads(message[len(PLAN):])
+    n = len(plan.joins)
+    if len(fds) != n + len(plan.stdio.fds):
+        raise AssertionError(f"the plan came with {len(fds)} fds")
+    return plan._replace(joins=tuple((flag, fds[i]) for i, (flag, _) in enumerate(plan.joins)),
+                         stdio=plan.stdio._replace(fds=tuple(fds[n:])))
+
+
+def _spare_init(sock: socket.socket) -> None:
+    start_clean()
+    message, fds, flags, _ = socket.recv_fds(sock, MAX_PLAN_BYTES, MAX_PLAN_FDS, socket.MSG_CMSG_CLOEXEC)
+    if not message.startswith(PLAN):
+        os._exit(0)     # the agent let the spare go (or went away)
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        raise AssertionError("the plan did not fit in one message")
+    spans.reset("plan")
+    _setup_init(sock, decode_plan(message, fds))
+
+
 def run_exec(sock: socket.socket, plan: ExecPlan) -> None:
     guarded(sock, lambda: _exec(sock, plan))
 
@@ -75,15 +114,25 @@ def guarded(sock: socket.socket, body) -> None:
 
 def _init(sock: socket.socket, plan: InitPlan) -> None:
     start_clean()
+    _setup_init(sock, plan)
+
+
+def _setup_init(sock: socket.socket, plan: InitPlan) -> None:
     if plan.cgroup_procs:
         _join_cgroup(plan.cgroup_procs)
+    spans.mark("cgroup")
     enter_namespaces(plan.joins, plan.new_namespaces)
     write_sysctls(plan.spec.sysctl)
     if plan.spec.hostname and plan.new_namespaces & ns.CLONE_NEWUTS:
         sethostname(plan.spec.hostname)
+    spans.mark("namespaces")
     enter_rootfs(plan.spec, plan.rootfs)
+    spans.mark("rootfs")
+    spans.keep_output()
     master = _setup_stdio(plan.stdio)
     path, env = become(plan.spec.process, plan.seccomp)
+    spans.mark("become")
+    spans.dump("init child")
     _report_ready(sock, master)
     if sock.recv(16) != status.START:
         os._exit(1)  # the agent gave up on this container

@@ -4,6 +4,10 @@ Under runc the sandbox container runs the pause image's /pause to hold the pod's
 namespaces, and to reap orphans as PID 1. In the VM the agent does that itself: a forked child that unshares the
 pod's namespaces, sets the hostname, and then only waits, as pause does (SIGTERM or SIGINT: exit 0; SIGCHLD: reap).
 No rootfs is mounted, no cgroup made, no program exec'd: the pod's start skips all of a container's setup.
+
+A spare holder is forked ahead of time (run_spare_holder, at the agent's start: a template carries it to every
+clone) with the namespaces a CRI pod's sandbox asks for; it waits for HOLD + the pod's hostname, and from there on
+goes the way of a holder forked for the pod.
 """
 import os
 import _signal
@@ -17,6 +21,8 @@ from ..linux.system import sethostname
 from . import status
 from .child_main import enter_namespaces, guarded, start_clean
 
+HOLD = b"hold"
+
 
 class HolderPlan(NamedTuple):
     hostname: str
@@ -29,11 +35,28 @@ def run_holder(sock: socket.socket, plan: HolderPlan) -> None:
     guarded(sock, lambda: _holder(sock, plan))
 
 
+def run_spare_holder(sock: socket.socket, plan: HolderPlan) -> None:
+    guarded(sock, lambda: _spare(sock, plan))
+
+
 def _holder(sock: socket.socket, plan: HolderPlan) -> None:
     start_clean()
     enter_namespaces(plan.joins, plan.new_namespaces)
-    if plan.hostname and plan.new_namespaces & ns.CLONE_NEWUTS:
-        sethostname(plan.hostname)
+    _hold_for_pod(sock, plan, plan.hostname)
+
+
+def _spare(sock: socket.socket, plan: HolderPlan) -> None:
+    start_clean()
+    enter_namespaces(plan.joins, plan.new_namespaces)
+    message = sock.recv(4096)
+    if not message.startswith(HOLD):
+        os._exit(0)     # the agent let the spare go (or went away)
+    _hold_for_pod(sock, plan, message[len(HOLD):].decode())
+
+
+def _hold_for_pod(sock: socket.socket, plan: HolderPlan, hostname: str) -> None:
+    if hostname and plan.new_namespaces & ns.CLONE_NEWUTS:
+        sethostname(hostname)
     for fd in plan.stdio_fds:
         os.close(fd)
     sock.send(status.READY)

@@ -1,5 +1,6 @@
 """The agent's side of forking a setup child: pid namespace choice, exit registration, status socket."""
 import asyncio
+import errno
 import gc
 import os
 import socket
@@ -9,6 +10,7 @@ from ..errors import SetupFailed
 from ..linux import capabilities as caps
 from ..linux import namespaces as ns
 from ..reaper import Reaper
+from .. import spans
 from . import status
 
 
@@ -51,11 +53,21 @@ class StatusChannel:
             raise status.decode(message) or SetupFailed("exec", "unexpected READY")
 
     def send_start(self) -> None:
+        self.send(status.START, "start")
+
+    def send(self, message: bytes, what: str, fds: list[int] = ()) -> None:
+        """Raises SetupFailed if the child is gone, OSError(EMSGSIZE) for a message too big for the socket."""
         self._sock.setblocking(True)
         try:
-            self._sock.send(status.START)
+            if fds:
+                socket.send_fds(self._sock, [message], list(fds))
+            else:
+                self._sock.send(message)
         except OSError as exc:
-            raise SetupFailed("start", f"the child is gone: {exc}") from None
+            if exc.errno == errno.EMSGSIZE:
+                raise
+        except OSError as exc:
+            raise SetupFailed(what, f"the child is gone: {exc}") from None
         finally:
             self._sock.setblocking(False)
 
@@ -91,6 +103,7 @@ class Launcher:
                 pid = os.fork()
                 if pid == 0:
                     gc.disable()  # a collection here would write to (and so copy) every page of the agent's heap
+                    spans.reset("forked")
                     try:
                         ours.close()
                         body(theirs)

@@ -1,6 +1,9 @@
 """The pod's /dev/shm: one tmpfs in the guest that every container of the pod binds, as CRI's pods share one
 (runc binds a host tmpfs the CRI plugin made; in a VM that host directory is out of reach, so the guest makes its
-own, of the size CRI gave the host's)."""
+own, of the size CRI gave the host's).
+
+The tmpfs is mounted ahead of time, unsized (prepare(), at the agent's start: a template carries it to every clone),
+and the pod's first container that binds it gives it its size with a remount, cheaper than a mount in a TCG guest."""
 import os
 
 from ..errors import InvalidArgument, SetupFailed
@@ -9,6 +12,18 @@ from ..oci.mounts import POD_SHM_PREFIX as PREFIX
 from ..oci.spec import ContainerSpec
 
 MAX_BYTES = 1 << 40
+_FLAGS = m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC
+_unsized: set[str] = set()      # mounted by prepare(), not sized by a container yet
+
+
+def prepare(directory: str) -> None:
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        if not os.path.ismount(directory):
+            m.mount("shm", directory, "tmpfs", _FLAGS, "mode=1777")
+            _unsized.add(directory)
+    except OSError:
+        pass            # the first container mounts it, as without a prepared one
 
 
 def place(spec: ContainerSpec, directory: str) -> ContainerSpec:
@@ -32,10 +47,14 @@ def _size(source: str, field: str) -> int:
 
 
 def _ensure(directory: str, size: int) -> None:
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    if os.path.ismount(directory):
-        return          # the first container of the pod sized it; later ones share it as it is
     try:
-        m.mount("shm", directory, "tmpfs", m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, f"mode=1777,size={size}")
+        if directory in _unsized:
+            m.mount("shm", directory, "tmpfs", m.MS_REMOUNT | _FLAGS, f"mode=1777,size={size}")
+            _unsized.discard(directory)
+            return
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        if os.path.ismount(directory):
+            return          # the first container of the pod sized it; later ones share it as it is
+        m.mount("shm", directory, "tmpfs", _FLAGS, f"mode=1777,size={size}")
     except OSError as exc:
         raise SetupFailed("pod /dev/shm", exc.strerror or str(exc)) from None

@@ -47,6 +47,15 @@ class Rtnl:
                 payloads.append(payload)
 
 
+def check(config: NetworkConfig) -> None:
+    """What apply() can tell before it changes anything: every interface it names exists."""
+    for i, iface in enumerate(config.interfaces):
+        _index(iface.name, f"network.interfaces[{i}].name")
+    for i, r in enumerate(config.routes):
+        if r.device:
+            _index(r.device, f"network.routes[{i}].device")
+
+
 def apply(config: NetworkConfig, resolv_conf_path: str | None) -> None:
     rtnl = Rtnl()
     try:

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -75,13 +76,37 @@ async def test_post_restore_reseeds_and_takes_a_new_identity(net_agent):
         after = await client.health()
         assert after.uptime_ns > before.uptime_ns
         assert in_agent_ns(net_agent, "hostname", ns="--uts").strip() == "clone-1"
-        assert "02:00:0a:58:00:09" in in_agent_ns(net_agent, "ip", "-o", "link", "show", "eth0")
+        # The network identity goes in place once the agent is idle (agent/idle.py).
+        deadline = time.monotonic() + 10
+        while "02:00:0a:58:00:09" not in in_agent_ns(net_agent, "ip", "-o", "link", "show", "eth0"):
+            assert time.monotonic() < deadline, "PostRestore's network never went in place"
+            time.sleep(0.01)
         addresses = in_agent_ns(net_agent, "ip", "-o", "-4", "addr", "show", "eth0")
         assert "10.88.0.9/16" in addresses and "10.88.0.5" not in addresses  # the template's is gone
         assert "default via 10.88.0.1" in in_agent_ns(net_agent, "ip", "route")
         with pytest.raises(errors.InvalidArgument) as info:
             await client.post_restore(None, b"", NetworkConfig(interfaces=(Interface("nope0"),)))
         assert "network.interfaces[0].name" in str(info.value)
+
+
+async def test_a_container_made_right_after_post_restore_finds_the_new_network(net_agent, busybox_rootfs):
+    """PostRestore answers before its network is in place; a container (or exec) made next waits for it, and gets
+    its error should it fail."""
+    clone = NetworkConfig(interfaces=(Interface("eth0", "02:00:0a:58:00:0b", 0, (IPAddress("10.88.0.11", 16),)),),
+                          routes=(Route("", "10.88.0.1"),))
+    async with await AgentClient.connect_unix(net_agent.socket) as client:
+        await client.post_restore(None, os.urandom(64), clone, hostname="clone-2")
+        await client.create_container("c", spec(["sh", "-c", "ip -o addr show eth0; ip route"]),
+                                      PathRootfs(busybox_rootfs), StdioConfig(stdout=True))
+        await client.start_container("c")
+        out = (await read_all(client, "c")).decode()
+        assert "10.88.0.11/16" in out and "default via 10.88.0.1" in out
+        await client.remove_container("c")
+        # A route the kernel refuses (its gateway is on no link) fails the next container, not PostRestore.
+        await client.post_restore(None, os.urandom(64), NetworkConfig(routes=(Route("", "192.0.2.1"),)))
+        with pytest.raises(errors.RundError) as info:
+            await client.create_container("d", spec(["true"]), PathRootfs(busybox_rootfs), StdioConfig())
+        assert "network.routes[0]" in str(info.value)
 
 
 @pytest.fixture

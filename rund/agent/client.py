@@ -63,12 +63,13 @@ class AgentClient:
         await self._call("DestroySandbox", pb.DestroySandboxRequest(sandbox_id=sandbox_id))
 
     async def post_restore(self, host_time_ns: int | None, entropy: bytes, network: NetworkConfig = NetworkConfig(),
-                           hostname: str = "") -> None:
-        """After a template restore: set the clock (None leaves it), reseed the RNG, new network identity."""
+                           hostname: str = "", timeout=_DEFAULT) -> None:
+        """After a template restore: set the clock (None leaves it), reseed the RNG, new network identity (in
+        place before the next container or exec is made: the agent applies it when idle)."""
         request = pb.PostRestoreRequest(entropy=entropy, network=convert.network(network), hostname=hostname)
         if host_time_ns is not None:
             request.host_time.FromNanoseconds(host_time_ns)
-        await self._call("PostRestore", request)
+        await self._call("PostRestore", request, timeout)
 
     # ---- containers --------------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
 """Start a sandbox VM as a copy-on-write clone of a template: the template's spec without kernel and initrd, RAM
 mapped share=off, device state restored.
 
-Then one PostRestore call does the duties every clone owes (DESIGN.md): the guest clock set from the host, the guest
-RNG reseeded from host entropy, the sandbox's own hostname and network identity (a clone gets no SetupSandbox). The
-NIC came with the template (its MAC too, from the migration stream); its backend is the clone's own tap, and the
-agent gives it the pod's MAC and addresses.
+Then one PostRestore call, the first the agent gets, does the duties every clone owes (DESIGN.md): the guest clock
+set from the host, the guest RNG reseeded from host entropy, the sandbox's own hostname and network identity (a clone
+gets no SetupSandbox). The NIC came with the template (its MAC too, from the migration stream); its backend is the
+clone's own tap, and the agent gives it the pod's MAC and addresses.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from rund.hypervisor import FileMemory, HypervisorError, QemuVM
 from rund.hypervisor.paths import VMPaths
 from rund.templates.shape import SandboxShape, sandbox_spec
 from rund.templates.store import Template
-from rund.templates.wait import wait_for_agent
 
 CLONE_READY_TIMEOUT = 30.0
 ENTROPY_BYTES = 64
@@ -50,9 +49,7 @@ async def clone_vm(shape: SandboxShape, template: Template, name: str, directory
         t_exec = time.monotonic()
         await vm.restore_state(template.state)
         t_restored = time.monotonic()
-        agent = await wait_for_agent(vm, ready_timeout, poll=ready_timeout)
-        t_health = time.monotonic()
-        await agent.post_restore(time.time_ns(), os.urandom(ENTROPY_BYTES), network=network, hostname=hostname)
+        agent = await restore_handshake(vm, ready_timeout, hostname, network)
         t_ready = time.monotonic()
     except BaseException as e:
         if agent is not None:
@@ -63,5 +60,20 @@ async def clone_vm(shape: SandboxShape, template: Template, name: str, directory
             raise errors.Unavailable(f"clone {name} of template {template.key}: {e}") from e
         raise
     return vm, agent, {"qemu_start": t_exec - t0, "restore": t_restored - t_exec,
-                       "agent_health": t_health - t_restored, "post_restore": t_ready - t_health,
-                       "ready": t_ready - t0}
+                       "post_restore": t_ready - t_restored, "ready": t_ready - t0}
+
+
+async def restore_handshake(vm: QemuVM, timeout: float, hostname: str, network: NetworkConfig) -> AgentClient:
+    """PostRestore as the first call: the restored agent is already serving (it was saved so), its request waits
+    in the channel until the guest reads it, and its answer says the agent is up; no Health round trip first."""
+    agent = await AgentClient.connect_unix(str(vm.agent_address.path))
+    try:
+        await agent.post_restore(time.time_ns(), os.urandom(ENTROPY_BYTES), network=network, hostname=hostname,
+                                 timeout=timeout)
+    except BaseException as e:
+        await agent.close()
+        if isinstance(e, errors.RundError) and vm.returncode is not None:
+            raise errors.Unavailable(f"sandbox VM exited with {vm.returncode} before its agent answered: "
+                                     f"{vm.log_tail()[-500:]}") from e
+        raise
+    return agent

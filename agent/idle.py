@@ -1,0 +1,87 @@
+"""Work the agent puts off until no request keeps it busy.
+
+A clone's guest has one vCPU, and the host leaves it idle for ~100-200 ms between the pod's sandbox and its first
+container (containerd, the CRI plugin, memory hot-plug): work that no answer needs at once (a clone's network
+identity, say) runs then instead of inside a request the host waits on. Whoever needs a job's effect calls
+finish(job), which runs it at once if it has not run yet and raises its error, every time, if it failed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+log = logging.getLogger(__name__)
+IDLE_S = 0.03       # no request for this long: the host is busy elsewhere
+
+
+class Job:
+    def __init__(self, name: str, fn: Callable[[], None]):
+        self.name = name
+        self._fn = fn
+        self.done = False
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self._fn()
+        except Exception as exc:  # noqa: BLE001 - kept for whoever needs the job's effect
+            self.error = exc
+            log.error("%s failed: %s", self.name, exc)
+
+
+class IdleWork:
+    def __init__(self, idle_s: float = IDLE_S):
+        self._idle_s = idle_s
+        self._busy = 0
+        self._last = time.monotonic()
+        self._jobs: list[Job] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def enter(self) -> None:
+        """A request started (long polls do not count: they wait on the guest, not the other way round)."""
+        self._busy += 1
+        self._last = time.monotonic()
+
+    def leave(self) -> None:
+        self._busy -= 1
+        self._last = time.monotonic()
+
+    def defer(self, name: str, fn: Callable[[], None]) -> Job:
+        job = Job(name, fn)
+        self._jobs.append(job)
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="idle work")
+        self._wake.set()
+        return job
+
+    def finish(self, job: Job | None) -> None:
+        """The job's effect is needed now: run it (and every job queued before it) unless done; raise its error."""
+        if job is None:
+            return
+        while self._jobs and not job.done:
+            self._jobs.pop(0).run()
+        job.run()
+        if job.error is not None:
+            raise job.error
+
+    async def _run(self) -> None:
+        while True:
+            while not self._jobs:
+                self._wake.clear()
+                await self._wake.wait()
+            wait = self._last + self._idle_s - time.monotonic()
+            if self._busy or wait > 0:
+                await asyncio.sleep(max(wait, self._idle_s / 3))
+                continue
+            self._jobs.pop(0).run()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

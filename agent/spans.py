@@ -1,0 +1,57 @@
+"""Where the guest's time goes: named marks on the start path, printed as one line per operation on the agent's
+stderr (the guest console, the VM's console.log on the host).
+
+Off unless the guest kernel's command line has `rund.agent_spans=1` (rund's `[guest] kernel_params`), or the
+environment RUND_AGENT_SPANS=1 (the agent as a host process); off, a mark is one attribute test. A setup child
+inherits the agent's marks and starts its own list after the fork (see reset())."""
+import os
+import time
+
+_marks: list[tuple[str, float]] = []
+_enabled: bool | None = None
+_out = 2
+
+
+def enabled() -> bool:
+    global _enabled
+    if _enabled is None:
+        _enabled = os.environ.get("RUND_AGENT_SPANS") == "1"
+        try:
+            with open("/proc/cmdline") as f:
+                _enabled = _enabled or "rund.agent_spans=1" in f.read().split()
+        except OSError:
+            pass
+    return _enabled
+
+
+def reset(first: str = "") -> None:
+    """Start a new operation (the first mark, when named, is its zero)."""
+    if _enabled:
+        _marks.clear()
+        if first:
+            _marks.append((first, time.monotonic()))
+
+
+def mark(name: str) -> None:
+    if _enabled:
+        _marks.append((name, time.monotonic()))
+
+
+def keep_output() -> None:
+    """In a child about to dup its stdio over 0-2: keep writing to the console through a copy of fd 2."""
+    global _out
+    if _enabled:
+        _out = os.dup(2)
+
+
+def dump(what: str) -> None:
+    """Print `what`, then each mark's ms since the first, and forget them."""
+    if not _enabled or not _marks:
+        return
+    t0 = _marks[0][1]
+    line = f"rund-agent spans {what}: " + " ".join(f"{n}={(t - t0) * 1000:.1f}" for n, t in _marks) + "\n"
+    _marks.clear()
+    try:
+        os.write(_out, line.encode())
+    except OSError:
+        pass
