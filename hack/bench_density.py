@@ -2,6 +2,7 @@
 
     .venv/bin/python hack/bench_density.py [--pods 20] [--runtime rund|runc|both] [--idle-seconds 60]
                                            [--settle 10] [--image function|busybox] [--timeout 300]
+                                           [--rund-config PATH]
 
 Each pod is a pause sandbox plus one container of hack/function_image.py (prints `ready`, then sleeps in pause(2);
 `--image busybox`: `sh -c 'echo ready; exec sleep ...'`), no memory limit, started one after another through a private
@@ -17,6 +18,8 @@ containerd with the CRI plugin (hack/cri_bench.py). For each runtime (rund first
    QEMU's guest RAM CoW copies and template share, TCG buffer, heap, ...; the shim's heap and anonymous maps).
 5. MemAvailable with the pods running (after the window); then every pod removed, checked gone (CRI, shim, rund's
    state dir, QEMU, mounts, cgroup lease), and MemAvailable after.
+--rund-config: the rund handler's ConfigPath (a runtime class's config file, e.g. one tuned for density); the template
+it needs is built with `rund --config PATH templates build` before the round.
 MemAvailable is the whole host's: other work on the machine moves it too; PSS and CPU count only the pods' processes.
 
 Last line, one JSON object. With one runtime: {"pods_running", "pss_mib_per_pod", "idle_cpu_pct_per_pod",
@@ -73,6 +76,33 @@ def pss_kib(pids: dict[int, str]) -> dict[int, dict[str, int]]:
     return out
 
 
+KSM = Path("/sys/kernel/mm/ksm")
+
+
+def ksm_state() -> dict | None:
+    """KSM's counters (None: no KSM in this kernel) and ksmd's CPU ticks: merging is host-wide, so with KSM on
+    its scanner's CPU belongs to the pods' cost (it scans QEMU's guest RAM, which QEMU marks mergeable)."""
+    try:
+        state = {k: int((KSM / k).read_text()) for k in ("run", "pages_shared", "pages_sharing", "full_scans",
+                                                         "pages_to_scan", "sleep_millisecs")}
+    except OSError:
+        return None
+    state["ksmd_ticks"] = sum(procmem.cpu_ticks(pid) for pid in _pids_named("ksmd"))
+    return state
+
+
+def _pids_named(name: str) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if procmem.comm(int(entry.name)) == name:
+                    out.append(int(entry.name))
+            except OSError:
+                pass
+    return out
+
+
 def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, timeout: float) -> dict:
     cri = env.client(timeout)
     labels = {"rund-bench": f"density-{handler}"}
@@ -110,9 +140,11 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     load0 = loadavg()
     cpu0, host0, t0 = ticks(list(allp)), procmem.host_cpu(), time.monotonic()
     ctd_cpu0 = procmem.cpu_ticks(ctd_pid)
+    ksm0 = ksm_state()
     time.sleep(window)
     cpu1, host1, elapsed = ticks(list(allp)), procmem.host_cpu(), time.monotonic() - t0
     ctd_cpu1 = procmem.cpu_ticks(ctd_pid)
+    ksm1 = ksm_state()
     gone = sorted(set(cpu0) - set(cpu1))
     pss = pss_kib(allp)
     mem_running = procmem.meminfo()["MemAvailable"]
@@ -187,6 +219,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
         "_by_map": {k: {c: statistics.median(v) for c, v in cats.items()} for k, cats in by_map.items()},
         "_n_started": n, "_procs_per_pod": len(allp) / max(1, n_run),
         "_template_mib": _template_mib(allp) if handler == "rund" else None,
+        "_ksm": _ksm_figures(ksm0, ksm1, elapsed),
     })
     return res
 
@@ -203,6 +236,16 @@ def fork_servers() -> list[int]:
     except OSError:
         server = None
     return [server.pid] if server is not None else []
+
+
+def _ksm_figures(k0: dict | None, k1: dict | None, elapsed: float) -> dict | None:
+    if not k0 or not k1 or not k1["run"]:
+        return None
+    page = 4096 / 2**20
+    return {"saved_mib": round(k1["pages_sharing"] * page, 1), "shared_mib": round(k1["pages_shared"] * page, 1),
+            "full_scans_in_window": k1["full_scans"] - k0["full_scans"],
+            "ksmd_cpu_pct": round((k1["ksmd_ticks"] - k0["ksmd_ticks"]) / procmem.CLK_TCK / elapsed * 100, 3),
+            "pages_to_scan": k1["pages_to_scan"], "sleep_millisecs": k1["sleep_millisecs"]}
 
 
 def _alive(pid: int, start: int | None) -> bool:
@@ -251,6 +294,11 @@ def report(r: dict) -> None:
     c0, c1 = r["_ctd_pss_mib"]
     print(f"  containerd (not counted above): PSS {c0:.1f} -> {c1:.1f} MiB ({(c1 - c0) / max(1, n):.2f} per pod), "
           f"{r['_ctd_cpu_pct']:.2f}% of a core while the pods idled")
+    if k := r["_ksm"]:
+        print(f"  KSM on (pages_to_scan {k['pages_to_scan']}, sleep {k['sleep_millisecs']} ms): {k['saved_mib']} MiB "
+              f"saved host-wide ({k['saved_mib'] / max(1, n):.1f} per pod; PSS above already counts it), ksmd "
+              f"{k['ksmd_cpu_pct']:.2f}% of a core ({k['ksmd_cpu_pct'] / max(1, n):.3f} per pod), "
+              f"{k['full_scans_in_window']} full scans in the window")
     if r["_template_mib"] is not None:
         print(f"  the template's RAM file: {r['_template_mib']:.1f} MiB on tmpfs, once for all clones (its pages the "
               f"clones map are in their PSS share)")
@@ -274,6 +322,7 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=10.0, help="seconds between the last start and measuring")
     ap.add_argument("--image", choices=("function", "busybox"), default="function")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds for one pod to get ready")
+    ap.add_argument("--rund-config", default=None, help="the rund runtime class's config file (ConfigPath)")
     ap.add_argument("--allow-many", action="store_true", help=f"allow more than {MAX_RUND_PODS} rund pods")
     args = ap.parse_args()
     handlers = ["rund", "runc"] if args.runtime == "both" else [args.runtime]
@@ -283,14 +332,14 @@ def main() -> int:
     if avail < 2048 + args.pods * MIB_PER_POD_GUARD:
         ap.error(f"MemAvailable {avail:.0f} MiB is short of 2 GiB + {args.pods} x {MIB_PER_POD_GUARD} MiB")
 
-    env = Env.start(args.image, prefix="rund-density-")
+    env = Env.start(args.image, prefix="rund-density-", rund_config=args.rund_config)
     print(f"private containerd {env.address}; function image {env.image} {' '.join(env.command)}", flush=True)
-    print(provenance(), flush=True)
+    print(provenance() + (f"; rund config {args.rund_config}" if args.rund_config else ""), flush=True)
     results = {}
     try:
         warm_cri = env.client(args.timeout)
         if "rund" in handlers:
-            print(f"rund template: {ensure_template()}", flush=True)
+            print(f"rund template: {ensure_template(config=args.rund_config)}", flush=True)
         for h in handlers:                  # a template, the image unpacked: not in the figures
             p = start_pod(warm_cri, env, h, f"density-warm-{h}", args.timeout, {"rund-bench": "density-warm"})
             print(f"warm-up {h}: {fmt_ms(p.ready_ms)} ms {p.error}", flush=True)
@@ -300,7 +349,7 @@ def main() -> int:
         for h in handlers:
             print(f"{h}: {args.pods} pods", flush=True)
             if h == "rund":
-                print(f"rund template: {ensure_template()}", flush=True)
+                print(f"rund template: {ensure_template(config=args.rund_config)}", flush=True)
             results[h] = run_runtime(env, h, args.pods, args.settle, args.idle_seconds, args.timeout)
     finally:
         env.stop()

@@ -60,14 +60,14 @@ def provenance() -> str:
                if dirty else " (clean)") + f"; load average {load}")
 
 
-def ensure_template(timeout: float = 900) -> str:
+def ensure_template(timeout: float = 900, config: str | None = None) -> str:
     """`rund templates build`: the template the shims' config needs is there (or built now, waiting), so a timed
     rund pod clones instead of booting cold. Others sharing the working tree change the runtime's code, and with it
     the template key: call it right before a timed round. Returns its answer ("present <key>" or "built <key>")."""
     import subprocess
     t = time.monotonic()
-    res = subprocess.run([str(VENV_BIN / "rund"), "templates", "build"], capture_output=True, text=True,
-                         timeout=timeout)
+    argv = [str(VENV_BIN / "rund"), *(["--config", config] if config else []), "templates", "build"]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     out = (res.stdout.strip().splitlines() or ["?"])[-1]
     if res.returncode != 0:
         return f"FAILED ({res.returncode}): {res.stderr.strip()[-300:]}"
@@ -88,7 +88,8 @@ class Env:
     command: list[str]          # its command ([] for the function image's own entrypoint)
 
     @classmethod
-    def start(cls, image_kind: str = "function", prefix: str = "rund-bench-") -> "Env":
+    def start(cls, image_kind: str = "function", prefix: str = "rund-bench-", rund_config: str | None = None) -> "Env":
+        """rund_config: the rund handler's ConfigPath (a runtime class's config); None: rund's default config."""
         work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
         pause_tar, fn_tar, bb_tar = work / "pause.tar", work / "function.tar", work / "busybox.tar"
         pause_image = build_pause(pause_tar)
@@ -97,7 +98,7 @@ class Env:
         else:
             image, command, tar = build_function(fn_tar), [], fn_tar
         ctd = PrivateContainerd(work / "containerd", path_prefix=[str(VENV_BIN)], log_level="info", cri=True,
-                                sandbox_image=pause_image)
+                                sandbox_image=pause_image, rund_config_path=rund_config)
         ctd.start()
         try:
             ctd.cri_import(pause_tar)
