@@ -22,6 +22,7 @@ DEFAULT_STATE_DIR = "/run/rund"
 DEFAULT_FORK_SERVER = True                      # rund.config.ShimConfig.fork_server's default
 STDIN_WAIT = 0.1            # containerd writes the options and closes stdin as it starts us
 STDIN_MAX = 1 << 16
+ANSWER_TIMEOUT = 60.0       # a worker answers within its own timeouts (handshake 10 s, retiring a stale shim 5 s)
 
 
 def wanted(argv: list[str]) -> bool:
@@ -118,6 +119,7 @@ def start(argv: list[str]) -> int | None:
         ensure_server(state_dir, key)
         return None
     with sock:
+        sock.settimeout(ANSWER_TIMEOUT)
         try:
             kind, text, code = _ask(sock, request)
         except (OSError, forkproto.ProtocolError, ValueError):

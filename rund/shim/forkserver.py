@@ -130,8 +130,12 @@ class _Server:
                     continue
                 raise
             with conn:
-                if self.handle(conn) == "exit":
-                    return
+                try:
+                    if self.handle(conn) == "exit":
+                        return
+                except OSError as e:    # fork failed (EAGAIN, ENOMEM), the peer went away: that client falls back
+                    log.warning("a start request: %s", e)
+                    _send_quietly(conn, {"t": "fallback", "reason": f"the fork server could not fork: {e}"})
 
     def handle(self, conn: socket.socket) -> str | None:
         uid = peer_uid(conn)
@@ -142,6 +146,7 @@ class _Server:
         changed = self.stale()
         if changed is not None:
             log.warning("%s changed on disk since this server started: exiting (a new one starts)", changed)
+            self.close()                # first: the client that reads the answer spawns the next server
             _send_quietly(conn, {"t": "fallback", "reason": "the fork server's code changed on disk"})
             return "exit"
         pid = os.fork()
