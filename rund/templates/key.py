@@ -3,6 +3,9 @@
 Inputs: the content of the guest kernel, initrd and OS image (the image carries the agent, so its version too), the
 QEMU binary's content (its version decides the migration format), rund's version (the host side of PostRestore),
 every SandboxShape field that reaches the VM, whether the template was warmed, and the store's format version.
+Not an input: the TCG translation buffer size (tb_size_mib). It is QEMU's own cache of translated code, neither guest
+state nor in the migration stream, so a runtime class with a small buffer clones the same template as one with a
+large buffer (measured: a clone with tb-size 4 of a template saved with 16 runs its containers).
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ def shape_inputs(shape: SandboxShape) -> dict:
     """The shape's fields that make a saved VM differ (the QEMU binary counts by its content, see template_key)."""
     return {
         "machine": shape.machine.value, "accel": shape.accel.value, "vcpus": shape.vcpus,
-        "memory_mib": shape.memory_mib, "tb_size_mib": shape.tb_size_mib, "cmdline": shape.cmdline(),
+        "memory_mib": shape.memory_mib, "cmdline": shape.cmdline(),
         "image_bytes": shape.image_bytes, "rootfs_slots": shape.rootfs_slots,
         "rootfs_slot_bytes": shape.rootfs_slot_bytes, "rootfs_hotplug_slots": shape.rootfs_hotplug_slots,
         "memory_hotplug_mib": shape.memory_hotplug_mib, "nic": shape.nic, "share": shape.share,
