@@ -4,8 +4,10 @@ Runs between fork and exec in a copy of the agent: no event loop, no logging, on
 Every failure is sent to the agent on the status socket before the child exits.
 
 A spare init (run_spare_init) is forked ahead of time into a new pid namespace (at the agent's start: a template
-carries it to every clone) and waits with its signals already reset; it gets its plan on the status socket (PLAN +
-the pickled InitPlan, the plan's fds alongside) and from there on goes the way of an init forked for the container.
+carries it to every clone) and waits with its signals already reset and its bounding set cut to containerd's
+default (SPARE_BOUNDING: the cut costs a prctl per capability); it gets its plan on the status socket (PLAN + the
+pickled InitPlan, the plan's fds alongside) and from there on goes the way of an init forked for the container.
+It serves only a container whose bounding set is within SPARE_BOUNDING (the rest cannot come back).
 """
 import _signal
 import fcntl
@@ -17,6 +19,7 @@ import struct
 import termios
 from typing import NamedTuple
 
+from ..linux import capabilities as caps
 from ..linux import namespaces as ns
 from ..network import loopback
 from ..linux.prctl import PR_SET_PDEATHSIG, prctl
@@ -33,6 +36,7 @@ _CATCHABLE = tuple(sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGST
 TIOCGPTPEER = 0x5441
 TIOCSPTLCK = 0x40045431
 PLAN = b"plan"
+SPARE_BOUNDING = caps.mask(caps.NUMBER[name] for name in caps.CONTAINERD_DEFAULT)
 MAX_PLAN_BYTES = 1 << 20
 MAX_PLAN_FDS = 64
 
@@ -85,8 +89,18 @@ def decode_plan(message: bytes, fds: list[int]) -> InitPlan:
                          stdio=plan.stdio._replace(fds=tuple(fds[n:])))
 
 
+def spare_fits(process: ProcessSpec) -> bool:
+    """Whether a spare init can become `process`: its bounding set is within what the spare kept."""
+    wanted = process.capabilities
+    if wanted is None:
+        return False            # the full set: gone from the spare
+    last = caps.last_cap()
+    return not caps.mask(c for c in wanted.bounding if c <= last) & ~SPARE_BOUNDING
+
+
 def _spare_init(sock: socket.socket) -> None:
     start_clean()
+    caps.drop_bounding(SPARE_BOUNDING, caps.last_cap())
     message, fds, flags, _ = socket.recv_fds(sock, MAX_PLAN_BYTES, MAX_PLAN_FDS, socket.MSG_CMSG_CLOEXEC)
     if not message.startswith(PLAN):
         os._exit(0)     # the agent let the spare go (or went away)

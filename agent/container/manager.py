@@ -18,7 +18,7 @@ from . import volumes
 from . import rootfs as rootfs_mod
 from .seccomp import compile_profile
 from .holder import HOLD, HolderPlan, run_holder, run_spare_holder
-from .child_main import ChildStdio, ExecPlan, InitPlan, encode_plan, run_exec, run_init, run_spare_init
+from .child_main import ChildStdio, ExecPlan, InitPlan, encode_plan, run_exec, run_init, run_spare_init, spare_fits
 from .container import Container
 from .launcher import Launcher, PidNamespace, StatusChannel
 from .process import Process
@@ -130,7 +130,7 @@ class ContainerManager:
                             joins=tuple(joins), new_namespaces=new_flags,
                             stdio=ChildStdio(tuple(pipes.child_fds), stdio.terminal, spec.process.console_size),
                             seccomp=seccomp_filter)
-            spare = self._take_spare_init(pid_ns)
+            spare = self._take_spare_init(pid_ns, spec)
             if spare is not None and self._hand_plan(spare, plan):
                 pid, exit_future, channel = spare
                 log.debug("container %s: set up by the spare init (pid %d)", container_id, pid)
@@ -181,13 +181,15 @@ class ContainerManager:
         except SetupFailed as exc:
             log.warning("no spare init: %s", exc)
 
-    def _take_spare_init(self, pid_ns: PidNamespace) -> tuple[int, asyncio.Future, StatusChannel] | None:
-        """The spare init, for a container in a new pid namespace (the spare is pid 1 of one)."""
+    def _take_spare_init(self, pid_ns: PidNamespace, spec: ContainerSpec
+                         ) -> tuple[int, asyncio.Future, StatusChannel] | None:
+        """The spare init, for a container in a new pid namespace (the spare is pid 1 of one) whose capabilities it
+        still has (child_main.spare_fits)."""
         spare = self._spare_init
         if spare is not None and spare[1].done():
             spare[2].close()                # it died: forget it
             spare = self._spare_init = None
-        if spare is None or not pid_ns.new:
+        if spare is None or not pid_ns.new or not spare_fits(spec.process):
             return None
         self._spare_init = None
         return spare

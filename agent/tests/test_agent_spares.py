@@ -24,6 +24,21 @@ def holder_spec(hostname: str) -> dict:
     return s
 
 
+DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+                "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+                "CAP_AUDIT_WRITE"]
+
+
+def with_caps(s: dict, names: list[str]) -> dict:
+    s["process"]["capabilities"] = {k: names for k in ("bounding", "effective", "permitted")}
+    return s
+
+
+def cap_mask(names: list[str]) -> int:
+    from agent.linux.capabilities import NUMBER
+    return sum(1 << NUMBER[n] for n in set(names))
+
+
 def member_spec(args: list[str], holder_pid: int) -> dict:
     s = spec(args)
     s.pop("hostname")
@@ -72,20 +87,39 @@ async def test_a_spare_holder_without_a_hostname_starts_with_the_vms(own_agent, 
 async def test_the_spare_init_reports_setup_errors_and_is_replaced_after_a_removal(own_agent, busybox_rootfs):
     async with await AgentClient.connect_unix(own_agent.socket) as client:
         with pytest.raises(errors.InvalidArgument) as info:
-            await client.create_container("bad", spec(["true"], cwd="/no/such/dir"), PathRootfs(busybox_rootfs))
+            await client.create_container("bad", with_caps(spec(["true"], cwd="/no/such/dir"), DEFAULT_CAPS),
+                                          PathRootfs(busybox_rootfs))
         assert "process.cwd" in str(info.value)
         assert "container bad: set up by the spare init" in own_agent.log()
         for name in ("forked", "spare"):           # the spare went with the failure; a removal makes a new one
-            await client.create_container(name, spec(["sh", "-c", "echo $$"],
-                                                     env=["PATH=/bin", "WHO=" + name]),
-                                          PathRootfs(busybox_rootfs), OUT)
+            await client.create_container(name, with_caps(spec(["sh", "-c", "echo $$; grep CapBnd /proc/self/status"]),
+                                                          DEFAULT_CAPS), PathRootfs(busybox_rootfs), OUT)
             await client.start_container(name)
-            assert (await read_all(client, name)).decode().split()[0] == "1"
+            pid, _, bounding = (await read_all(client, name)).decode().split()
+            assert pid == "1" and int(bounding, 16) == cap_mask(DEFAULT_CAPS)
             assert (await client.wait_process(name)).code == 0
             await client.remove_container(name)
         log = own_agent.log()
         assert "container forked: set up by the spare init" not in log
         assert "container spare: set up by the spare init" in log
+
+
+@pytest.mark.root
+async def test_a_container_with_more_capabilities_than_the_spare_kept_is_forked(own_agent, busybox_rootfs):
+    more = [*DEFAULT_CAPS, "CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
+    async with await AgentClient.connect_unix(own_agent.socket) as client:
+        for name, s in (("full", spec(["grep", "CapBnd", "/proc/self/status"])),     # no capabilities: all of them
+                        ("more", with_caps(spec(["grep", "CapBnd", "/proc/self/status"]), more))):
+            await client.create_container(name, s, PathRootfs(busybox_rootfs), OUT)
+            await client.start_container(name)
+            bounding = int((await read_all(client, name)).decode().split()[1], 16)
+            await client.wait_process(name)
+            await client.remove_container(name)
+            assert f"container {name}: set up by the spare init" not in own_agent.log()
+            if name == "more":
+                assert bounding == cap_mask(more)
+            else:
+                assert bounding & cap_mask(["CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_MODULE"])
 
 
 async def test_idle_work_waits_for_the_agent_to_be_idle_and_runs_at_once_when_needed():
