@@ -52,6 +52,10 @@ class IdleWork:
         self._busy -= 1
         self._last = time.monotonic()
 
+    def touch(self) -> None:
+        """The host sent something (a request the server has not dispatched yet, say): not idle."""
+        self._last = time.monotonic()
+
     def defer(self, name: str, fn: Callable[[], None]) -> Job:
         job = Job(name, fn)
         self._jobs.append(job)

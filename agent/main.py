@@ -118,7 +118,8 @@ async def serve(config: AgentConfig) -> None:
     gc.freeze()
     manager.prepare_spares()    # before the first host connects: a template saves it for its clones
     stop = loop.create_future()
-    tasks = [loop.create_task(_listen(server, address), name=f"listen {address}") for address in config.listen]
+    tasks = [loop.create_task(_listen(server, address, sandbox.idle.touch), name=f"listen {address}")
+             for address in config.listen]
     if not config.pid1:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))
@@ -140,7 +141,7 @@ async def serve(config: AgentConfig) -> None:
         reaper.uninstall()
 
 
-async def _listen(server, address: str) -> None:
+async def _listen(server, address: str, on_data) -> None:
     """Serve one address; returns normally only for listeners that keep running inside the server."""
     kind, _, where = address.partition(":")
     if kind == "unix":
@@ -161,7 +162,7 @@ async def _listen(server, address: str) -> None:
     elif kind == "virtio-serial":
         from .channels.virtio_serial import VirtioSerialChannel, wait_for_port
         path = where if where.startswith("/") else await wait_for_port(where or "agent")
-        await VirtioSerialChannel(server, path).run()
+        await VirtioSerialChannel(server, path, on_data).run()
     else:
         raise ValueError(f"unknown listen address {address!r}")
 

@@ -11,6 +11,7 @@ import logging
 import os
 import select
 import signal
+from typing import Callable
 
 from .port_transport import PortWriteTransport
 from .session_split import SessionSplitter
@@ -62,9 +63,10 @@ class _Session:
 
 
 class VirtioSerialChannel:
-    def __init__(self, server, path: str):
+    def __init__(self, server, path: str, on_data: Callable[[], None] | None = None):
         self._server = server
         self._path = path
+        self._on_data = on_data     # told of every read: the host is talking (agent/idle.py)
         self._fd = -1
         self._splitter = SessionSplitter()
         self._session: _Session | None = None
@@ -155,6 +157,8 @@ class VirtioSerialChannel:
         except OSError as exc:
             log.warning("reading %s: %s", self._path, exc)
             data = b""
+        if self._on_data is not None:
+            self._on_data()
         if not data:
             if self._host_gone is not None and not self._host_gone.done():
                 self._host_gone.set_result(None)
