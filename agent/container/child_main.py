@@ -39,6 +39,7 @@ PLAN = b"plan"
 SPARE_BOUNDING = caps.mask(caps.NUMBER[name] for name in caps.CONTAINERD_DEFAULT)
 MAX_PLAN_BYTES = 1 << 20
 MAX_PLAN_FDS = 64
+MAX_FD = 1 << 20
 
 
 class ChildStdio(NamedTuple):
@@ -100,6 +101,7 @@ def spare_fits(process: ProcessSpec) -> bool:
 
 def _spare_init(sock: socket.socket) -> None:
     start_clean()
+    close_fds_but(sock.fileno())
     caps.drop_bounding(SPARE_BOUNDING, caps.last_cap())
     message, fds, flags, _ = socket.recv_fds(sock, MAX_PLAN_BYTES, MAX_PLAN_FDS, socket.MSG_CMSG_CLOEXEC)
     if not message.startswith(PLAN):
@@ -191,6 +193,13 @@ def start_clean() -> None:
                 pass
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
     os.setsid()
+
+
+def close_fds_but(keep: int) -> None:
+    """A spare lives long: it must not hold the agent's ends of other containers' pipes (a stdin that never sees
+    EOF) or sockets. Everything it inherited is close-on-exec anyway; its plan brings the fds it needs."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, MAX_FD)
 
 
 def _join_cgroup(procs_path: str) -> None:

@@ -19,7 +19,7 @@ from ..linux import namespaces as ns
 from ..linux.prctl import PR_SET_PDEATHSIG, prctl
 from ..linux.system import sethostname
 from . import status
-from .child_main import enter_namespaces, guarded, start_clean
+from .child_main import close_fds_but, enter_namespaces, guarded, start_clean
 
 HOLD = b"hold"
 
@@ -47,6 +47,7 @@ def _holder(sock: socket.socket, plan: HolderPlan) -> None:
 
 def _spare(sock: socket.socket, plan: HolderPlan) -> None:
     start_clean()
+    close_fds_but(sock.fileno())
     enter_namespaces(plan.joins, plan.new_namespaces)
     message = sock.recv(4096)
     if not message.startswith(HOLD):

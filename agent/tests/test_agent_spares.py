@@ -164,3 +164,22 @@ async def test_the_pods_dev_shm_is_mounted_at_start_and_sized_by_its_first_conta
         await client.wait_process("shm")
         await client.remove_container("shm")
     assert out.splitlines()[-1].split()[1] == "4096"
+
+
+@pytest.mark.root
+async def test_a_spare_made_while_a_container_runs_does_not_hold_its_stdin_open(own_agent, busybox_rootfs):
+    """A spare init forked after a removal (while another container runs) holds none of the agent's fds: the running
+    container's stdin still reaches EOF when the host closes it."""
+    async with await AgentClient.connect_unix(own_agent.socket) as client:
+        await client.create_container("cat", with_caps(spec(["cat"]), DEFAULT_CAPS), PathRootfs(busybox_rootfs),
+                                      StdioConfig(stdin=True, stdout=True))     # takes the spare made at start
+        await client.start_container("cat")
+        await client.create_container("short", spec(["true"]), PathRootfs(busybox_rootfs))
+        await client.start_container("short")
+        await client.wait_process("short")
+        await client.remove_container("short")       # forks a new spare init while "cat" runs
+        await client.write_stdin("cat", "", b"hello\n")
+        await client.close_stdin("cat")
+        assert await asyncio.wait_for(read_all(client, "cat"), 10) == b"hello\n"
+        assert (await asyncio.wait_for(client.wait_process("cat"), 10)).code == 0
+        await client.remove_container("cat")
