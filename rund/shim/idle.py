@@ -40,6 +40,7 @@ class IdleWatch:
         self._on_idle = on_idle
         self._busy = 0
         self._last = asyncio.get_running_loop().time()
+        self._call_ended = asyncio.Event()
 
     def track(self, service: object) -> object:
         """`service` with every async method counted as activity (register this with the ttrpc server)."""
@@ -54,7 +55,10 @@ class IdleWatch:
                 await asyncio.sleep(left)
                 continue
             if self._busy or self._has_containers():
-                self._last = loop.time()        # serving: look again one period later
+                # Serving: only a call changes that (containers come and go by Create and Delete), so wait for
+                # one to end instead of looking again every period: an idle pod's shim has no timer at all.
+                self._call_ended.clear()
+                await self._call_ended.wait()
                 continue
             log.warning("no task and no call for %.0f s: nobody uses this shim, exiting", self.timeout)
             self._on_idle()
@@ -67,6 +71,7 @@ class IdleWatch:
     def _leave(self) -> None:
         self._busy -= 1
         self._last = asyncio.get_running_loop().time()
+        self._call_ended.set()
 
 
 class _Tracked:

@@ -73,3 +73,27 @@ def test_the_timeout_comes_from_the_environment():
     for bad in ("x", "0", "-1", "nan"):
         with pytest.raises(InvalidArgument):
             idle.timeout_from_env({idle.ENV: bad})
+
+
+def test_a_shim_with_a_container_sets_no_timer():
+    """An idle pod's shim sleeps in epoll without a timeout: nothing scheduled on its loop while a container
+    exists and no call runs; the first call that ends starts the idle clock again."""
+    async def go():
+        containers = [True]
+        stopped = asyncio.Event()
+        watch = idle.IdleWatch(0.05, lambda: containers[0], stopped.set)
+        tracked = watch.track(Service())
+        watching = asyncio.create_task(watch.run())
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        timers = [h.when() - loop.time() for h in loop._scheduled if not h.cancelled()]
+        containers[0] = False
+        assert not stopped.is_set()
+        await asyncio.sleep(0.2)
+        assert not stopped.is_set()                         # nothing woke the watch: no call yet
+        await tracked.Fast(None, "f")
+        await asyncio.wait_for(watching, 2)
+        return timers, stopped.is_set()
+    timers, stopped = run(go())
+    assert stopped
+    assert all(left > 5 for left in timers), timers      # only run()'s own 10 s guard
