@@ -44,7 +44,8 @@ PRINTED_TIMEOUT = 10.0       # and answers "printed" at once after the address
 BACKLOG = 128
 # What a shim daemon runs: imported here once, shared copy-on-write by every daemon forked from this server.
 PRELOAD = ("rund.shim.start", "rund.shim.serve", "rund.shim.flags", "rund.runtime.sandbox_runtime",
-           "rund.shim.delete", "rund.runtime.cleanup", "proto.gen.containerd.task.v2.shim_pb2")
+           "rund.shim.delete", "rund.runtime.cleanup", "proto.gen.containerd.task.v2.shim_pb2",
+           "concurrent.futures.thread")     # the loop's default executor (run_in_executor)
 
 log = logging.getLogger("rund.shim.forkserver")
 
@@ -372,6 +373,7 @@ def _start(conn: socket.socket, req: forkproto.StartRequest) -> int:
     from rund.shim import flags, start
     from rund.shim.start import start_shim
     start.STARTED_BY = f"the fork server (pid {os.getppid()})"
+    start.PRELOADED = frozenset(sys.modules)
     try:
         args = flags.parse(req.argv[1:])
     except RundError as e:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 
 from proto import ttrpc
 from typing import Callable
@@ -71,3 +72,5 @@ async def _serve(args: ShimArgs, sock: socket.socket, sandbox_id: str, make_runt
         await runtime.close()
         await publisher.close()
         log.info("shim for sandbox %s exiting", sandbox_id)
+        if start.PRELOADED:             # forked: what the fork server could have imported for every shim
+            log.debug("modules imported after the fork: %s", sorted(set(sys.modules) - start.PRELOADED))

@@ -26,6 +26,7 @@ from rund.shim.socket_file import SocketFile
 
 BACKLOG = 128
 STARTED_BY = "start"        # or "the fork server (pid N)": the daemon's first log line tells which path made it
+PRELOADED: frozenset[str] = frozenset()     # forked: the modules the daemon got from the fork server
 SOCKET_UMASK = 0o177        # the socket file is 0600, as runc's shim makes it: containerd connects as root
 
 
