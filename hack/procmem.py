@@ -7,7 +7,8 @@ over processes is the memory they use together. `smaps_rollup` gives the totals 
 mapping, which `breakdown` sorts into categories:
 
 QEMU (`qemu-system-*`):
-  guest RAM, CoW copies      the clone's own copies of template RAM pages the guest wrote (MAP_PRIVATE: anonymous)
+  guest RAM, CoW copies      the clone's own copies of template RAM pages the guest wrote (MAP_PRIVATE: anonymous;
+                             with KSM merging, their PSS from pagemap and kpagecount)
   guest RAM, template share  its PSS share of the template file's pages it maps unwritten (tmpfs pages, shared
                              with every clone of the template: 1/n each; all of a page no other clone maps)
   guest RAM (anonymous)      a cold-booted VM's RAM (no template)
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import sys
 from dataclasses import dataclass, field
 
@@ -185,10 +187,11 @@ def qemu_categories(pid: int) -> dict[str, dict[str, int]]:
         path = _path_base(m.path)
         if path in ram_files or "/rund-templates/" in path and path.endswith("/memory"):
             cow = m.kib.get("Anonymous", 0)          # CoW'd pages of a MAP_PRIVATE file mapping are anonymous
-            add("guest RAM, CoW copies", m, pss=cow)
+            cow_pss = _anon_pss_kib(pid, m) if cow and _ksm_on() else cow   # KSM may share some of them
+            add("guest RAM, CoW copies", m, pss=cow_pss)
             cats["guest RAM, CoW copies"]["private_dirty"] += cow
             cats["guest RAM, CoW copies"]["rss"] += cow
-            add("guest RAM, template share", m, pss=m.kib.get("Pss", 0) - cow)
+            add("guest RAM, template share", m, pss=m.kib.get("Pss", 0) - cow_pss)
             cats["guest RAM, template share"]["rss"] += m.kib.get("Rss", 0) - cow
         elif not path and m.size in main_sizes:
             add("guest RAM (anonymous: cold boot)", m)
@@ -207,6 +210,30 @@ def qemu_categories(pid: int) -> dict[str, dict[str, int]]:
         else:
             add("other", m)
     return cats
+
+
+def _ksm_on() -> bool:
+    try:
+        with open("/sys/kernel/mm/ksm/pages_sharing") as f:
+            return int(f.read()) > 0
+    except OSError:
+        return False
+
+
+def _anon_pss_kib(pid: int, m: Mapping) -> int:
+    """The PSS of a mapping's anonymous pages, from pagemap (anon: bit 61 clear) and kpagecount (how many map each
+    page): what smaps cannot split once KSM merged CoW copies across processes (needs root)."""
+    n = m.size // (PAGE_KIB * 1024)
+    with open(f"/proc/{pid}/pagemap", "rb") as f:
+        f.seek(m.start // (PAGE_KIB * 1024) * 8)
+        entries = struct.unpack(f"{n}Q", f.read(n * 8))
+    total = 0.0
+    with open("/proc/kpagecount", "rb") as counts:
+        for e in entries:
+            if e >> 63 & 1 and not e >> 61 & 1:
+                counts.seek((e & ((1 << 55) - 1)) * 8)
+                total += 1 / max(1, struct.unpack("Q", counts.read(8))[0])
+    return int(total * PAGE_KIB)
 
 
 def process_categories(pid: int) -> dict[str, dict[str, int]]:
