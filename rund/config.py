@@ -43,6 +43,10 @@ class HypervisorConfig:
     # every start (README, Density: figures per size). Not in the template key: classes that differ only here share
     # one template.
     tb_size_mib: int = 16
+    # QEMU offers guest RAM to KSM (MADV_MERGEABLE, its default). Merging only happens where the host runs KSM
+    # (off by default; `rund check` reports it): it saved ~25 MiB per idle pod here for ~1.5% of a core of ksmd,
+    # but merging pages across VMs is a timing side channel between tenants. false: this class's VMs never merge.
+    mem_merge: bool = True
 
 
 @dataclass(frozen=True)

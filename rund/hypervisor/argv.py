@@ -72,12 +72,20 @@ def _machine(spec: VMSpec) -> list[str]:
         # pit=off,pic=off: halves idle CPU of a clone. isa-serial: the console.
         machine = opts("microvm", {
             "acpi": True, "pcie": False, "rtc": True, "isa-serial": True,
-            "pit": False, "pic": False, "memory-backend": "mem",
+            "pit": False, "pic": False, "memory-backend": "mem", **_mem_merge(spec),
         })
         # virtio-mmio defaults to legacy, which vhost-user backends refuse.
         return ["-machine", machine, "-global", "virtio-mmio.force-legacy=false"]
-    machine = opts("q35", {"memory-backend": "mem", "sata": False, "smbus": False, "vmport": "off"})
+    machine = opts("q35", {"memory-backend": "mem", "sata": False, "smbus": False, "vmport": "off",
+                           **_mem_merge(spec)})
     return ["-machine", machine]
+
+
+def _mem_merge(spec: VMSpec) -> dict[str, bool]:
+    """mem-merge=off: QEMU leaves guest RAM out of KSM (no MADV_MERGEABLE), so a host that runs KSM never merges
+    this VM's pages with another's (cross-VM merging is a timing side channel between tenants). Host-side only:
+    nothing of it reaches the guest or the migration stream. On (QEMU's default) is left implicit."""
+    return {} if spec.mem_merge else {"mem-merge": False}
 
 
 def _cpu(spec: VMSpec) -> list[str]:

@@ -45,6 +45,7 @@ class SandboxShape:
     share: bool = True              # a virtio-9p share (tag SHARE_TAG) of the sandbox's volumes dir (VMPaths.share)
     disk_hotplug_slots: int = 0     # host block devices (linux.devices of type b) added while running (q35 only)
     qemu_binary: str = "qemu-system-x86_64"
+    mem_merge: bool = True          # guest RAM offered to KSM (host-side: not in the template key)
     tsc_khz: int | None = None
     key_extra: tuple = field(default=())   # anything else a template must be keyed by
 
@@ -91,7 +92,7 @@ def shape_from_config(cfg: Config) -> SandboxShape:
         # microvm has no device memory: its VM keeps its boot size (README).
         memory_hotplug_mib=hv.max_memory_mib - hv.memory_mib if hv.machine == "q35" else 0,
         disk_hotplug_slots=DISK_HOTPLUG_SLOTS if hv.machine == "q35" else 0,
-        qemu_binary=hv.path, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None)
+        qemu_binary=hv.path, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None, mem_merge=hv.mem_merge)
     try:
         shape.cmdline()
     except CmdlineError as e:
@@ -141,4 +142,5 @@ def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: 
         net=PodNic(TEMPLATE_MAC, tap_fd) if shape.nic else None,
         share=FileShare(paths.share, SHARE_TAG) if shape.share else None,
         disk_hotplug_slots=shape.disk_hotplug_slots if shape.machine is Machine.Q35 else 0,
-        incoming_defer=incoming_defer, tb_size_mib=shape.tb_size_mib, tsc_khz=shape.tsc_khz)
+        incoming_defer=incoming_defer, tb_size_mib=shape.tb_size_mib, tsc_khz=shape.tsc_khz,
+        mem_merge=shape.mem_merge)

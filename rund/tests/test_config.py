@@ -49,3 +49,11 @@ def test_a_whole_number_is_taken_for_a_float_key(tmp_path):
     p.write_text("[agent]\nteardown_timeout_s = 3\n")
     assert config.load(p).agent.teardown_timeout_s == 3.0
     assert config.Config().agent.teardown_timeout_s == 5.0
+
+
+def test_mem_merge_reaches_the_vm(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[hypervisor]\nmem_merge = false\ntb_size_mib = 8\n")
+    cfg = config.load(p)
+    assert cfg.hypervisor.mem_merge is False and cfg.hypervisor.tb_size_mib == 8
+    assert config.HypervisorConfig().mem_merge is True

@@ -240,3 +240,11 @@ def test_every_flag_has_a_value_or_is_a_switch(machine):
     while i < len(argv):
         assert argv[i].startswith("-"), argv[i]
         i += 1 if argv[i] in switches else 2
+
+
+@pytest.mark.parametrize("machine", [Machine.Q35, Machine.MICROVM])
+def test_mem_merge_off_leaves_guest_ram_out_of_ksm(machine):
+    on = values(build_argv(spec(machine=machine)), "-machine")[0]
+    off = values(build_argv(spec(machine=machine, mem_merge=False)), "-machine")[0]
+    assert "mem-merge" not in on                     # QEMU's default (on) stays implicit
+    assert off == on + ",mem-merge=off"

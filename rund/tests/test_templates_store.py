@@ -79,6 +79,8 @@ def test_key_is_stable_and_changes_with_every_input(shape, shm):
         assert template_key(replace(shape, **change), digests, warm=True).key != base, change
     # the TCG buffer is QEMU's cache, not guest state: runtime classes that differ only there share a template
     assert template_key(replace(shape, tb_size_mib=4), digests, warm=True).key == base
+    # nor is KSM's mem-merge (host-side madvise): a class that opts out shares the template too
+    assert template_key(replace(shape, mem_merge=False), digests, warm=True).key == base
     # the binary's path does not count, its content does
     assert template_key(replace(shape, qemu_binary="/usr/bin/qemu-system-x86_64"), digests, warm=True).key == base
 
