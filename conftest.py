@@ -36,3 +36,24 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     asyncio.run(_run_bounded(pyfuncitem.obj(**args)))
     return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_fork_servers_left(tmp_path_factory):
+    """Shim fork servers started for the tests' own state dirs (under pytest's temp root) end with the session; a
+    server outlives its starts by design (rund/shim/forkserver.py), a test run should not."""
+    yield
+    import os
+    import signal
+    root = str(tmp_path_factory.getbasetemp().parent)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"rund.shim.forkserver" in argv and any(a.decode(errors="replace").startswith(root) for a in argv):
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass

@@ -50,7 +50,8 @@ PRELOAD = ("rund.shim.start", "rund.shim.serve", "rund.shim.flags", "rund.runtim
 log = logging.getLogger("rund.shim.forkserver")
 
 
-STALE_CHECK = 600.0          # an idle server looks whether its code changed on disk this often (and exits if so)
+STALE_CHECK = 60.0           # an idle server looks this often whether it is still wanted (see Server.retire)
+IDLE_EXIT = 1800.0           # a server no start asked for this long exits: the next start spawns one again
 
 
 def paths(state_dir: str, key: str | None = None) -> tuple[str, str, str]:
@@ -114,15 +115,28 @@ class _Server:
                 return path
         return None
 
+    def retire(self, idle_s: float) -> str | None:
+        """Why an idle server should exit, or None: its code changed on disk, its socket is gone (its state dir
+        was removed, or another server took the path), or no start asked for it in IDLE_EXIT (a node without
+        starts keeps no server; the next start runs in-process once and spawns one)."""
+        if (changed := self.stale()) is not None:
+            return f"{changed} changed on disk since this server started"
+        if self.socket_file is not None and not self.socket_file.still_ours():
+            return f"its socket {self.socket_path} is gone"
+        if idle_s >= IDLE_EXIT:
+            return f"no start asked for it in {idle_s:.0f} s"
+        return None
+
     def serve_forever(self) -> None:
         assert self.sock is not None
         self.sock.settimeout(STALE_CHECK)
+        last = time.monotonic()
         while True:
             try:
                 conn, _ = self.sock.accept()
             except TimeoutError:
-                if (changed := self.stale()) is not None:
-                    log.warning("%s changed on disk since this server started: exiting", changed)
+                if (why := self.retire(time.monotonic() - last)) is not None:
+                    log.warning("%s: exiting", why)
                     return
                 continue
             except OSError as e:
@@ -130,6 +144,7 @@ class _Server:
                     log.warning("accept: %s", e)
                     continue
                 raise
+            last = time.monotonic()
             with conn:
                 try:
                     if self.handle(conn) == "exit":

@@ -27,6 +27,16 @@ class SocketFile:
         finally:
             self.close()
 
+    def still_ours(self) -> bool:
+        """The path still names this socket (not removed with its directory, not replaced)."""
+        if self._fd < 0:
+            return False
+        try:
+            held, now = os.fstat(self._fd), os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
     def close(self) -> None:
         """Forget the socket without removing it (the other side of a fork keeps it)."""
         if self._fd >= 0:

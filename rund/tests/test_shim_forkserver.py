@@ -195,3 +195,20 @@ def test_a_server_answers_fallback_to_another_checkout_and_when_its_code_changed
     req = forkproto.validate_start({**forkproto.start_message(["x", "start"], {}, ["x"], "c", 0o22, (1, 1), 0, {},
                                                                 "0::/\n"), "origin": ["/other/python", "/other/f"]})
     assert "the client runs" in forkserver._become(req, -1)
+
+
+def test_an_idle_server_retires_when_its_socket_goes_or_nobody_asks(tmp_path):
+    """Servers are not left behind: one whose state dir went (tests, a removed runtime class) or that no start asked
+    for in IDLE_EXIT exits; a fresh, wanted one stays."""
+    from rund.shim import forkserver
+    server = forkserver._Server(str(tmp_path / "state"))
+    assert server.lock()
+    server.listen()
+    server.snapshot()
+    try:
+        assert server.retire(0.0) is None
+        assert "no start asked" in server.retire(forkserver.IDLE_EXIT)
+        os.unlink(server.socket_path)
+        assert "is gone" in server.retire(0.0)
+    finally:
+        server.close()
