@@ -45,15 +45,11 @@ def _no_fork_servers_left(tmp_path_factory):
     yield
     import os
     import signal
-    root = str(tmp_path_factory.getbasetemp().parent)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"rund.shim.forkserver" in argv and any(a.decode(errors="replace").startswith(root) for a in argv):
+    from rund.procfs import argvs
+    root = os.fsencode(tmp_path_factory.getbasetemp().parent)
+    for pid, argv in argvs():
+        if b"rund.shim.forkserver" in argv and any(a.startswith(root) for a in argv):
             try:
-                os.kill(int(pid), signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass

@@ -54,18 +54,14 @@ def options_any(config_path: str) -> bytes:
 
 
 def server_pid() -> int | None:
-    path = forkserver.paths(Config().state_dir)[0]
-    shim = peer.probe(path) if os.path.exists(path) else None
-    return shim.pid if shim is not None else None
+    return forkserver.server_pid(forkserver.paths(Config().state_dir)[0])
 
 
 def wait_server(timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (pid := server_pid()) is not None:
-            return pid
-        time.sleep(0.1)
-    raise SystemExit("no fork server came up")
+    try:
+        return forkserver.wait_server(forkserver.paths(Config().state_dir)[0], timeout)
+    except TimeoutError as e:
+        raise SystemExit(f"no fork server came up: {e}") from None
 
 
 async def _state(path: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import shutil
 import statistics
@@ -35,6 +34,7 @@ from hack.pause_image import build as build_pause
 from integration.containerd_daemon import CRI_NAMESPACE, PrivateContainerd
 from integration.cri.client import CriClient, api, container_config, log_lines, parse_log, sandbox_config
 from integration.rund_leaks import STATE_DIR, leftovers
+from rund.procfs import argvs
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -236,21 +236,10 @@ def start_pod(cri: CriClient, env: Env, handler: str, name: str, timeout: float,
 
 def shim_pids(address: str, sandbox_id: str) -> list[int]:
     """Live shim processes (any runtime) of this containerd serving `sandbox_id` (their argv names both)."""
-    found = []
     want_addr, want_id = address.encode(), sandbox_id.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if not any(b"containerd-shim" in a for a in argv[:2]):
-            continue
-        if want_addr in argv and want_id in argv and argv[argv.index(want_id) - 1] == b"-id":
-            found.append(int(entry))
-    return found
+    return [pid for pid, argv in argvs()
+            if any(b"containerd-shim" in a for a in argv[:2])
+            and want_addr in argv and want_id in argv and argv[argv.index(want_id) - 1] == b"-id"]
 
 
 def remaining(cri: CriClient, address: str, sid: str) -> dict[str, object]:

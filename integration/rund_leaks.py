@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from rund.config import Config
+from rund.procfs import argvs
 from rund.resources.cgroups import Registry
 from rund.resources.cgroups.detect import select_driver
 
@@ -13,19 +14,8 @@ STATE_DIR = Path(Config().state_dir)
 
 def qemu_processes_of(sandbox_id: str, namespace: str = "default") -> list[int]:
     marker = str(STATE_DIR / namespace / sandbox_id).encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read()
-        except OSError:
-            continue
-        if argv.startswith(b"qemu-system") or b"/qemu-system" in argv.split(b"\0", 1)[0]:
-            if marker in argv:
-                found.append(int(entry))
-    return found
+    return [pid for pid, argv in argvs()
+            if (argv[0].startswith(b"qemu-system") or b"/qemu-system" in argv[0]) and any(marker in a for a in argv)]
 
 
 def mounts_mentioning(text: str) -> list[str]:

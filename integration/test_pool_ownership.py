@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rund.config import load
+from rund.procfs import argvs
 from rund.resources.cgroups import CgroupError, open_pool
 from rund.runtime.resource_config import pool_config
 from rund.shim import address
@@ -63,15 +64,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 def qemu_of(state_dir: Path, cid: str) -> int | None:
     """The QEMU whose command line names the sandbox's state directory."""
     marker = str(state_dir / "default" / cid).encode()
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read()
-        except OSError:
-            continue
-        if b"qemu-system" in argv.split(b"\0", 1)[0] and marker in argv:
-            return int(entry)
-    return None
+    return next((pid for pid, argv in argvs() if b"qemu-system" in argv[0] and any(marker in a for a in argv)), None)
 
 
 def cgroups_of(pid: int) -> set[str]:

@@ -33,19 +33,11 @@ def configs(tmp_path_factory):
 
 
 def server_pid() -> int | None:
-    if not os.path.exists(SERVER_SOCKET):
-        return None
-    shim = peer.probe(SERVER_SOCKET)
-    return shim.pid if shim is not None else None
+    return forkserver.server_pid(SERVER_SOCKET)
 
 
 def wait_server(timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (pid := server_pid()) is not None:
-            return pid
-        time.sleep(0.1)
-    raise AssertionError(f"no fork server listens on {SERVER_SOCKET}")
+    return forkserver.wait_server(SERVER_SOCKET, timeout)
 
 
 def shim_of(ctd, cid: str) -> int:

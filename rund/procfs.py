@@ -1,5 +1,8 @@
-"""/proc/<pid>/stat, parsed the one safe way: comm (field 2) may hold spaces and parentheses."""
+"""/proc/<pid>/stat, parsed the one safe way: comm (field 2) may hold spaces and parentheses; the processes' argvs."""
 from __future__ import annotations
+
+import os
+from typing import Iterator
 
 
 def state_and_start(pid: int) -> tuple[bytes, int] | None:
@@ -11,3 +14,16 @@ def state_and_start(pid: int) -> tuple[bytes, int] | None:
         return None
     rest = stat[stat.rindex(b")") + 2:].split()
     return rest[0], int(rest[19])
+
+
+def argvs() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process that is still there when its command line is read."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        yield int(entry), argv

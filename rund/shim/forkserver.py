@@ -60,6 +60,23 @@ def paths(state_dir: str, key: str | None = None) -> tuple[str, str, str]:
     return sock, lock, os.path.join(state_dir, LOG_NAME)
 
 
+def server_pid(socket_path: str) -> int | None:
+    """The pid of the server listening on `socket_path`, or None if none does."""
+    from rund.shim import peer
+    server = peer.probe(socket_path) if os.path.exists(socket_path) else None
+    return server.pid if server is not None else None
+
+
+def wait_server(socket_path: str, timeout: float = 60) -> int:
+    """The pid of the server on `socket_path` once one listens there; TimeoutError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while (pid := server_pid(socket_path)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no fork server listens on {socket_path} after {timeout} s")
+        time.sleep(0.1)
+    return pid
+
+
 # ---- the server ----------------------------------------------------------------------------------------------------
 
 class _Server:

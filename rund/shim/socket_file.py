@@ -19,8 +19,7 @@ class SocketFile:
         if self._fd < 0:
             return
         try:
-            held, now = os.fstat(self._fd), os.lstat(self.path)
-            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            if self.still_ours():
                 os.unlink(self.path)
         except FileNotFoundError:
             pass

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from rund import errors
+from rund.procfs import argvs
 from rund.resources.rootfs import (
     DiskFull, ImageTooLarge, RootfsCache, SnapshotMount, UnsupportedMount,
 )
@@ -250,18 +251,10 @@ def test_a_killed_build_takes_its_mkfs_and_mount_along_and_its_scratch_is_swept(
     assert cache.acquire(overlay([layer]), "next").built
 
 
-def builders(top: str) -> list[str]:
+def builders(top: str) -> list[int]:
     """mkfs.erofs processes writing into this test's cache."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv[0].endswith(b"mkfs.erofs") and any(top.encode() in arg for arg in argv):
-            found.append(pid)
-    return found
+    return [pid for pid, argv in argvs()
+            if argv[0].endswith(b"mkfs.erofs") and any(top.encode() in arg for arg in argv)]
 
 
 def _modes(root: str) -> dict[str, int]:

@@ -28,6 +28,7 @@ import pytest
 
 from proto import ttrpc
 from proto.gen.containerd.task.v2 import shim_pb2
+from rund.procfs import argvs
 from rund.shim import address, client, forkserver, idle, peer
 
 SHIM = Path(sys.executable).parent / "containerd-shim-rund-v2"
@@ -64,15 +65,10 @@ def start_fork_server(state: Path) -> int:
 def stop_fork_server(state: Path) -> None:
     """Every fork server of `state` (also one still importing, or one whose socket a test removed)."""
     pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
+    for pid, argv in argvs():
         if b"rund.shim.forkserver" in argv and os.fsencode(str(state)) in argv:
-            pids.append(int(entry))
-            os.kill(int(entry), signal.SIGTERM)
+            pids.append(pid)
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
     while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -9,11 +9,20 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 
-from .errors import InvalidCgroupPath
+from . import files
+from .errors import CgroupError, CgroupUnavailable, InvalidCgroupPath
 from .limits import CgroupLimits
 
 
 SLOT_PREFIX = "slot-"
+
+
+def cgroup_parts(path: str) -> list[str]:
+    """The directory names of a cgroup path relative to a hierarchy's root; InvalidCgroupPath if it leaves it."""
+    parts = [p for p in path.split("/") if p]
+    if not parts or any(p in (".", "..") or "\0" in p or len(p) > 255 for p in parts):
+        raise InvalidCgroupPath(f"cgroup path {path!r} does not name a cgroup below the hierarchy's root")
+    return parts
 
 
 class CgroupDriver(ABC):
@@ -26,9 +35,7 @@ class CgroupDriver(ABC):
 
     def at(self, path: str) -> tuple[str, ...]:
         """The directory in every hierarchy of the cgroup at `path`, relative to the hierarchies' roots."""
-        parts = [p for p in path.split("/") if p]
-        if not parts or any(p in (".", "..") or "\0" in p or len(p) > 255 for p in parts):
-            raise InvalidCgroupPath(f"cgroup path {path!r} does not name a cgroup below the hierarchy's root")
+        parts = cgroup_parts(path)
         return tuple(os.path.join(root, *parts) for root in self.roots)
 
     def paths(self, slot: str) -> tuple[str, ...]:
@@ -78,3 +85,22 @@ class CgroupDriver(ABC):
     @abstractmethod
     def reclaim(self, paths: tuple[str, ...]) -> None:
         """Ask the kernel to reclaim memory still charged to the (empty) cgroup; best effort."""
+
+    def remove(self, paths: tuple[str, ...], timeout_s: float) -> None:
+        """Kill what is inside, reclaim the memory still charged (no page cache left to pin a dying cgroup), rmdir
+        it in every hierarchy. One removed underneath in some hierarchy (by hand, or a teardown that crashed) has
+        not all the driver's files: what is left is emptied with plain signals."""
+        try:
+            self.kill(paths, timeout_s)
+            self.reclaim(paths)
+        except (OSError, CgroupError):
+            if all(os.path.isdir(p) for p in paths):
+                raise
+            files.kill_until_empty(paths, timeout_s)
+        for path in paths:
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise CgroupUnavailable(f"cannot remove cgroup {path}: {e}") from e

@@ -29,6 +29,12 @@ class CgroupPlacement:
         for path in self.self_paths:
             _write(path, b"0")
 
+    @classmethod
+    def of(cls, paths: tuple[str, ...], join_file: str) -> CgroupPlacement:
+        """The placement into the cgroup whose directory in each hierarchy is `paths`."""
+        return cls(tuple(os.path.join(p, "cgroup.procs") for p in paths),
+                   tuple(os.path.join(p, join_file) for p in paths))
+
     def move(self, pid: int) -> None:
         """Move another process (all its threads)."""
         data = str(pid).encode()
@@ -49,10 +55,10 @@ class CgroupLease:
 
     @property
     def procs_paths(self) -> tuple[str, ...]:
-        return tuple(os.path.join(p, "cgroup.procs") for p in self.paths)
+        return self.placement().procs_paths
 
     def placement(self) -> CgroupPlacement:
-        return CgroupPlacement(self.procs_paths, tuple(os.path.join(p, self.join_file) for p in self.paths))
+        return CgroupPlacement.of(self.paths, self.join_file)
 
 
 def _write(path: str, data: bytes) -> None:

@@ -12,13 +12,12 @@ so no dying cgroup is left. Levels above the leaf belong to whoever made them an
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 
 from . import files
-from .driver import CgroupDriver
-from .errors import CgroupError, CgroupUnavailable, InvalidCgroupPath
+from .driver import CgroupDriver, cgroup_parts
+from .errors import CgroupUnavailable, InvalidCgroupPath
 from .lease import CgroupPlacement
 from .limits import CgroupLimits
 
@@ -48,9 +47,7 @@ def _layout(cgroups_path: str) -> str:
 
 
 def _checked(path: str) -> str:
-    parts = path.split("/")[1:]
-    if not parts or any(p in ("", ".", "..") or "\0" in p or len(p) > 255 for p in parts):
-        raise InvalidCgroupPath(f"cgroup path {path!r} does not name a cgroup below the hierarchy's root")
+    cgroup_parts(path)
     return path
 
 
@@ -101,40 +98,20 @@ class PodCgroup:
         return cgroup
 
     def placement(self) -> CgroupPlacement:
-        return CgroupPlacement(tuple(os.path.join(p, "cgroup.procs") for p in self.paths),
-                               tuple(os.path.join(p, self.driver.join_file) for p in self.paths))
+        return CgroupPlacement.of(self.paths, self.driver.join_file)
 
     def update(self, limits: CgroupLimits) -> None:
         self.driver.apply(self.paths, limits)
 
     def remove(self) -> None:
         """Kill what is left inside, reclaim its memory, rmdir it (idempotent: a cgroup already gone is fine)."""
-        present = tuple(p for p in self.paths if os.path.isdir(p))
-        if not present:
-            return
-        if len(present) == len(self.paths):
-            try:
-                self.driver.kill(self.paths, self.kill_timeout_s)
-                self.driver.reclaim(self.paths)      # no page cache left behind to pin a dying cgroup
-            except (OSError, CgroupError) as e:
-                log.warning("cgroup %s: emptying it: %s", self.path, e)
-        files.kill_until_empty(present, self.kill_timeout_s)
-        self._rmdir(list(present))
+        if any(os.path.isdir(p) for p in self.paths):
+            self.driver.remove(self.paths, self.kill_timeout_s)
 
     def _undo(self, made: list[str]) -> None:
-        try:
-            self._rmdir(made)
-        except CgroupError as e:
-            log.warning("cgroup %s: undoing a failed create: %s", self.path, e)
-
-    @staticmethod
-    def _rmdir(directories: list[str]) -> None:
-        for directory in reversed(directories):
+        for directory in reversed(made):
             try:
                 os.rmdir(directory)
-            except FileNotFoundError:
-                pass
             except OSError as e:
-                if e.errno != errno.EBUSY:
-                    raise CgroupUnavailable(f"cannot remove cgroup {directory}: {e}") from e
-                log.warning("cgroup %s is still busy; left in place", directory)
+                if not isinstance(e, FileNotFoundError):
+                    log.warning("cgroup %s: undoing a failed create: %s", directory, e)

@@ -220,21 +220,7 @@ class CgroupPool:
         self.registry.move(held, names.free(held.slot))  # last: from now on others can take it
 
     def _remove(self, held: Entry) -> None:
-        paths = self.driver.paths(held.slot)
-        try:
-            self.driver.kill(paths, self.kill_timeout_s)
-            self.driver.reclaim(paths)  # no page cache left behind to pin a dying cgroup
-        except (OSError, CgroupError):
-            if all(os.path.isdir(p) for p in paths):
-                raise
-            # Removed underneath in some hierarchy (by hand, or a teardown that crashed): the driver's
-            # files are not all there, so empty what is left with plain signals.
-            files.kill_until_empty(paths, self.kill_timeout_s)
-        for path in paths:
-            try:
-                os.rmdir(path)
-            except FileNotFoundError:
-                pass
+        self.driver.remove(self.driver.paths(held.slot), self.kill_timeout_s)
         self.registry.remove(held)
 
     def _repair_free(self, entry: Entry, me: Owner) -> None:
