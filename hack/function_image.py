@@ -10,14 +10,12 @@ runtime itself does, so a benchmark with it measures the runtime, not the functi
 """
 from __future__ import annotations
 
-import io
 import struct
 import sys
-import tarfile
 from pathlib import Path
 
-from hack.busybox_image import EPOCH, write_image
-from hack.pause_image import BASE, CODE_OFFSET, SA_RESTORER
+from hack.busybox_image import write_image
+from hack.pause_image import BASE, CODE_OFFSET, SA_RESTORER, executable_layer, static_elf
 
 IMAGE_NAME = "docker.io/library/rund-function:ready"
 READY = "ready"
@@ -56,22 +54,11 @@ ON_EXIT, RESTORER = 0x4C, 0x55
 def function_elf() -> bytes:
     at = BASE + CODE_OFFSET
     act = struct.pack("<QQQQ", at + ON_EXIT, SA_RESTORER, at + RESTORER, 0)     # act at 0x68
-    body = CODE + act
-    size = CODE_OFFSET + len(body)
-    ehdr = struct.pack("<4sBBBBB7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0,
-                       2, 0x3E, 1, at, 64, 0, 0, 64, 56, 1, 0, 0, 0)          # ET_EXEC, x86-64, entry
-    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, BASE, BASE, size, size, 0x1000)  # PT_LOAD, R+X, the whole file
-    return ehdr + phdr + body
+    return static_elf(CODE + act)
 
 
 def _layer() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        data = function_elf()
-        info = tarfile.TarInfo("function")
-        info.size, info.mode, info.mtime = len(data), 0o755, EPOCH
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return executable_layer("function", function_elf())
 
 
 def build(out: Path, name: str = IMAGE_NAME) -> str:

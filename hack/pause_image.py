@@ -67,6 +67,12 @@ def _sigaction(handler: int, flags: int) -> bytes:
 
 def pause_elf() -> bytes:
     body = CODE + _sigaction(ON_EXIT, 0) + _sigaction(ON_CHLD, SA_RESTART)     # act_exit at 0x78, act_chld at 0x98
+    return static_elf(body)
+
+
+def static_elf(body: bytes) -> bytes:
+    """A static x86-64 executable: the ELF header, one R+X PT_LOAD of the whole file at BASE, then `body`, entered
+    at its first byte (BASE + CODE_OFFSET)."""
     size = CODE_OFFSET + len(body)
     ehdr = struct.pack("<4sBBBBB7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0,   # 64-bit, little endian, SysV
                        2, 0x3E, 1, BASE + CODE_OFFSET, 64, 0, 0, 64, 56, 1, 0, 0, 0)  # ET_EXEC, x86-64, entry
@@ -75,10 +81,14 @@ def pause_elf() -> bytes:
 
 
 def _layer() -> bytes:
+    return executable_layer("pause", pause_elf())
+
+
+def executable_layer(name: str, data: bytes) -> bytes:
+    """A layer tar holding one executable file, /`name`."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        data = pause_elf()
-        info = tarfile.TarInfo("pause")
+        info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = len(data), 0o755, EPOCH
         tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
