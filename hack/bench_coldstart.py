@@ -3,7 +3,7 @@
 
     .venv/bin/python hack/bench_coldstart.py [--single 20] [--bursts 10,50] [--handlers rund,runc]
                                              [--image function|busybox] [--timeout 300]
-                                             [--save-log FILE]
+                                             [--save-log FILE] [--rund-config FILE]
     .venv/bin/python hack/bench_coldstart.py --single 5 --bursts 10      # a quick run
 
 The function: by default hack/function_image.py, a 256-byte static binary that writes `ready` and sleeps in
@@ -170,13 +170,15 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds from RunPodSandbox to `ready` before a "
                     "pod is given up as a failure (default 300)")
     ap.add_argument("--save-log", metavar="FILE", help="keep containerd's log (with the shims' lines) in FILE")
+    ap.add_argument("--rund-config", help="the rund runtime class's config file (ConfigPath; default: rund's "
+                    "default config)")
     args = ap.parse_args()
     handlers = [h for h in args.handlers.split(",") if h]
     if unknown := set(handlers) - set(HANDLERS):
         ap.error(f"unknown handlers {unknown}")
     bursts = [int(b) for b in args.bursts.split(",") if b.strip() and int(b) > 0]
 
-    env = Env.start(args.image, prefix="rund-coldstart-")
+    env = Env.start(args.image, prefix="rund-coldstart-", rund_config=args.rund_config)
     print(f"private containerd {env.address}; function image {env.image} {' '.join(env.command)}", flush=True)
     print(provenance(), flush=True)
     rounds: list[Round] = []
@@ -186,7 +188,7 @@ def main() -> int:
 
         def template() -> None:
             if "rund" in handlers:
-                print(f"rund template: {ensure_template()}", flush=True)
+                print(f"rund template: {ensure_template(config=args.rund_config)}", flush=True)
 
         template()
         for h in handlers:

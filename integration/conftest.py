@@ -66,15 +66,20 @@ def pause_tar(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cri_containerd(busybox_tar, pause_tar):
+def cri_containerd(request, busybox_tar, pause_tar):
     """A private containerd serving CRI: runtime handlers `runc` and `rund`, a bridge network of its own
     (integration/cri/network.py), our pause image as sandbox_image and busybox (`.image`) imported into k8s.io.
-    Shared by a module's tests; `.log_dir` is a directory for pod logs."""
+    Shared by a module's tests; `.log_dir` is a directory for pod logs. A module's RUND_CONFIG (TOML text), if it
+    has one, is the rund handler's config (its ConfigPath, `.rund_config_path`)."""
     _require_root()
     work = Path(tempfile.mkdtemp(prefix="rund-cri-", dir="/tmp"))
     venv_bin = REPO / ".venv" / "bin"
+    rund_config = getattr(request.module, "RUND_CONFIG", None)
+    if rund_config is not None:
+        (work / "rund.toml").write_text(rund_config)
     d = PrivateContainerd(work, path_prefix=[str(venv_bin)] if venv_bin.is_dir() else [], log_level="info",
-                          cri=True, sandbox_image=pause_tar[1])
+                          cri=True, sandbox_image=pause_tar[1],
+                          rund_config_path=str(work / "rund.toml") if rund_config is not None else None)
     try:
         d.start()
         d.cri_import(pause_tar[0])

@@ -92,19 +92,25 @@ def guest_mem_total_mib(cri, cid: str) -> int:
     return int(res.stdout.split()[1]) // 1024
 
 
+def pod_helpers(cri, ctd, sid: str, config):
+    """start(name, memory_limit=0): a started `sleep` container of the pod; limit(): its VMM's host bound, MiB."""
+    def start(name: str, memory_limit: int = 0) -> str:
+        cid = cri.create_container(sid, container_config(name, ctd.image, ["sleep", "600"],
+                                                         memory_limit=memory_limit), config)
+        cri.start_container(cid)
+        return cid
+
+    def limit() -> int:
+        return vmm_memory_limit_mib(sid, "k8s.io")
+    return start, limit
+
+
 def test_a_pods_vm_follows_its_containers_and_resource_updates(cri, cri_containerd):
     ctd = cri_containerd
     config = sandbox_config("memory-pod", log_directory=str(ctd.log_dir / "memory-pod"))
     sid = cri.run_pod_sandbox(config, "rund")
     try:
-        def start(name: str, memory_limit: int = 0) -> str:
-            cid = cri.create_container(sid, container_config(name, ctd.image, ["sleep", "600"],
-                                                             memory_limit=memory_limit), config)
-            cri.start_container(cid)
-            return cid
-
-        def limit() -> int:
-            return vmm_memory_limit_mib(sid, "k8s.io")
+        start, limit = pod_helpers(cri, ctd, sid, config)
 
         # The pause container adds nothing; a container without a limit adds the default headroom.
         watcher = start("watcher")

@@ -74,12 +74,15 @@ class PmemHotplugSlot:
 @dataclass(frozen=True)
 class MemoryHotplug:
     """Guest memory that can grow and shrink while the VM runs (q35): a virtio-mem-pci device over `size` bytes of
-    device memory at a pinned guest address, none of it plugged at start. The guest plugs what the host requests
-    (QemuVM.resize_memory), a block at a time; unplugged memory is given back to the host."""
+    device memory at a pinned guest address, `requested_size` of it requested at start (a cold boot plugs it while
+    booting; a clone must be started with what its template saved, which its migration stream carries too). The
+    guest plugs what the host requests (QemuVM.resize_memory), a block at a time; unplugged memory is given back to
+    the host."""
 
     size: int
     memaddr: int
     block_size: int = 2 * MiB
+    requested_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -284,6 +287,9 @@ def _validate_memory_hotplug(spec: VMSpec) -> None:
         raise InvalidSpec(f"virtio-mem block size {hot.block_size} must be a power of two >= 2 MiB")
     if hot.size <= 0 or hot.size % hot.block_size:
         raise InvalidSpec(f"hotplug memory size {hot.size} must be a positive multiple of {hot.block_size}")
+    if not 0 <= hot.requested_size <= hot.size or hot.requested_size % hot.block_size:
+        raise InvalidSpec(f"hotplug memory requested at start ({hot.requested_size}) must be a multiple of "
+                          f"{hot.block_size} in [0, {hot.size}]")
     if hot.memaddr % hot.block_size or hot.memaddr < q35_device_memory_base(spec.memory_mib * MiB):
         raise InvalidSpec(f"hotplug memory address {hot.memaddr:#x} must be block aligned, in device memory")
     end = hot.memaddr + hot.size

@@ -281,10 +281,11 @@ class Sandbox:
         """A cgroup and a VM whose agent answers, with `image` in its first rootfs slot and, given the pod's netns,
         the pod's network on its NIC."""
         shape = shape_from_config(self.cfg)
-        pod_memory = PodMemory(MemoryPolicy.from_config(self.cfg.hypervisor, shape.memory_hotplug_mib))
+        pod_memory = PodMemory(MemoryPolicy.from_config(self.cfg.hypervisor, shape.memory_hotplug_mib,
+                                                        shape.memory_preplug_mib))
         hostname, netns = c.hostname, c.netns
-        with trace.step("cgroup"):
-            await self._acquire_cgroup(c, pod_memory.host_limit(0))
+        with trace.step("cgroup"):   # the VM starts with its pre-plugged floor (the plan of a pod without containers)
+            await self._acquire_cgroup(c, pod_memory.host_limit(pod_memory.plan().hotplug_bytes))
         templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
         launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
         images = (image,) if image is not None else ()

@@ -3,7 +3,9 @@
 Order keeps the VMM inside its bound at every moment: to grow, the host bound is raised before the guest is asked
 for more; to shrink, the guest is asked to unplug first and the bound is lowered once it has (in the background:
 unplugging takes 0.7-2.3 s under TCG, and a container's delete should not wait for it). A guest that cannot unplug
-everything keeps what it holds inside the bound; it retries on its own and the next resize settles again.
+everything keeps what it holds inside the bound; it retries on its own and the next resize settles again. The VM
+starts with its policy's floor plugged (its template saved it so, a cold boot plugs it while booting), and is never
+asked for less.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ class VMMemory:
         self._vm = vm
         self._bound = bound
         self._spawn = spawn
-        self._target = 0                    # hotplug bytes asked of the guest
+        self._target = pod.policy.floor_bytes   # hotplug bytes asked of the guest: at start, the pre-plugged floor
         self._lock = asyncio.Lock()
         self._settling = False
         self._capped_warned = False
@@ -62,13 +64,14 @@ class VMMemory:
         await self._set(lambda: self.pod.plan().hotplug_bytes)   # planned again under the lock: the latest wins
 
     async def set_guest_memory(self, guest_bytes: int) -> None:
-        """Hold `guest_bytes` of guest memory in all (boot + hotplug, a multiple of the hotplug block)."""
+        """Hold `guest_bytes` of guest memory in all (boot + hotplug, a multiple of the hotplug block, not below
+        the boot memory plus the pre-plugged floor)."""
         p = self.pod.policy
         hotplug = guest_bytes - p.boot_bytes
-        if not 0 <= hotplug <= p.hotplug_capacity or hotplug % p.block_bytes:
+        if not p.floor_bytes <= hotplug <= p.hotplug_capacity or hotplug % p.block_bytes:
             raise errors.InvalidArgument(
                 f"sandbox {self.name}: guest memory of {guest_bytes} bytes: must be a multiple of {p.block_bytes} "
-                f"in [{p.boot_bytes}, {p.max_bytes}]")
+                f"in [{p.boot_bytes + p.floor_bytes}, {p.max_bytes}]")
         await self._set(lambda: hotplug)
 
     async def _set(self, target: Callable[[], int]) -> None:

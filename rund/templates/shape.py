@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rund.config import Config
+from rund.config import Config, preplug_mib
 from rund.errors import FailedPrecondition, InvalidArgument
 from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, FileShare, Machine, MemoryHotplug,
                              PmemHotplugSlot, PmemSlot, PodNic, SerialChannel, VMSpec, detect_accel, host_tsc_khz,
@@ -41,6 +41,8 @@ class SandboxShape:
     rootfs_slot_bytes: int      # every container image is padded to exactly this size
     rootfs_hotplug_slots: int = 0   # images added to a running VM (q35 only), after the fixed slots
     memory_hotplug_mib: int = 0     # guest memory the pod may grow by (q35 only: virtio-mem), after every pmem slot
+    memory_preplug_mib: int = 0     # of it, plugged from the start: the template saves it plugged, clones start
+                                    # with it onlined, and a pod's memory never goes below it (runtime/pod_memory)
     nic: bool = True                # a virtio-net NIC (eth0) for the pod's network; a clone binds it to its tap
     share: bool = True              # a virtio-9p share (tag SHARE_TAG) of the sandbox's volumes dir (VMPaths.share)
     disk_hotplug_slots: int = 0     # host block devices (linux.devices of type b) added while running (q35 only)
@@ -80,6 +82,8 @@ def shape_from_config(cfg: Config) -> SandboxShape:
     slot_bytes = cfg.rootfs.slot_mib * MiB
     if slot_bytes % PMEM_ALIGN or slot_bytes > GiB:
         raise InvalidArgument(f"rootfs.slot_mib must be a multiple of 2 and at most 1024, got {cfg.rootfs.slot_mib}")
+    # microvm has no device memory: its VM keeps its boot size (README).
+    hotplug_mib = hv.max_memory_mib - hv.memory_mib if hv.machine == "q35" else 0
     if hv.accel == "auto":
         accel = detect_accel().accel
     else:
@@ -89,8 +93,7 @@ def shape_from_config(cfg: Config) -> SandboxShape:
         tb_size_mib=hv.tb_size_mib, kernel=kernel, initrd=initrd, image=image, image_bytes=os.stat(image).st_size,
         kernel_params=guest.kernel_params, rootfs_slots=cfg.rootfs.slots, rootfs_slot_bytes=slot_bytes,
         rootfs_hotplug_slots=cfg.rootfs.hotplug_slots if hv.machine == "q35" else 0,
-        # microvm has no device memory: its VM keeps its boot size (README).
-        memory_hotplug_mib=hv.max_memory_mib - hv.memory_mib if hv.machine == "q35" else 0,
+        memory_hotplug_mib=hotplug_mib, memory_preplug_mib=preplug_mib(hv, hotplug_mib),
         disk_hotplug_slots=DISK_HOTPLUG_SLOTS if hv.machine == "q35" else 0,
         qemu_binary=hv.path, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None, mem_merge=hv.mem_merge)
     try:
@@ -130,7 +133,7 @@ def sandbox_spec(shape: SandboxShape, name: str, paths: VMPaths, rootfs_images: 
         if shape.memory_hotplug_mib:
             # Pinned after every pmem slot, so its address never depends on slot sizes.
             memory_hotplug = MemoryHotplug(shape.memory_hotplug_mib * MiB, pmem_slot_address(
-                shape.memory_mib, first + shape.rootfs_hotplug_slots))
+                shape.memory_mib, first + shape.rootfs_hotplug_slots), requested_size=shape.memory_preplug_mib * MiB)
     else:
         disks = (BlockDevice(shape.image, serial=GUEST_ROOT_SERIAL),)
         disks += tuple(BlockDevice(p, serial=f"rootfs{i}") for i, p in enumerate(slots))

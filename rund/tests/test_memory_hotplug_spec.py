@@ -41,6 +41,16 @@ def test_virtio_mem_device_is_pinned_starts_empty_and_counts_in_device_memory():
     assert values(argv, "-m") == [f"size=256M,slots=2,maxmem={256 + 64 + 3840}M"]
 
 
+def test_virtio_mem_device_starts_with_what_is_requested():
+    hot = MemoryHotplug(3840 * MiB, 5 * GiB, requested_size=512 * MiB)
+    argv = build_argv(spec(Machine.Q35, memory_hotplug=hot))
+    assert (f"virtio-mem-pci,id=vmem0,memdev=hotmem0,memaddr={5 * GiB},block-size=2097152,"
+            f"requested-size={512 * MiB}" in values(argv, "-device"))
+    for bad in (MiB, 3842 * MiB, -2 * MiB):
+        with pytest.raises(InvalidSpec, match="requested at start"):
+            spec(Machine.Q35, memory_hotplug=replace(hot, requested_size=bad))
+
+
 def test_no_hotplug_memory_no_device():
     argv = build_argv(spec(Machine.Q35))
     assert not [d for d in values(argv, "-device") if d.startswith("virtio-mem")]
@@ -81,21 +91,42 @@ def test_sandbox_spec_pins_hotplug_memory_after_every_pmem_slot(shape, tmp_path)
     assert fixed.memory_hotplug is None and "memhp_default_state" not in fixed.cmdline
 
 
-def test_hotplug_memory_keys_the_template(shape, tmp_path):
+def test_sandbox_spec_requests_the_preplugged_memory_at_start(shape, tmp_path):
+    s = sandbox_spec(replace(shape, memory_hotplug_mib=1792, memory_preplug_mib=512), "sb", VMPaths(tmp_path / "vm"),
+                     (), tmp_path / "placeholder")
+    assert (s.memory_hotplug.size, s.memory_hotplug.requested_size) == (1792 * MiB, 512 * MiB)
+
+
+def test_hotplug_memory_and_what_is_preplugged_key_the_template(shape, tmp_path):
     digests = DigestCache(tmp_path / "digests.json")
-    assert (template_key(replace(shape, memory_hotplug_mib=1792), digests, warm=True).key
-            != template_key(shape, digests, warm=True).key)
+    grown = replace(shape, memory_hotplug_mib=1792)
+    keys = {template_key(s, digests, warm=True).key
+            for s in (shape, grown, replace(grown, memory_preplug_mib=512), replace(grown, memory_preplug_mib=256))}
+    assert len(keys) == 4
+
+
+@pytest.mark.parametrize("preplug, hotplug, expected", [
+    (0, 3840, 0),              # the default: none
+    (512, 3840, 512),
+    (255, 3840, 256),          # rounded up to the block
+    (512, 256, 256),           # no more than the VM can grow by
+    (512, 0, 0),               # microvm: no hotplug, nothing pre-plugged
+])
+def test_preplugged_memory_from_config(preplug, hotplug, expected):
+    assert config.preplug_mib(config.HypervisorConfig(preplug_memory_mib=preplug), hotplug) == expected
 
 
 def test_config_memory_keys_and_their_checks(tmp_path):
     hv = config.Config().hypervisor
-    assert (hv.memory_mib, hv.max_memory_mib, hv.default_container_memory_mib) == (256, 4096, 512)
+    assert (hv.memory_mib, hv.max_memory_mib, hv.default_container_memory_mib, hv.preplug_memory_mib) == (
+        256, 4096, 512, 0)
     p = tmp_path / "c.toml"
     p.write_text("[hypervisor]\nmax_memory_mib = 1024\ndefault_container_memory_mib = 0\nvmm_overhead_mib = 64\n")
     got = config.load(p).hypervisor
     assert (got.max_memory_mib, got.default_container_memory_mib, got.vmm_overhead_mib) == (1024, 0, 64)
     for bad in ("max_memory_mib = 128", "max_memory_mib = 1025", "default_container_memory_mib = -1",
-                "vmm_overhead_mib = -5", "max_memory_mib = 2000000"):
+                "vmm_overhead_mib = -5", "max_memory_mib = 2000000", "preplug_memory_mib = -1"):
         p.write_text(f"[hypervisor]\n{bad}\n")
         with pytest.raises(InvalidArgument):
             config.load(p)
+

@@ -83,6 +83,29 @@ def test_update_changes_the_limit_only_when_it_names_one_and_remove_gives_it_bac
     assert pod.plan().hotplug_bytes == 0 and pod.asks() == {}
 
 
+def test_the_preplugged_floor_is_kept_grown_from_and_never_shrunk_below():
+    pod = PodMemory(policy(floor_bytes=512 * MiB))
+    assert (pod.plan().hotplug_bytes, pod.plan().guest_bytes) == (512 * MiB, 768 * MiB)   # no container yet
+    pod.add("pause", None, CRI_SANDBOX)
+    pod.add("small", limit(100))
+    assert pod.plan().hotplug_bytes == 512 * MiB and not pod.plan().capped    # asks less: the floor stays
+    pod.add("free", None)
+    assert pod.plan().hotplug_bytes == (100 + 512) * MiB                      # asks more: grows from the floor
+    pod.remove("free")
+    pod.remove("small")
+    assert pod.plan().hotplug_bytes == 512 * MiB                              # shrinks back to the floor only
+    pod.add("big", limit(8192))
+    assert (pod.plan().hotplug_bytes, pod.plan().capped) == ((4096 - 256) * MiB, True)
+
+
+def test_policy_from_config_takes_the_preplugged_floor_within_what_the_vm_can_grow_by():
+    hv = HypervisorConfig(memory_mib=256, max_memory_mib=2048)
+    assert MemoryPolicy.from_config(hv, hotplug_mib=1792, preplug_mib=512).floor_bytes == 512 * MiB
+    assert MemoryPolicy.from_config(hv, hotplug_mib=256, preplug_mib=512).floor_bytes == 256 * MiB
+    assert MemoryPolicy.from_config(hv, hotplug_mib=0, preplug_mib=512).floor_bytes == 0     # microvm: no floor
+    assert MemoryPolicy.from_config(hv, hotplug_mib=1792).floor_bytes == 0
+
+
 def test_host_limit_is_the_vm_plus_the_vmm_overhead():
     assert PodMemory(policy()).host_limit(512 * MiB) == (256 + 512 + 160) * MiB
 
@@ -175,3 +198,30 @@ async def test_set_guest_memory_checks_block_and_range():
     for bad in (255 * MiB, 4098 * MiB, 769 * MiB):
         with pytest.raises(errors.InvalidArgument):
             await m.set_guest_memory(bad)
+
+
+async def test_a_vm_starts_at_its_floor_grows_from_it_and_shrinks_back_to_it_not_below(monkeypatch):
+    monkeypatch.setattr(vm_memory, "SETTLE_POLL", 0.001)
+    log, tasks = [], []
+    vm = RecordingVM(log, unplug_after=2)
+    vm.plugged = vm.requested = 512 * MiB             # the clone restored with the floor plugged
+    m = memory(log, vm, tasks, floor_bytes=512 * MiB)
+    assert m.guest_bytes == 768 * MiB
+    m.pod.add("pause", None, CRI_SANDBOX)
+    m.pod.add("app", None)                            # the default headroom: what the template holds already
+    await m.fit()
+    m.pod.add("small", limit(100))
+    m.pod.remove("small")
+    await m.fit()
+    assert log == [] and tasks == []                  # no plug, no unplug, the bound as set at start
+    m.pod.add("big", limit(1024))
+    await m.fit()
+    assert log == [("bound", 256 + 512 + 1024 + 160), ("resize", 1536)]
+    log.clear()
+    m.pod.remove("big")
+    await m.fit()
+    await asyncio.gather(*tasks)
+    assert log == [("resize", 512), ("bound", 256 + 512 + 160)]
+    assert vm.plugged == 512 * MiB and m.guest_bytes == 768 * MiB
+    with pytest.raises(errors.InvalidArgument):
+        await m.set_guest_memory(512 * MiB)           # below boot + floor
