@@ -102,6 +102,8 @@ async def serve(config: AgentConfig) -> None:
     loop = asyncio.get_running_loop()
     if config.pid1:
         loopback.bring_up()     # the VM's network namespace is the pod's: its containers share localhost
+        from .network.configure import warm_links
+        log.info("warmed network interfaces: %s", " ".join(warm_links()) or "none")
     reaper = Reaper(loop)
     reaper.install()
     cgroups = CgroupV2Driver(config.cgroup_root) if config.cgroup_root else NoCgroups()

@@ -28,6 +28,7 @@ class Sandbox:
         self._network: Job | None = None    # a clone's network identity, put in place when the agent is idle
         self.id: str | None = None
         containers.before_container = self.network_ready
+        containers.pod_started = self.idle.soon     # the network in place while containerd prepares the container
 
     async def setup(self, sandbox_id: str, hostname: str, network: NetworkConfig, kernel_modules: tuple[str, ...]
                     ) -> None:
@@ -58,6 +59,7 @@ class Sandbox:
         validate(network)
         configure.check(network)
         self.containers.keep_spares = False     # a clone now, never a template
+        spans.mark("checked")
         if host_time_ns is not None:
             try:
                 clock_settime_realtime(host_time_ns)

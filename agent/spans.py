@@ -5,9 +5,12 @@ Off unless the guest kernel's command line has `rund.agent_spans=1` (rund's `[gu
 environment RUND_AGENT_SPANS=1 (the agent as a host process); off, a mark is one attribute test. A setup child
 inherits the agent's marks and starts its own list after the fork (see reset())."""
 import os
+import resource
 import time
 
 _marks: list[tuple[str, float]] = []
+_faults = 0     # the process's page faults (minor + major) when the operation started
+_cpu0 = 0.0     # and its CPU time
 _enabled: bool | None = None
 _out = 2
 
@@ -26,8 +29,11 @@ def enabled() -> bool:
 
 def reset(first: str = "") -> None:
     """Start a new operation (the first mark, when named, is its zero)."""
+    global _faults, _cpu0
     if _enabled:
         _marks.clear()
+        _faults = _fault_count()
+        _cpu0 = time.process_time()
         if first:
             _marks.append((first, time.monotonic()))
 
@@ -44,13 +50,38 @@ def keep_output() -> None:
         _out = os.dup(2)
 
 
+def io(kind: str, length: int) -> None:
+    """A read from or write to the host's channel: one line at once, with the guest's monotonic time (ms), to line
+    up with the operations' lines (each names its own start, t0=): what a request spent before its handler ran and
+    after it answered."""
+    if _enabled:
+        _write(f"rund-agent io {kind} {length} at {time.monotonic() * 1000:.1f} cpu {time.process_time() * 1000:.1f}\n")
+
+
+def note(what: str, started: float) -> None:
+    """One line for work outside an operation (an idle job): its ms since `started` and its start (t0=)."""
+    if _enabled:
+        _write(f"rund-agent spans {what}: took={(time.monotonic() - started) * 1000:.1f} t0={started * 1000:.1f}\n")
+
+
 def dump(what: str) -> None:
     """Print `what`, then each mark's ms since the first, and forget them."""
     if not _enabled or not _marks:
         return
     t0 = _marks[0][1]
-    line = f"rund-agent spans {what}: " + " ".join(f"{n}={(t - t0) * 1000:.1f}" for n, t in _marks) + "\n"
+    line = (f"rund-agent spans {what}: " + " ".join(f"{n}={(t - t0) * 1000:.1f}" for n, t in _marks)
+            + f" t0={t0 * 1000:.1f} faults={_fault_count() - _faults} cpu0={_cpu0 * 1000:.1f}"
+            + f" cpu={(time.process_time() - _cpu0) * 1000:.1f}\n")
     _marks.clear()
+    _write(line)
+
+
+def _fault_count() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt + usage.ru_majflt
+
+
+def _write(line: str) -> None:
     try:
         os.write(_out, line.encode())
     except OSError:

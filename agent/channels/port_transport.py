@@ -2,6 +2,8 @@
 import asyncio
 import os
 
+from .. import spans
+
 HIGH_WATER = 256 << 10
 LOW_WATER = 64 << 10
 
@@ -29,6 +31,7 @@ class PortWriteTransport(asyncio.WriteTransport):
             except OSError as exc:
                 self._fail(exc)
                 return
+            spans.io("write", written)
             data = memoryview(data)[written:]
             if not data:
                 return

@@ -13,6 +13,7 @@ import select
 import signal
 from typing import Callable
 
+from .. import spans
 from .port_transport import PortWriteTransport
 from .session_split import SessionSplitter
 
@@ -159,6 +160,7 @@ class VirtioSerialChannel:
             data = b""
         if self._on_data is not None:
             self._on_data()
+        spans.io("read", len(data))
         if not data:
             if self._host_gone is not None and not self._host_gone.done():
                 self._host_gone.set_result(None)

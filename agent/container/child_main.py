@@ -109,7 +109,9 @@ def _spare_init(sock: socket.socket) -> None:
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         raise AssertionError("the plan did not fit in one message")
     spans.reset("plan")
-    _setup_init(sock, decode_plan(message, fds))
+    plan = decode_plan(message, fds)
+    spans.mark("decoded")
+    _setup_init(sock, plan)
 
 
 def run_exec(sock: socket.socket, plan: ExecPlan) -> None:

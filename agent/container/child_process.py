@@ -9,14 +9,28 @@ from ..linux.prctl import PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS, prctl
 from ..oci.process import U64_MAX, ProcessSpec
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_inherited_oom_score_adj: int | None = None    # the agent's, which its children start with (note_oom_score_adj)
+
+
+def note_oom_score_adj() -> None:
+    """Read the agent's oom_score_adj once (it never changes it): a child whose process asks for the same value need
+    not write it (a /proc write from a setup child: an open, a write and a close in a TCG guest)."""
+    global _inherited_oom_score_adj
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _inherited_oom_score_adj = int(os.read(fd, 32))
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        _inherited_oom_score_adj = None
 
 
 def become(process: ProcessSpec, seccomp_filter: seccomp.SeccompFilter | None = None
            ) -> tuple[str, dict[str, str]]:
     """Apply limits, identity, capabilities and cwd; return the executable's path and the environment."""
     _apply_rlimits(process)
-    if process.oom_score_adj is not None:
-        _write("/proc/self/oom_score_adj", str(process.oom_score_adj), "process.oomScoreAdj")
+    _set_oom_score_adj(process)
     if seccomp_filter is not None and not process.no_new_privileges:
         _install_seccomp(seccomp_filter)  # runc: without no_new_privs this needs CAP_SYS_ADMIN: before the drop
     _switch_user(process)
@@ -28,6 +42,11 @@ def become(process: ProcessSpec, seccomp_filter: seccomp.SeccompFilter | None = 
     env = process.env_dict()
     env.setdefault("HOME", _home_of(process.user.uid))
     return find_executable(process.args[0], env.get("PATH", DEFAULT_PATH)), env
+
+
+def _set_oom_score_adj(process: ProcessSpec) -> None:
+    if process.oom_score_adj is not None and process.oom_score_adj != _inherited_oom_score_adj:
+        _write("/proc/self/oom_score_adj", str(process.oom_score_adj), "process.oomScoreAdj")
 
 
 def find_executable(name: str, search_path: str) -> str:
@@ -75,17 +94,26 @@ def _apply_rlimits(process: ProcessSpec) -> None:
 
 
 def _switch_user(process: ProcessSpec) -> None:
+    """Each set*id, setgroups and prctl here commits new credentials (~2-3 ms in a TCG guest): the ones that would
+    change nothing (a root container's uid and gid, the agent's; keepcaps without a uid change) are skipped, reading
+    the current ids instead (no commit)."""
     user, wanted = process.user, process.capabilities
     last = caps.last_cap()
+    new_uid = os.getresuid() != (user.uid, user.uid, user.uid)
     try:
         if wanted is not None:
             caps.drop_bounding(caps.mask(c for c in wanted.bounding if c <= last), last)
-            prctl(PR_SET_KEEPCAPS, 1)  # keep permitted caps across setuid to a non-root uid
-        os.setgroups(list(user.additional_gids))
-        os.setresgid(user.gid, user.gid, user.gid)
-        os.setresuid(user.uid, user.uid, user.uid)
+            if new_uid:
+                prctl(PR_SET_KEEPCAPS, 1)  # keep permitted caps across setuid to a non-root uid
+        if sorted(os.getgroups()) != sorted(user.additional_gids):
+            os.setgroups(list(user.additional_gids))
+        if os.getresgid() != (user.gid, user.gid, user.gid):
+            os.setresgid(user.gid, user.gid, user.gid)
+        if new_uid:
+            os.setresuid(user.uid, user.uid, user.uid)
         if wanted is not None:
-            prctl(PR_SET_KEEPCAPS, 0)
+            if new_uid:
+                prctl(PR_SET_KEEPCAPS, 0)
             caps.capset(caps.mask(c for c in wanted.effective if c <= last),
                         caps.mask(c for c in wanted.permitted if c <= last),
                         caps.mask(c for c in wanted.inheritable if c <= last))

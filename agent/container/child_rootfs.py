@@ -6,7 +6,7 @@ from ..errors import InvalidArgument, SetupFailed
 from ..linux import mounts as m
 from ..oci.mounts import Mount
 from ..oci.spec import ContainerSpec
-from .devices import DEFAULT_DEVICES, create_device, create_symlinks
+from .devices import DEFAULT_DEVICES, create_device, create_in_fresh_dev, create_symlinks
 from .securejoin import secure_join
 
 # statvfs bits that are also mount(2) flags, kept when remounting read-only.
@@ -27,9 +27,9 @@ def enter_rootfs(spec: ContainerSpec, rootfs: str) -> None:
         pts_mounted |= mount.destination == "/dev/pts" and mount.type == "devpts"
     try:
         if dev_is_tmpfs:
-            for device in DEFAULT_DEVICES:
-                create_device(secure_join(rootfs, device.path), device)
-            create_symlinks(secure_join(rootfs, "/dev"), pts_mounted)
+            dev = secure_join(rootfs, "/dev")
+            create_in_fresh_dev(dev, DEFAULT_DEVICES)
+            create_symlinks(dev, pts_mounted)
     except OSError as exc:
         raise SetupFailed("creating /dev", str(exc)) from None
     for i, device in enumerate(spec.devices):
@@ -75,7 +75,8 @@ def _mount_entry(rootfs: str, mount: Mount) -> None:
 
 def _make_mountpoint(path: str, directory: bool) -> None:
     if directory:
-        os.makedirs(path, exist_ok=True)
+        if not os.path.isdir(path):     # most are in the image already: one stat, not makedirs' three calls
+            os.makedirs(path, exist_ok=True)
     elif not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))

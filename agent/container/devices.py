@@ -25,12 +25,37 @@ def create_device(path: str, device: Device) -> None:
     os.chown(path, device.uid, device.gid)
 
 
+def create_in_fresh_dev(dev_dir_in_rootfs: str, devices: tuple[Device, ...]) -> None:
+    """The default devices in a /dev that is a tmpfs mounted just now, so (nearly always) empty: one mknod each, with
+    the umask cleared for the call instead of a chmod after it, and no chown for a node the creator owns already
+    (a node created by root is root's); something already there (a spec's mount on /dev/null, say) is replaced as
+    create_device does."""
+    owner = (os.geteuid(), os.getegid())
+    if os.stat(dev_dir_in_rootfs).st_mode & stat.S_ISGID:
+        owner = None            # new nodes take the directory's group
+    old_umask = os.umask(0)
+    try:
+        for device in devices:
+            path = os.path.join(dev_dir_in_rootfs, device.path[len("/dev/"):])
+            try:
+                os.mknod(path, device.mode | _KIND[device.type], os.makedev(device.major, device.minor))
+            except FileExistsError:
+                create_device(path, device)
+                continue
+            if (device.uid, device.gid) != owner:
+                os.chown(path, device.uid, device.gid)
+    finally:
+        os.umask(old_umask)
+
+
 def create_symlinks(dev_dir_in_rootfs: str, with_ptmx: bool) -> None:
     links = list(SYMLINKS)
     if with_ptmx:
         links.append(("pts/ptmx", "/dev/ptmx"))
     for target, link in links:
         path = os.path.join(dev_dir_in_rootfs, os.path.basename(link))
-        if os.path.lexists(path):
+        try:
+            os.symlink(target, path)    # a fresh /dev has none: one call, not a check and a call
+        except FileExistsError:
             os.unlink(path)
-        os.symlink(target, path)
+            os.symlink(target, path)

@@ -12,6 +12,7 @@ from ..linux import namespaces as ns
 from ..reaper import Reaper
 from .. import spans
 from . import status
+from .child_process import note_oom_score_adj
 
 
 class StatusChannel:
@@ -88,6 +89,8 @@ class Launcher:
         self._reaper = reaper
         self._own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         caps.last_cap()  # read once here, so that every child finds it cached
+        caps.note_ambient_empty()
+        note_oom_score_adj()
 
     def fork(self, body: Callable[[socket.socket], None], pid_ns: PidNamespace
              ) -> tuple[int, asyncio.Future, StatusChannel]:

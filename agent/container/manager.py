@@ -39,6 +39,10 @@ async def _nothing() -> None:
     return None
 
 
+def _nothing_now() -> None:
+    return None
+
+
 def check_id(value: str, field: str) -> str:
     if not _ID.match(value):
         raise InvalidArgument(field, f"must match {_ID.pattern}, got {value!r}")
@@ -59,6 +63,7 @@ class ContainerManager:
         # PostRestore and SetupSandbox), so a template's warm-up container leaves one behind for its clones.
         self.keep_spares = True
         self.before_container = _nothing     # awaited before a container (not a pod holder) or an exec is made
+        self.pod_started = _nothing_now      # called once a pod holder started: the pod's first container is next
 
     def get(self, container_id: str) -> Container:
         try:
@@ -78,8 +83,10 @@ class ContainerManager:
         if container_id in self._containers or container_id in self._creating:
             raise AlreadyExists(f"container {container_id!r} already exists")
         spec = parse_spec(spec_json)
+        spans.mark("spec")
         if not spec.pod_holder:
             await self.before_container()
+            spans.mark("network")
         # A pod holder never execs: a profile would filter nothing, and compiling one costs ~0.3 s in the guest.
         seccomp_filter = compile_profile(spec.seccomp) if spec.seccomp and not spec.pod_holder else None
         spans.mark("parsed")
@@ -109,6 +116,7 @@ class ContainerManager:
         if spec.pod_holder:
             return await self._create_holder(container_id, spec, stdio)
         await rootfs_mod.wait_for_devices(rootfs)
+        spans.mark("device")
         prepared = rootfs_mod.prepare(rootfs, os.path.join(self._state_dir, "containers", container_id))
         spans.mark("rootfs")
         cgroup = None
@@ -275,6 +283,8 @@ class ContainerManager:
             channel.close()
         spans.mark("exec")
         spans.dump(f"start {container_id}")
+        if container.spec.pod_holder:
+            self.pod_started()
         return container.init.pid
 
     async def exec(self, container_id: str, exec_id: str, process_json: bytes, stdio: StdioConfig) -> int:

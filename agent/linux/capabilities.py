@@ -73,8 +73,31 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     syscall("capset", ctypes.byref(header), ctypes.byref(data))
 
 
+def ambient_set_is_empty() -> bool:
+    """Whether this process's ambient set is empty (/proc/self/status, CapAmb)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapAmb:"):
+                    return int(line.split()[1], 16) == 0
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def note_ambient_empty() -> None:
+    """The caller (the agent, before it forks setup children) has an empty ambient set and never raises one: its
+    children need not clear theirs (a credential commit) before raising what their process asks for."""
+    global _ambient_empty
+    _ambient_empty = ambient_set_is_empty()
+
+
+_ambient_empty = False
+
+
 def set_ambient(ambient: int, last: int) -> None:
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    if not _ambient_empty:
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     for cap in range(last + 1):
         if ambient & (1 << cap):
             prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)

@@ -1,10 +1,15 @@
 """Apply a NetworkConfig to this (network) namespace over an rtnetlink socket."""
+import fcntl
 import os
 import socket
+import struct
 
 from ..errors import InvalidArgument, SetupFailed
 from . import rtnetlink as rt
 from .types import Interface, NetworkConfig, Route, mac_bytes, resolv_conf
+
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 1
 
 
 class Rtnl:
@@ -45,6 +50,38 @@ class Rtnl:
                     code = rt.error_code(payload)
                     raise OSError(code, os.strerror(code))
                 payloads.append(payload)
+
+
+def warm_links() -> list[str]:
+    """Bring every interface of this network namespace that is down (but lo) up and down again, before a template
+    is saved: opening a virtio NIC fills its receive ring and attaches its queueing discipline, which then stay for
+    the next up, so a clone's network identity (apply(): down, MAC, addresses, up) costs it less guest time.
+    Addresses, MAC and state are as before (down, nothing assigned; IPv6 link-local addresses go with the down and
+    come from the MAC at the next up). Returns the names it warmed; an error leaves that interface alone (it is
+    only a cost)."""
+    warmed = []
+    rtnl = None
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        for index, name in sorted(socket.if_nameindex(), key=lambda entry: entry[1]):
+            if name == "lo":
+                continue
+            try:
+                request = struct.pack("16sH", name.encode(), 0).ljust(40, b"\0")
+                flags = struct.unpack_from("H", fcntl.ioctl(probe, SIOCGIFFLAGS, request), 16)[0]
+                if flags & IFF_UP:
+                    continue                        # in use already
+                rtnl = rtnl or Rtnl()
+                rtnl.request(rt.set_link(rtnl.next_seq(), index, up=True), f"{name} up")
+                rtnl.request(rt.set_link(rtnl.next_seq(), index, up=False), f"{name} down")
+                warmed.append(name)
+            except OSError:
+                continue
+    finally:
+        probe.close()
+        if rtnl is not None:
+            rtnl.close()
+    return warmed
 
 
 def check(config: NetworkConfig) -> None:

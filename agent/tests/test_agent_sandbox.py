@@ -101,6 +101,7 @@ async def test_a_container_made_right_after_post_restore_finds_the_new_network(n
         await client.start_container("c")
         out = (await read_all(client, "c")).decode()
         assert "10.88.0.11/16" in out and "default via 10.88.0.1" in out
+        await client.wait_process("c")      # its output's end can come before its exit
         await client.remove_container("c")
         # A route the kernel refuses (its gateway is on no link) fails the next container, not PostRestore.
         await client.post_restore(None, os.urandom(64), NetworkConfig(routes=(Route("", "192.0.2.1"),)))
