@@ -212,6 +212,17 @@ class _Server:
             os.close(self.lock_fd)
 
 
+def _prepare_children() -> None:
+    """What every forked shim would otherwise do for itself, done once here where it is shared: a child that
+    touches an object writes its reference count, which copies the object's page into that child (4 KiB a page,
+    per shim). `frozenset(sys.modules)` in a child increfs ~600 module-name strings scattered over the whole heap
+    (1.1 MiB per shim); logs.setup's setLevel calls sweep every logger's cache (~70 loggers, one page or two each)
+    unless the levels are already what it sets."""
+    from rund.shim import logs, start
+    start.PRELOADED = frozenset(sys.modules)
+    logs.preset()
+
+
 def _module_files() -> dict[str, tuple[int, int, int]]:
     files = {}
     for name, mod in list(sys.modules.items()):
@@ -283,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if threading.active_count() != 1:
             log.error("a preloaded module started a thread: a fork server must not have any; exiting")
             return 1
+        _prepare_children()
         gc.collect()
         gc.freeze()                     # the imports' objects: never touched by a child's collections (CoW)
         signal.signal(signal.SIGCHLD, _reap)
@@ -404,8 +416,7 @@ def _start(conn: socket.socket, req: forkproto.StartRequest) -> int:
     from rund.errors import RundError
     from rund.shim import flags, start
     from rund.shim.start import start_shim
-    start.STARTED_BY = f"the fork server (pid {os.getppid()})"
-    start.PRELOADED = frozenset(sys.modules)
+    start.STARTED_BY = f"the fork server (pid {os.getppid()})"    # start.PRELOADED: set by the server
     try:
         args = flags.parse(req.argv[1:])
     except RundError as e:

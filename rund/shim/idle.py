@@ -34,10 +34,17 @@ def timeout_from_env(environ: dict[str, str] | None = None) -> float:
 
 
 class IdleWatch:
-    def __init__(self, timeout: float, has_containers: Callable[[], bool], on_idle: Callable[[], None]):
+    """`on_quiet`: called once `quiet_after` s after a call ended with no call since (a burst of calls is over:
+    the shim trims its heap then, trim.py); one timer per burst, none while nothing calls."""
+
+    def __init__(self, timeout: float, has_containers: Callable[[], bool], on_idle: Callable[[], None],
+                 on_quiet: Callable[[], object] | None = None, quiet_after: float = 2.0):
         self.timeout = timeout
         self._has_containers = has_containers
         self._on_idle = on_idle
+        self._on_quiet = on_quiet
+        self._quiet_after = quiet_after
+        self._quiet: asyncio.TimerHandle | None = None
         self._busy = 0
         self._last = asyncio.get_running_loop().time()
         self._call_ended = asyncio.Event()
@@ -67,11 +74,31 @@ class IdleWatch:
     def _enter(self) -> None:
         self._busy += 1
         self._last = asyncio.get_running_loop().time()
+        if self._quiet is not None:
+            self._quiet.cancel()
+            self._quiet = None
 
     def _leave(self) -> None:
         self._busy -= 1
-        self._last = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._last = loop.time()
         self._call_ended.set()
+        if self._busy == 0 and self._on_quiet is not None:
+            if self._quiet is not None:
+                self._quiet.cancel()
+            self._quiet = loop.call_later(self._quiet_after, self._quieted)
+
+    def _quieted(self) -> None:
+        self._quiet = None
+        try:
+            self._on_quiet()
+        except Exception:   # noqa: BLE001 - housekeeping: never the shim's failure
+            log.exception("after a burst of calls")
+
+    def close(self) -> None:
+        if self._quiet is not None:
+            self._quiet.cancel()
+            self._quiet = None
 
 
 class _Tracked:

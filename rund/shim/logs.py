@@ -62,13 +62,32 @@ def _removed(f) -> bool:
         return True
 
 
+QUIET = {"qemu.qmp": logging.WARNING}     # every QMP message at debug drowns the shim's own
+
+
 def setup(bundle: str, debug: bool, level_name: str = "info") -> None:
     level = logging.DEBUG if debug else getattr(logging, level_name.upper(), logging.INFO)
     root = logging.getLogger()
-    root.setLevel(level)
+    _set_level(root, level)
     for h in list(root.handlers):
         root.removeHandler(h)
     handler = FifoHandler(bundle)
     handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
-    logging.getLogger("qemu.qmp").setLevel(logging.WARNING)   # every QMP message at debug drowns the shim's own
+    for name, quiet in QUIET.items():
+        _set_level(logging.getLogger(name), quiet)
+
+
+def preset(level: int = logging.INFO) -> None:
+    """In the fork server: the levels setup() sets by default, so that a forked shim's setup changes none."""
+    _set_level(logging.getLogger(), level)
+    for name, quiet in QUIET.items():
+        _set_level(logging.getLogger(name), quiet)
+
+
+def _set_level(logger: logging.Logger, level: int) -> None:
+    """setLevel unless the logger has that level already: setLevel clears the cache of every logger of the process
+    (touching each, which copies their pages from the fork server into a forked shim); with the level unchanged,
+    what the caches hold is still right."""
+    if logger.level != level:
+        logger.setLevel(level)

@@ -14,7 +14,7 @@ from typing import Callable
 
 from rund.runtime.events import EventSink
 from rund.runtime.task_runtime import TaskRuntime
-from rund.shim import handshake, idle, logs
+from rund.shim import handshake, idle, logs, trim
 from rund.shim.events import EventPublisher
 from rund.shim.flags import ShimArgs
 from rund.shim.socket_file import SocketFile
@@ -52,7 +52,8 @@ async def _serve(args: ShimArgs, sock: socket.socket, sandbox_id: str, make_runt
     publisher.start()
     stop = asyncio.Event()
     runtime = make_runtime(args.namespace, sandbox_id, publisher.emit)
-    watch = idle.IdleWatch(idle_timeout, runtime.has_containers, on_idle=stop.set)
+    watch = idle.IdleWatch(idle_timeout, runtime.has_containers, on_idle=stop.set, on_quiet=trim.malloc_trim,
+                           quiet_after=trim.QUIET_AFTER)
     server = ttrpc.Server()
     server.register_service(TASK_SERVICE, watch.track(TaskService(runtime, on_shutdown=stop.set)))
     loop = asyncio.get_running_loop()
@@ -67,6 +68,7 @@ async def _serve(args: ShimArgs, sock: socket.socket, sandbox_id: str, make_runt
         await stop.wait()
     finally:
         watching.cancel()
+        watch.close()
         socket_file.remove()        # first: a `start` waiting for this shim to go may bind the path at once
         await server.shutdown(grace=2.0)
         await runtime.close()

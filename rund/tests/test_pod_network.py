@@ -84,3 +84,36 @@ def test_the_netns_comes_from_the_sandbox_specs_network_entry():
     assert netns_path(spec) == "/var/run/netns/cni-1"
     assert netns_path({"linux": {"namespaces": [{"type": "network"}]}}) == ""
     assert netns_path({}) == ""
+
+
+def test_netns_work_runs_in_a_child_that_hands_back_its_value_and_fds():
+    """netns.run_in forks (the pages the netlink work touches are copied into the child, not the shim) and hands
+    back a JSON value and fds; errors keep their kind."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from rund.resources.network import netns
+
+    def work():
+        r, w = os.pipe()
+        os.write(w, b"from the child")
+        os.close(w)
+        return {"pid": os.getpid()}, [r]
+
+    value, (fd,) = netns.run_in("/proc/self/ns/net", work)
+    try:
+        assert value["pid"] != os.getpid()
+        assert os.read(fd, 100) == b"from the child"
+    finally:
+        os.close(fd)
+
+    def refuse():
+        raise NetworkError("no such interface")
+    with pytest.raises(NetworkError, match="no such interface"):
+        netns.run_in("/proc/self/ns/net", refuse)
+
+    def crash():
+        raise KeyError("x")
+    with pytest.raises(RuntimeError, match="KeyError"):
+        netns.run_in("/proc/self/ns/net", crash)
+    with pytest.raises(NetworkError, match="network namespace /nonexistent"):
+        netns.run_in("/nonexistent", work)

@@ -212,3 +212,19 @@ def test_an_idle_server_retires_when_its_socket_goes_or_nobody_asks(tmp_path):
         assert "is gone" in server.retire(0.0)
     finally:
         server.close()
+
+
+def test_the_server_does_once_what_every_forked_shim_would_do(monkeypatch):
+    """What a forked shim reads but must not build (writing reference counts all over the server's heap copies
+    those pages into every shim): the preloaded module names, the log levels its setup sets."""
+    import logging
+    import sys
+    from rund.shim import logs, start
+    monkeypatch.setattr(start, "PRELOADED", frozenset())
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    forkserver._prepare_children()
+    assert start.PRELOADED == frozenset(sys.modules)
+    assert root.level == logging.INFO
+    for name, level in logs.QUIET.items():
+        assert logging.getLogger(name).level == level

@@ -97,3 +97,35 @@ def test_a_shim_with_a_container_sets_no_timer():
     timers, stopped = run(go())
     assert stopped
     assert all(left > 5 for left in timers), timers      # only run()'s own 10 s guard
+
+
+def test_the_end_of_a_burst_of_calls_runs_on_quiet_once():
+    """The shim trims its heap once calls stop (trim.py): one callback per burst, none while calls keep coming,
+    none after close."""
+    async def go():
+        quiet = []
+        watch = idle.IdleWatch(30, lambda: True, lambda: None, on_quiet=lambda: quiet.append(1), quiet_after=0.1)
+        tracked = watch.track(Service())
+        for _ in range(5):                                  # a burst: calls closer together than quiet_after
+            await tracked.Fast(None, "r")
+            await asyncio.sleep(0.02)
+        assert quiet == []
+        await asyncio.sleep(0.2)
+        assert quiet == [1]                                 # once, after the burst
+        await asyncio.sleep(0.2)
+        assert quiet == [1]                                 # and no timer after it
+        await tracked.Fast(None, "r")
+        watch.close()
+        await asyncio.sleep(0.2)
+        return quiet
+    assert run(go()) == [1]
+
+
+def test_a_failing_on_quiet_is_not_the_shims_failure():
+    async def go():
+        def boom():
+            raise RuntimeError("boom")
+        watch = idle.IdleWatch(30, lambda: True, lambda: None, on_quiet=boom, quiet_after=0.01)
+        await watch.track(Service()).Fast(None, "r")
+        await asyncio.sleep(0.1)
+    run(go())

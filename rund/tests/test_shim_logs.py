@@ -56,3 +56,24 @@ def test_a_fifo_replaced_in_the_same_bundle_is_reopened(fifo_bundle):
         assert b"msg=after" in read(new_reader) and read(reader) == b""
     finally:
         os.close(new_reader)
+
+
+def test_setup_keeps_levels_it_would_not_change(fifo_bundle):
+    """A forked shim's setup must not sweep every logger's cache (setLevel does: it writes each logger, copying its
+    page from the fork server) when the fork server preset the same levels (logs.preset)."""
+    bundle, _ = fifo_bundle
+    root = logging.getLogger()
+    old = root.level
+    try:
+        logs.preset()
+        other = logging.getLogger("rund.test.cached")
+        other.isEnabledFor(logging.INFO)
+        assert other._cache
+        logs.setup(str(bundle), debug=False)
+        assert other._cache, "setup cleared the caches though no level changed"
+        assert root.level == logging.INFO and logging.getLogger("qemu.qmp").level == logging.WARNING
+        logs.setup(str(bundle), debug=True)
+        assert root.level == logging.DEBUG and not other._cache     # a level that changes: caches cleared
+        assert other.isEnabledFor(logging.DEBUG)
+    finally:
+        root.setLevel(old)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from pyroute2 import IPRoute
 
@@ -43,7 +43,16 @@ class PodNetwork:
 
 def attach(netns_path: str) -> PodNetwork:
     """Create the pod's tap in its netns and redirect frames both ways between it and the CNI interface."""
-    return netns.run_in(netns_path, _attach)
+    value, fds = netns.run_in(netns_path, _attach_wire)
+    try:
+        (tap_fd,) = fds
+        return PodNetwork(tap_fd, value["interface"], value["mac"], value["mtu"],
+                          tuple(PodAddress(**a) for a in value["addresses"]),
+                          tuple(PodRoute(**r) for r in value["routes"]))
+    except (ValueError, TypeError, KeyError) as e:
+        for fd in fds:
+            os.close(fd)
+        raise NetworkError(f"attaching the pod's network: a bad answer from the netns child: {e}") from None
 
 
 def detach(netns_path: str) -> None:
@@ -51,9 +60,17 @@ def detach(netns_path: str) -> None:
     if not os.path.exists(netns_path):
         return
     try:
-        netns.run_in(netns_path, _detach)
+        netns.run_in(netns_path, lambda: (_detach(), []))
     except NetworkError:
         pass
+
+
+def _attach_wire() -> tuple[dict, list[int]]:
+    """_attach in the netns child: the PodNetwork as JSON, its tap fd apart (handed over by SCM_RIGHTS)."""
+    pod = _attach()
+    value = asdict(pod)
+    del value["tap_fd"]
+    return value, [pod.tap_fd]
 
 
 def _attach() -> PodNetwork:
