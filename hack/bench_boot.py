@@ -6,7 +6,7 @@
 2. Cold: `--runs` sandbox VMs booted one after another (TCG), each timed from QEMU exec to agent Health; all left
    running, then after `--settle` s Private (Private_Clean + Private_Dirty) and Pss from /proc/PID/smaps_rollup.
 3. Clone: the same for `--runs` clones (restore, Health, PostRestore), all running at once when measured.
-4. Tuning (clones only): TCG tb-size 16 vs 4 MiB, MALLOC_ARENA_MAX=1 (THP is always off for QEMU: process.py).
+4. Tuning (clones only): TCG tb-size as configured vs 4 MiB, MALLOC_ARENA_MAX=1 (THP is always off for QEMU: process.py).
 5. Warm compare: the first container in a clone of a warmed vs an unwarmed template (one more template build).
 
 The shape is the configured sandbox shape (q35, 256 MiB, rootfs on pmem with DAX by default). Not a test.
@@ -172,9 +172,10 @@ async def run(a, base: Path, shm: Path) -> dict:
                 from rund.templates.launch import LaunchedVM
                 return LaunchedVM(vm, agent, "clone", (), shape.dax, timings)
             return start
-        variants = [("clone tb16", b.shape, {}),
+        tb = f"tb{b.shape.tb_size_mib}"
+        variants = [(f"clone {tb}", b.shape, {}),
                     ("clone tb4", replace(b.shape, tb_size_mib=4), {}),
-                    ("clone tb16 arena1", b.shape, {"MALLOC_ARENA_MAX": "1"}),
+                    (f"clone {tb} arena1", b.shape, {"MALLOC_ARENA_MAX": "1"}),
                     ("clone tb4 arena1", replace(b.shape, tb_size_mib=4), {"MALLOC_ARENA_MAX": "1"})]
         print("tuning (clones of the same template, variants interleaved, all kept running):")
         tuning = await b.interleaved([(label, clone_with(shape, env)) for label, shape, env in variants],
