@@ -193,7 +193,7 @@ async def run(a, base: Path, shm: Path) -> dict:
 
     print(f"\n{'':<26} {'ready p50':>10} {'ready p99':>10} {'Private':>9} {'Pss':>9} {'Rss':>9}   (ms, MiB)")
     rows["cold"] = summary("cold boot", *cold)
-    rows["clone"] = summary("clone (tb16)", *clone)
+    rows["clone"] = summary(f"clone (tb{b.shape.tb_size_mib})", *clone)
     for label, (ready, mems) in tuning.items():
         summary(label, ready, mems)
     if warm_cmp:
