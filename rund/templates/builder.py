@@ -49,8 +49,8 @@ def build_request(shape: SandboxShape, store_root: Path, key: TemplateKey, place
 
 def spawn_builder(shape: SandboxShape, store: TemplateStore, key: TemplateKey, placeholder: Path,
                   warm: bool) -> subprocess.Popen:
-    """Start a detached builder; its output goes to <store>/<key>.build.log. The caller may wait() or drop it
-    (subprocess reaps a dropped Popen's exit at a later Popen)."""
+    """Start a detached builder; its output goes to <store>/<key>.build.log. The caller reaps it (a process that
+    lives on, like a shim, keeps it as a zombie otherwise: Launcher watches its pidfd)."""
     store.ensure_root()
     log_path = store.root / f"{key.key}.build.log"
     with open(log_path, "ab") as log_file:

@@ -4,6 +4,7 @@ The launcher owns the VM until it returns: on any failure the VM is stopped and 
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import time
@@ -14,6 +15,7 @@ from typing import Callable
 from rund import errors
 from rund.agent import AgentClient, NetworkConfig
 from rund.hypervisor import HypervisorError, QemuVM
+from rund.hypervisor.process import ExitWatch
 from rund.templates.builder import spawn_builder
 from rund.templates.clone import clone_vm
 from rund.templates.ensure import ensure_template
@@ -65,6 +67,7 @@ class Launcher:
         self.warm_templates = warm_templates    # run one container in the template before saving it
         self.build_templates = build_templates  # False: never start a builder (benchmarks, tests)
         self.builder: subprocess.Popen | None = None   # the last builder started (tests wait for it)
+        self.builder_exit: ExitWatch | None = None    # reaps it when it ends: a shim must not keep a zombie
         self._key: TemplateKey | None = None
 
     def template_key(self) -> TemplateKey:
@@ -131,6 +134,7 @@ class Launcher:
                 return
             probe.release()
             self.builder = spawn_builder(self.shape, self.store, self._key, self.placeholder(), self.warm_templates)
+            self.builder_exit = ExitWatch(self.builder, asyncio.get_running_loop())
         except (OSError, errors.RundError) as e:
             log.warning("cannot start the template builder for %s: %s", self._key.key, e)
             return

@@ -177,8 +177,10 @@ def test_damaged_template_is_rebuilt_while_the_request_boots_cold(env, caplog):
             await shut(launched)
         assert any("template unusable" in r.message and "sha256 does not match" in r.message
                    for r in caplog.records), [r.message for r in caplog.records]
-        assert launcher.builder is not None
-        assert await asyncio.to_thread(launcher.builder.wait, BUILD_TIMEOUT) == 0
+        assert launcher.builder is not None and launcher.builder_exit is not None
+        # the launcher's loop reaps the builder (no one calls wait): no zombie left in a long-lived shim
+        assert await asyncio.wait_for(launcher.builder_exit.exited, BUILD_TIMEOUT) == 0
+        assert not Path(f"/proc/{launcher.builder.pid}").exists()
         log_text = (store.root / f"{key}.build.log").read_text()
         assert "removing template" in log_text and "sha256 does not match" in log_text, log_text[-2000:]
         rebuilt = store.get(key, samples=None)
