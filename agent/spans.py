@@ -3,7 +3,13 @@ stderr (the guest console, the VM's console.log on the host).
 
 Off unless the guest kernel's command line has `rund.agent_spans=1` (rund's `[guest] kernel_params`), or the
 environment RUND_AGENT_SPANS=1 (the agent as a host process); off, a mark is one attribute test. A setup child
-inherits the agent's marks and starts its own list after the fork (see reset())."""
+inherits the agent's marks and starts its own list after the fork (see reset()).
+
+Each operation's line ends with its start on the guest's monotonic clock (t0=, ms), the page faults it took and the
+process's CPU time in it; `rund-agent io read|write <bytes> at <ms> cpu <ms>` lines mark the host channel's traffic
+(a request's wait before its handler is its read's time to its t0=), and idle jobs get a line of their own. The
+clone's console.log then reads as a timeline of the guest's side of a start. The lines cost console writes (a few ms
+each under TCG): compare runs with the switch on against each other, not against runs without it."""
 import os
 import resource
 import time

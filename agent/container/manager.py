@@ -173,6 +173,7 @@ class ContainerManager:
         fork (~0.2 s in a TCG guest), and its first container a message instead of a fork and a signal reset.
         Called at the agent's start: a template's clones each find them there (and the pod's /dev/shm mounted)."""
         pod_shm.prepare(os.path.join(self._state_dir, "pod-shm"))
+        self._cgroups.prepare_spare()
         if self._spare is None:
             plan = HolderPlan("", (), SPARE_HOLDER_NAMESPACES, ())
             try:
@@ -365,6 +366,7 @@ class ContainerManager:
         container.rootfs.cleanup()
         shutil.rmtree(self._files_dir(container_id), ignore_errors=True)
         if self.keep_spares:
+            self._cgroups.prepare_spare()
             self._prepare_init()
 
     def _files_dir(self, container_id: str) -> str:

@@ -161,15 +161,44 @@ async def test_idle_work_runs_right_after_the_request_once_the_pod_started():
 def test_warming_links_leaves_them_down_and_skips_those_up():
     if os.geteuid() != 0:
         pytest.skip("needs root (a network namespace)")
-    script = ("import sys; sys.path.insert(0, %r); from agent.network.configure import warm_links; "
-              "print(' '.join(warm_links()))" % os.getcwd())
+    script = ("import sys; sys.path.insert(0, %r); from agent.network import configure; "
+              "print(' '.join(configure.warm_links())); print(*sorted(configure._known_index)); "
+              "print(configure._index('d1', 'f') == configure.socket.if_nametoindex('d1'))" % os.getcwd())
     shell = ("ip link add d0 type veth peer name d0p && ip link add d1 type veth peer name d1p && "
              f"ip link set d1 up && {sys.executable} -c \"{script}\" && ip -o link show d0 && ip -o link show d1")
     res = subprocess.run(["unshare", "--net", "sh", "-c", shell], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    warmed, d0, d1 = res.stdout.splitlines()
+    warmed, known, same_index, d0, d1 = res.stdout.splitlines()
     assert warmed == "d0 d0p d1p"
+    assert known == "d0 d0p d1 d1p lo" and same_index == "True"     # PostRestore's checks need no syscall
 
     def flags(line: str) -> list[str]:
         return line.split("<", 1)[1].split(">", 1)[0].split(",")
     assert "UP" not in flags(d0) and "UP" in flags(d1)
+
+
+def test_the_next_container_gets_the_spare_group_with_its_device_program(monkeypatch, tmp_path):
+    from agent.cgroups import v2
+    from agent.cgroups.device_programs import code_for
+    from agent.cgroups.device_rules import effective_policy
+    from agent.oci.resources import DeviceRule
+
+    attached = []
+
+    def attach(group, code):
+        attached.append((group.path, code))
+        group._device_code = code
+    monkeypatch.setattr(v2.CgroupV2, "attach_device_code", attach)
+    driver = v2.CgroupV2Driver(str(tmp_path))
+    driver.prepare_spare()
+    first = driver.create("c1")
+    assert first.path == str(tmp_path / ".spare-1")
+    assert attached == [(first.path, code_for(effective_policy(())))]
+    first.restrict_devices((DeviceRule(allow=False, type="a", access="rwm"),))   # CRI's rules: runc's defaults
+    assert len(attached) == 1
+    second = driver.create("c2")
+    assert second.path == str(tmp_path / "c2") and os.path.isdir(second.path)
+    driver.prepare_spare()
+    assert os.path.isdir(tmp_path / ".spare-2")
+    driver.close()
+    assert not os.path.exists(tmp_path / ".spare-2")
