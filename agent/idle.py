@@ -75,7 +75,8 @@ class IdleWork:
     def soon(self) -> None:
         """The host is known to be busy elsewhere for a while (a pod's sandbox just started: its first container
         comes after containerd and the CRI plugin prepared it, ~50 ms): run the queued jobs as soon as the current
-        request is answered instead of after IDLE_S of quiet, which would waste most of that window."""
+        request is answered instead of after IDLE_S of quiet, which would waste most of that window (a clone's
+        network job, 45-250 ms of guest time, otherwise ran into its first CreateContainer)."""
         if self._jobs:
             self._soon = True
             if self._wake is not None:
