@@ -144,7 +144,8 @@ def test_cri_container_stats_follow_allocation(cri, cri_containerd, handler):
             assert cri.exec_sync(cid, ["killall", "dd"], timeout=30).exit_code == 0
             freed = poll(lambda: cri_memory(cri, cid), lambda m: m["rss"] <= held["rss"] - 60 * MiB, 30,
                          f"[{handler}] rss to fall by 60 MiB")
-            assert held["working_set"] - freed["working_set"] >= 60 * MiB, (held, freed)
+            # the 64 MiB go; the working set also counts page cache the exec and killall just read (a few MiB)
+            assert held["working_set"] - freed["working_set"] >= 56 * MiB, (held, freed)
             assert freed["page_faults"] >= held["page_faults"]
     finally:
         if sid is not None:
