@@ -64,8 +64,12 @@ def set_link(seq: int, index: int, up: bool | None = None, mac: bytes = b"", mtu
     return message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq, body)
 
 
-def address(seq: int, add: bool, index: int, family: int, prefix: int, packed: bytes, scope: int = 0) -> bytes:
-    body = IFADDRMSG.pack(family, prefix, 0, scope, index) + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
+IFA_F_NODAD = 0x02
+
+
+def address(seq: int, add: bool, index: int, family: int, prefix: int, packed: bytes, scope: int = 0,
+            flags: int = 0) -> bytes:
+    body = IFADDRMSG.pack(family, prefix, flags, scope, index) + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
     if add:
         return message(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, seq, body)
     return message(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, seq, body)

@@ -202,3 +202,19 @@ def test_the_next_container_gets_the_spare_group_with_its_device_program(monkeyp
     assert os.path.isdir(tmp_path / ".spare-2")
     driver.close()
     assert not os.path.exists(tmp_path / ".spare-2")
+
+
+@pytest.mark.root
+def test_a_pods_ipv6_address_is_usable_at_once():
+    """CNI settles addresses before the pod starts; the guest takes them over without a second detection."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a network namespace)")
+    script = ("import sys; sys.path.insert(0, %r); from agent.network import configure; "
+              "from agent.network.types import Interface, IPAddress, NetworkConfig; "
+              "configure.apply(NetworkConfig(interfaces=(Interface('d0', addresses=(IPAddress('fd00:99::5', 64),)),)),"
+              " None)" % os.getcwd())
+    shell = (f"ip link add d0 type veth peer name d0p && ip link set d0p up && {sys.executable} -c \"{script}\" && "
+             "ip -o addr show d0")
+    res = subprocess.run(["unshare", "--net", "sh", "-c", shell], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "fd00:99::5/64" in res.stdout and "tentative" not in res.stdout, res.stdout
