@@ -4,6 +4,9 @@ The child runs three things between fork and exec: the caller's hook (the cgroup
 child into the sandbox cgroup there, before QEMU touches guest memory), PR_SET_THP_DISABLE
 (~2 MiB less private memory per idle clone, measured; inherited across exec, host setting
 untouched), and PR_SET_PDEATHSIG so a QEMU never outlives the process that owns it.
+
+QEMU's environment is the owner's plus QEMU_ENV (allocator settings; a value already set in the owner's
+environment wins, so an operator can take one back).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import ctypes
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 PR_SET_PDEATHSIG = 1
 PR_SET_THP_DISABLE = 41
@@ -24,6 +27,21 @@ _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
 _prctl.restype = ctypes.c_int
 
 PreExec = Callable[[], None]
+
+# QEMU's allocators, ~1.4 MiB less private memory per clone (README Density, "QEMU's own memory"), no slower:
+# MALLOC_ARENA_MAX=1: one glibc arena for all of QEMU's threads; the vCPU thread's arena (TCG's lookup structures)
+#   otherwise holds its own free space next to the main arena's (-0.5 MiB).
+# G_SLICE=always-malloc: GLib's slice allocator (before GLib 2.76, which dropped it) keeps per-thread magazines and
+#   slabs; TCG puts a GTree node per translated block there (-1.1 MiB). Ignored by GLib >= 2.76.
+QEMU_ENV = {"MALLOC_ARENA_MAX": "1", "G_SLICE": "always-malloc"}
+
+
+def qemu_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment QEMU is started with: `base` (the owner's environment by default) plus QEMU_ENV's defaults."""
+    env = dict(os.environ if base is None else base)
+    for key, value in QEMU_ENV.items():
+        env.setdefault(key, value)
+    return env
 
 
 def _child_setup(pre_exec: PreExec | None, parent_pid: int) -> Callable[[], None]:
@@ -43,9 +61,11 @@ def _child_setup(pre_exec: PreExec | None, parent_pid: int) -> Callable[[], None
 
 def spawn(argv: Sequence[str], *, log_fd: int, pass_fds: Sequence[int] = (),
           pre_exec: PreExec | None = None) -> subprocess.Popen[bytes]:
-    """Popen with stdin from /dev/null and stdout+stderr into log_fd, in its own session."""
+    """Popen with stdin from /dev/null and stdout+stderr into log_fd, in its own session, environment from
+    qemu_environment()."""
     return subprocess.Popen(
         list(argv),
+        env=qemu_environment(),
         stdin=subprocess.DEVNULL,
         stdout=log_fd,
         stderr=log_fd,
