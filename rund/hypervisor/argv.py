@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rund.hypervisor import spec as _spec
 from rund.hypervisor.cmdline import tsc_params
 from rund.hypervisor.layout import MiB, q35_maxmem_bytes
 from rund.hypervisor.spec import (
@@ -129,7 +130,7 @@ def _agent(spec: VMSpec) -> list[str]:
     if isinstance(spec.agent, SerialChannel):
         return [
             "-chardev", opts("socket", {"id": "agent", "path": spec.agent_socket, "server": True, "wait": False}),
-            "-device", opts(_bus(spec, "virtio-serial"), {"id": "vs0"}),
+            "-device", opts(_bus(spec, "virtio-serial"), {"id": "vs0", "max_ports": _spec.AGENT_MAX_PORTS}),
             "-device", opts("virtserialport", {"bus": "vs0.0", "chardev": "agent", "name": spec.agent.port_name}),
         ]
     if isinstance(spec.agent, VsockChannel):

@@ -17,6 +17,10 @@ from rund.hypervisor.layout import MiB, PMEM_ALIGN, PMEM_SLOT_STRIDE, q35_device
 # sun_path is 108 bytes including the terminating NUL.
 UNIX_PATH_MAX = 107
 AGENT_PORT_NAME = "agent"
+# virtio-serial's max_ports: port 0 (reserved for a console, unused) and the agent's. QEMU's default, 31, costs each
+# VM ~0.4 MiB of QEMU's memory for ports nobody opens (README Density, "QEMU's own memory"). The guest sees it and
+# migration checks it: an input of the template key.
+AGENT_MAX_PORTS = 2
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")

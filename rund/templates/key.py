@@ -2,7 +2,8 @@
 
 Inputs: the content of the guest kernel, initrd and OS image (the image carries the agent, so its version too), the
 QEMU binary's content (its version decides the migration format), rund's version (the host side of PostRestore),
-every SandboxShape field that reaches the VM, whether the template was warmed, and the store's format version.
+every SandboxShape field that reaches the VM, virtio-serial's port count (hypervisor.spec.AGENT_MAX_PORTS), whether
+the template was warmed, and the store's format version.
 Not an input: the TCG translation buffer size (tb_size_mib). It is QEMU's own cache of translated code, neither guest
 state nor in the migration stream, so a runtime class with a small buffer clones the same template as one with a
 large buffer (measured: a clone with tb-size 4 of a template saved with 16 runs its containers).
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import rund
 from rund.errors import FailedPrecondition
+from rund.hypervisor import spec as hvspec
 from rund.hypervisor.qemu import QEMU_BINARY
 from rund.templates.digests import DigestCache
 from rund.templates.shape import SandboxShape
@@ -42,6 +44,7 @@ def shape_inputs(shape: SandboxShape) -> dict:
         "nic": shape.nic, "share": shape.share,
         "disk_hotplug_slots": shape.disk_hotplug_slots,
         "tsc_khz": shape.tsc_khz,
+        "agent_max_ports": hvspec.AGENT_MAX_PORTS,   # not a shape field: the same for every shape, fixed in argv
         "key_extra": [repr(x) for x in shape.key_extra],
     }
 

@@ -96,6 +96,15 @@ def test_the_guest_cmdline_carries_the_idle_params_and_the_class_params_last(sha
     assert "memhp_default_state=online_movable" in hot and set(IDLE_PARAMS) <= set(hot)
 
 
+def test_key_changes_with_the_agent_ports(shape, shm, monkeypatch):
+    """virtio-serial's max_ports is in argv for every shape, guest-visible and checked by migration."""
+    from rund.hypervisor import spec as hvspec
+    digests = DigestCache(shm / "digests.json")
+    base = template_key(shape, digests, warm=True).key
+    monkeypatch.setattr(hvspec, "AGENT_MAX_PORTS", 31)
+    assert template_key(shape, digests, warm=True).key != base
+
+
 def test_key_follows_file_content(shape, shm):
     digests = DigestCache(shm / "digests.json")
     before = template_key(shape, digests, warm=True).key
