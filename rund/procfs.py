@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
 
 def state_and_start(pid: int) -> tuple[bytes, int] | None:
     """(state letter, start time in clock ticks since boot), or None if there is no such process."""
@@ -14,6 +16,17 @@ def state_and_start(pid: int) -> tuple[bytes, int] | None:
         return None
     rest = stat[stat.rindex(b")") + 2:].split()
     return rest[0], int(rest[19])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time the process used (its threads included), or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    rest = stat[stat.rindex(b")") + 2:].split()
+    return (int(rest[11]) + int(rest[12])) / CLOCK_TICKS
 
 
 def argvs() -> Iterator[tuple[int, list[bytes]]]:

@@ -1,12 +1,11 @@
 """What /proc says about a process, each read cheap and None when the process is gone."""
 from __future__ import annotations
 
-import os
 import time
 
-from rund.procfs import state_and_start
+from rund.procfs import cpu_seconds, state_and_start
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+__all__ = ["cpu_seconds", "pss_bytes", "PssCache", "cmdline", "locked_inodes"]
 
 
 def pss_bytes(pid: int) -> int | None:
@@ -50,17 +49,6 @@ class PssCache:
         """Forget processes not asked about since the last prune (call once per scrape)."""
         self._seen = {k: v for k, v in self._seen.items() if k in self._used}
         self._used = set()
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU time the process used (its threads included)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    rest = stat[stat.rindex(b")") + 2:].split()
-    return (int(rest[11]) + int(rest[12])) / CLOCK_TICKS
 
 
 def cmdline(pid: int) -> list[bytes]:

@@ -19,7 +19,7 @@ from rund import errors
 from rund.agent import AgentClient, LayeredRootfs, StdioConfig
 from rund.hypervisor import FileMemory, HypervisorError, QemuVM
 from rund.hypervisor.cmdline import guest_root
-from rund.ops import procstat
+from rund.procfs import cpu_seconds
 from rund.templates import integrity
 from rund.templates.errors import TemplateBuildFailed
 from rund.templates.key import TemplateKey
@@ -131,10 +131,10 @@ async def _preplug(vm: QemuVM, size: int) -> None:
         raise TemplateBuildFailed(f"the template's guest plugged {plugged >> 20} of {size >> 20} MiB within "
                                   f"{PREPLUG_TIMEOUT} s")
     deadline = time.monotonic() + PREPLUG_TIMEOUT
-    last = procstat.cpu_seconds(vm.pid or 0) or 0.0
+    last = cpu_seconds(vm.pid or 0) or 0.0
     while time.monotonic() < deadline:
         await asyncio.sleep(SETTLE_WINDOW)
-        now = procstat.cpu_seconds(vm.pid or 0)
+        now = cpu_seconds(vm.pid or 0)
         if now is None or now - last <= SETTLE_CPU_S:    # gone: the save reports it
             return
         last = now
