@@ -43,12 +43,12 @@ class HypervisorConfig:
     # Density). 0: none, every pod plugs what its containers ask. In the template key.
     preplug_memory_mib: int = 0
     vmm_overhead_mib: int = 160      # the VMM's own memory on top of the guest's, in the host cgroup's bound
-    # TCG only (ignored under KVM): QEMU's buffer of translated guest code, per VM. A clone's restore and first
-    # containers translate ~27 MiB of guest code; a buffer smaller than that is flushed and everything retranslated
-    # (16 MiB: the first container 2.2x, the second 7x slower than with 32), and what the buffer holds stays resident,
-    # idle or not. A smaller buffer is less memory per pod and more CPU on every start (README, Density: figures per
-    # size). Not in the template key: classes that differ only here share one template.
-    tb_size_mib: int = 32
+    # TCG only (ignored under KVM): QEMU's buffer of translated guest code, per VM. A CRI pod's start translates
+    # ~33 MiB of guest code; a buffer smaller than that is flushed and everything retranslated (16 MiB: the first
+    # container 2.2x, the second 7x slower than with 32), and what the buffer holds stays resident, idle or not. A
+    # smaller buffer is less memory per pod and more CPU on every start (README, Density: figures per size). Not in
+    # the template key: classes that differ only here share one template.
+    tb_size_mib: int = 48
     # QEMU offers guest RAM to KSM (MADV_MERGEABLE, its default). Merging only happens where the host runs KSM
     # (off by default; `rund check` reports it): it saved ~25 MiB per idle pod here for ~1.5% of a core of ksmd,
     # but merging pages across VMs is a timing side channel between tenants. false: this class's VMs never merge.

@@ -192,7 +192,7 @@ class VMSpec:
     share: FileShare | None = None
     disk_hotplug_slots: int = 0  # PCIe root ports for host block devices added while running (q35; QemuVM.hotplug_disk)
     incoming_defer: bool = False  # a clone: wait for migrate-incoming
-    tb_size_mib: int = 32  # TCG translation buffer; caps a busy guest's code cache
+    tb_size_mib: int = 48  # TCG translation buffer; caps a busy guest's code cache
     mem_merge: bool = True  # QEMU marks guest RAM mergeable (its default): KSM, when the host runs it, may merge it
     tsc_khz: int | None = None  # host TSC kHz, required for a TCG kernel boot (see argv.py)
 
