@@ -142,10 +142,12 @@ def test_cri_container_stats_follow_allocation(cri, cri_containerd, handler):
             assert listed[cid].memory.rss_bytes.value >= before["rss"] + 60 * MiB
         with step("ContainerStats: the memory comes back when freed"):
             assert cri.exec_sync(cid, ["killall", "dd"], timeout=30).exit_code == 0
-            freed = poll(lambda: cri_memory(cri, cid), lambda m: m["rss"] <= held["rss"] - 60 * MiB, 30,
-                         f"[{handler}] rss to fall by 60 MiB")
-            # the 64 MiB go; the working set also counts page cache the exec and killall just read (a few MiB)
-            assert held["working_set"] - freed["working_set"] >= 56 * MiB, (held, freed)
+            # the 64 MiB go; the working set also counts page cache the exec and killall just read (a few MiB), and
+            # the guest kernel uncharges freed pages in batches: usage can trail rss for a moment (25 MiB seen)
+            freed = poll(lambda: cri_memory(cri, cid),
+                         lambda m: (m["rss"] <= held["rss"] - 60 * MiB
+                                    and held["working_set"] - m["working_set"] >= 56 * MiB), 30,
+                         f"[{handler}] rss to fall by 60 MiB and the working set by 56")
             assert freed["page_faults"] >= held["page_faults"]
     finally:
         if sid is not None:
