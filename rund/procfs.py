@@ -7,26 +7,26 @@ from typing import Iterator
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def state_and_start(pid: int) -> tuple[bytes, int] | None:
-    """(state letter, start time in clock ticks since boot), or None if there is no such process."""
+def _stat_after_comm(pid: int) -> list[bytes] | None:
+    """/proc/<pid>/stat's fields after comm (field 3, the state, first), or None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    rest = stat[stat.rindex(b")") + 2:].split()
-    return rest[0], int(rest[19])
+    return stat[stat.rindex(b")") + 2:].split()
+
+
+def state_and_start(pid: int) -> tuple[bytes, int] | None:
+    """(state letter, start time in clock ticks since boot), or None if there is no such process."""
+    rest = _stat_after_comm(pid)
+    return None if rest is None else (rest[0], int(rest[19]))
 
 
 def cpu_seconds(pid: int) -> float | None:
     """User plus system CPU time the process used (its threads included), or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    rest = stat[stat.rindex(b")") + 2:].split()
-    return (int(rest[11]) + int(rest[12])) / CLOCK_TICKS
+    rest = _stat_after_comm(pid)
+    return None if rest is None else (int(rest[11]) + int(rest[12])) / CLOCK_TICKS
 
 
 def argvs() -> Iterator[tuple[int, list[bytes]]]:
