@@ -157,18 +157,26 @@ async def test_idle_work_runs_right_after_the_request_once_the_pod_started():
         idle.close()
 
 
-@pytest.mark.root
-def test_warming_links_leaves_them_down_and_skips_those_up():
+def _in_private_netns(setup: str, python: str, after: str) -> str:
+    """Run shell `setup`, then `python` (agent.network.configure imported as `configure`), then shell `after` in a
+    network namespace of their own (needs root); their output."""
     if os.geteuid() != 0:
         pytest.skip("needs root (a network namespace)")
-    script = ("import sys; sys.path.insert(0, %r); from agent.network import configure; "
-              "print(' '.join(configure.warm_links())); print(*sorted(configure._known_index)); "
-              "print(configure._index('d1', 'f') == configure.socket.if_nametoindex('d1'))" % os.getcwd())
-    shell = ("ip link add d0 type veth peer name d0p && ip link add d1 type veth peer name d1p && "
-             f"ip link set d1 up && {sys.executable} -c \"{script}\" && ip -o link show d0 && ip -o link show d1")
+    script = "import sys; sys.path.insert(0, %r); from agent.network import configure; %s" % (os.getcwd(), python)
+    shell = f"{setup} && {sys.executable} -c \"{script}\" && {after}"
     res = subprocess.run(["unshare", "--net", "sh", "-c", shell], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    warmed, known, same_index, d0, d1 = res.stdout.splitlines()
+    return res.stdout
+
+
+@pytest.mark.root
+def test_warming_links_leaves_them_down_and_skips_those_up():
+    out = _in_private_netns(
+        "ip link add d0 type veth peer name d0p && ip link add d1 type veth peer name d1p && ip link set d1 up",
+        "print(' '.join(configure.warm_links())); print(*sorted(configure._known_index)); "
+        "print(configure._index('d1', 'f') == configure.socket.if_nametoindex('d1'))",
+        "ip -o link show d0 && ip -o link show d1")
+    warmed, known, same_index, d0, d1 = out.splitlines()
     assert warmed == "d0 d0p d1p"
     assert known == "d0 d0p d1 d1p lo" and same_index == "True"     # PostRestore's checks need no syscall
 
@@ -207,14 +215,9 @@ def test_the_next_container_gets_the_spare_group_with_its_device_program(monkeyp
 @pytest.mark.root
 def test_a_pods_ipv6_address_is_usable_at_once():
     """CNI settles addresses before the pod starts; the guest takes them over without a second detection."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (a network namespace)")
-    script = ("import sys; sys.path.insert(0, %r); from agent.network import configure; "
-              "from agent.network.types import Interface, IPAddress, NetworkConfig; "
-              "configure.apply(NetworkConfig(interfaces=(Interface('d0', addresses=(IPAddress('fd00:99::5', 64),)),)),"
-              " None)" % os.getcwd())
-    shell = (f"ip link add d0 type veth peer name d0p && ip link set d0p up && {sys.executable} -c \"{script}\" && "
-             "ip -o addr show d0")
-    res = subprocess.run(["unshare", "--net", "sh", "-c", shell], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    assert "fd00:99::5/64" in res.stdout and "tentative" not in res.stdout, res.stdout
+    out = _in_private_netns(
+        "ip link add d0 type veth peer name d0p && ip link set d0p up",
+        "from agent.network.types import Interface, IPAddress, NetworkConfig; "
+        "configure.apply(NetworkConfig(interfaces=(Interface('d0', addresses=(IPAddress('fd00:99::5', 64),)),)), None)",
+        "ip -o addr show d0")
+    assert "fd00:99::5/64" in out and "tentative" not in out, out
