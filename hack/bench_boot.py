@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hack.spec import print_aims  # noqa: E402
 from hack.stats import percentile  # noqa: E402
 from rund import config  # noqa: E402
 from rund.agent import LayeredRootfs, StdioConfig  # noqa: E402
@@ -229,6 +230,7 @@ def main() -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(shm, ignore_errors=True)
+    print_aims("boot", result)
     print(json.dumps(result))
     return 0
 

@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from hack.spec import print_aims  # noqa: E402
 from rund.resources.cgroups import CgroupLimits, PoolConfig, names, open_pool, select_driver  # noqa: E402
 from rund.resources.cgroups.lease import CgroupPlacement  # noqa: E402
 from rund.resources.cgroups.mounts import read_mounts  # noqa: E402
@@ -398,7 +399,7 @@ def main() -> None:
         mkdir_p99 = _pct([s[0] for s in samples["mkdir"][0]], 0.99)
         pool_busy_p99 = _pct([s[0] - s[1] for s in samples["pool"][0]], 0.99)
         mkdir_busy_p99 = _pct([s[0] - s[1] for s in samples["mkdir"][0]], 0.99)
-        print(json.dumps({
+        result = {
             "pool_p99_ms": round(pool_p99, 3),
             "mkdir_p99_ms": round(mkdir_p99, 3),
             "speedup_p99": round(mkdir_p99 / pool_p99, 1),
@@ -409,7 +410,9 @@ def main() -> None:
             "mkdir_p99_busy_ms": round(mkdir_busy_p99, 3),
             "speedup_p99_busy": round(mkdir_busy_p99 / pool_busy_p99, 1),
             "preempted_pct_pool": round(100.0 * sum(1 for s in samples["pool"][0] if s[3]) / len(samples["pool"][0]), 1),
-        }))
+        }
+        print_aims("cgroups", result)
+        print(json.dumps(result))
     finally:
         if fd >= 0:
             os.close(fd)

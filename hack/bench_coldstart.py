@@ -54,6 +54,7 @@ if str(ROOT) not in sys.path:
 from hack.cri_bench import (HANDLERS, Env, LogIndex, PodStart, cpu_ms, fmt_ms, labelled_pods,  # noqa: E402
                             ensure_template, loadavg, median_steps, pod_processes, pod_steps, provenance, remove_pod,
                             start_pod)
+from hack.spec import print_aims  # noqa: E402
 from hack.stats import percentile  # noqa: E402
 
 REMOVERS = 4        # pods removed this many at a time after a burst (not timed)
@@ -329,6 +330,7 @@ def main() -> int:
             result[f"{h}_burst{n}_makespan_ms"] = fig(h, f"burst{n}", "makespan")
     result["failures"] = len(fails)
     result["rund_cold_boots"] = sum(cold.values())
+    print_aims("coldstart", result)
     print(json.dumps(result))
     return 0
 

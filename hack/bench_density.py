@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
 from hack import procmem  # noqa: E402
 from hack.cri_bench import (Env, PodStart, ensure_template, fmt_ms, labelled_pods, loadavg,  # noqa: E402
                             pod_processes, provenance, remove_pod, start_pod)
+from hack.spec import print_aims  # noqa: E402
 from hack.stats import percentile  # noqa: E402
 from integration.cri.client import api  # noqa: E402
 
@@ -356,6 +357,8 @@ def main() -> int:
     for r in results.values():
         report(r)
     public = {h: {k: v for k, v in r.items() if not k.startswith("_") and k != "handler"} for h, r in results.items()}
+    if "rund" in public:
+        print_aims("density", public["rund"])
     print(json.dumps(public if len(public) > 1 else next(iter(public.values()))))
     return 0
 

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from hack.spec import print_aims  # noqa: E402
 from rund.agent import LayeredRootfs  # noqa: E402
 from rund.resources.rootfs import RootfsCache, SnapshotMount, plan_source  # noqa: E402
 from rund.resources.rootfs.build import build_image  # noqa: E402
@@ -189,14 +190,16 @@ def main() -> None:
             dax, plain = guest_part(top, image, args.rounds)
             print(f"guest page cache growth / bytes read ({args.bulk_mib} MiB, {args.rounds} rounds): "
                   f"DAX {[f'{r:.4f}' for r in dax]}  without DAX {[f'{r:.4f}' for r in plain]}")
-        print(json.dumps({
+        result = {
             "prep_ms_p50": round(cached["p50_ms"], 4),
             "bytes_written_per_sandbox": round(cached["device_bytes_per_sandbox"]),
             "dax_cache_growth_ratio": round(statistics.median(dax), 5) if dax else None,
             "nodax_cache_growth_ratio": round(statistics.median(plain), 5) if plain else None,
             "baseline_prep_ms_p50": round(baseline["p50_ms"], 3),
             "baseline_bytes_written_per_sandbox": round(baseline["device_bytes_per_sandbox"]),
-        }))
+        }
+        print_aims("rootfs", result)
+        print(json.dumps(result))
     finally:
         for cleanup in reversed(cleanups):
             cleanup()

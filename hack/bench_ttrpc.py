@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from hack.spec import print_aims  # noqa: E402
 from proto.gen.rund.agent.v1 import agent_pb2  # noqa: E402
 
 SERVICE = agent_pb2.DESCRIPTOR.services_by_name["Agent"]
@@ -197,7 +198,9 @@ def main() -> None:
         print(f"{name:8}{medians[name]:10.0f}{min(v):10.0f}{max(v):10.0f}")
     ratio = medians["ttrpc"] / medians["grpc"]
     print(f"ratio ttrpc/grpc: {ratio:.2f}")
-    print(json.dumps({"ttrpc_rps": round(medians["ttrpc"]), "grpc_rps": round(medians["grpc"]), "ratio": round(ratio, 3)}))
+    result = {"ttrpc_rps": round(medians["ttrpc"]), "grpc_rps": round(medians["grpc"]), "ratio": round(ratio, 3)}
+    print_aims("ttrpc", result)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
