@@ -49,7 +49,7 @@ from hack.stats import percentile  # noqa: E402
 from integration.cri.client import api  # noqa: E402
 
 MAX_RUND_PODS = 100
-MIB_PER_POD_GUARD = 250          # refuse to start when MemAvailable < 2 GiB + N x this
+MIB_PER_POD_GUARD = 150          # refuse to start when MemAvailable < 2 GiB + N x this (a pod: ~100 MiB, 2026-12)
 REMOVERS = 4
 
 
