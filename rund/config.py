@@ -121,6 +121,10 @@ class ShimConfig:
     # by a fresh interpreter: off the start path and copy-on-write shared (rund/shim/forkserver.py). `start` reads
     # this from the runtime class's ConfigPath when containerd passes it, else from /etc/rund/config.toml.
     fork_server: bool = True
+    # Pods served by one shim process (rund/shim/group.py): 1 is a process per pod; N > 1 puts a new pod into a
+    # live shim of the same containerd, namespace and config serving fewer than N, sharing its interpreter's
+    # memory, and a shim that dies takes all of its pods with it (README, "Shim groups").
+    pods_per_shim: int = 1
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ def _build(cls, table: dict, where: str):
     return cls(**values)
 
 
+MAX_PODS_PER_SHIM = 64  # a group's blast radius, and its pods share one event loop and one core at a time
 MEMORY_BLOCK_MIB = 2   # virtio-mem's block: the unit the VM grows and shrinks by
 
 
@@ -221,6 +226,8 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise InvalidArgument(f"{path}: rootfs needs slots >= 1 and an even slot_mib in 2..1024")
     if cfg.admission.max_starts < 0 or cfg.admission.max_wait_s <= 0:
         raise InvalidArgument(f"{path}: admission needs max_starts >= 0 (0: one per CPU) and max_wait_s > 0")
+    if not 1 <= cfg.shim.pods_per_shim <= MAX_PODS_PER_SHIM:
+        raise InvalidArgument(f"{path}: shim.pods_per_shim must be in 1..{MAX_PODS_PER_SHIM}")
     if not 0 < cfg.agent.teardown_timeout_s <= 600:
         raise InvalidArgument(f"{path}: agent.teardown_timeout_s must be in (0, 600]")
     return replace(cfg, source=str(path))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rund import ids
@@ -47,6 +47,7 @@ class SandboxView:
     shim_cpu_seconds: float | None
     guest_memory_bytes: int | None    # the containers' memory in use in the guest, as of the last Stats
     error: str = ""
+    shim_sandboxes: int = 1           # sandboxes its (live) shim serves: its PSS and CPU are shared out among them
 
     @property
     def pss_bytes(self) -> int | None:
@@ -166,4 +167,22 @@ def view(sdir: SandboxDir, locked: set | None, pss=procstat.pss_bytes) -> Sandbo
 def scan(state_dir: str | Path, pss=procstat.pss_bytes) -> list[SandboxView]:
     """`pss(pid)`: how host memory is read (the metrics daemon passes a cache: PSS walks page tables)."""
     locked = procstat.locked_inodes()
-    return [view(sdir, locked, pss) for sdir in sandbox_dirs(state_dir)]
+    return share_shims([view(sdir, locked, pss) for sdir in sandbox_dirs(state_dir)])
+
+
+def share_shims(views: list[SandboxView]) -> list[SandboxView]:
+    """A shim serving several sandboxes (`[shim] pods_per_shim`) is shared out: each shows its part of the
+    process's PSS and CPU time, so the sandboxes' figures add up to the host's."""
+    serving: dict[int, int] = {}
+    for v in views:
+        if v.shim_alive:
+            serving[v.shim_pid] = serving.get(v.shim_pid, 0) + 1
+    out = []
+    for v in views:
+        n = serving.get(v.shim_pid, 1) if v.shim_alive else 1
+        if n > 1:
+            v = replace(v, shim_sandboxes=n,
+                        shim_pss_bytes=None if v.shim_pss_bytes is None else v.shim_pss_bytes // n,
+                        shim_cpu_seconds=None if v.shim_cpu_seconds is None else v.shim_cpu_seconds / n)
+        out.append(v)
+    return out

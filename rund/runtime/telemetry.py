@@ -13,6 +13,7 @@ the start) and a record costs one open, fstat, write and close on the state dir 
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import time
@@ -25,7 +26,10 @@ MAX_SPOOL_BYTES = 4 << 20          # ~10k traces; beyond it (no daemon reading) 
 FORMAT = 1
 
 _bound: tuple[str, str, str] | None = None       # (state_dir, namespace, sandbox_id) of this shim's sandbox
-_guest_memory: dict[str, int] = {}
+_guest_memory: dict[str, dict[str, int]] = {}    # sandbox id -> container id -> bytes
+# A shim serving several sandboxes (rund/shim/group.py) runs each call as its sandbox's: its records go there.
+_serving: contextvars.ContextVar[str | None] = contextvars.ContextVar("rund_sandbox", default=None)
+_bound_to: dict[str, tuple[str, str, str]] = {}
 
 
 def spool_path(state_dir: str | os.PathLike) -> str:
@@ -36,14 +40,36 @@ def bind(state_dir: str | os.PathLike, namespace: str, sandbox_id: str) -> None:
     """This process serves `sandbox_id` (called when its state dir is made): where its records go."""
     global _bound
     _bound = (os.fspath(state_dir), namespace, sandbox_id)
+    _bound_to[sandbox_id] = _bound
+
+
+def serving(sandbox_id: str) -> None:
+    """The current task (and the tasks it starts) works for `sandbox_id`: in a shim serving several sandboxes."""
+    _serving.set(sandbox_id)
+
+
+def current_sandbox() -> str | None:
+    return _serving.get()
+
+
+def forget(sandbox_id: str) -> None:
+    """A shim serving several sandboxes no longer serves this one."""
+    _bound_to.pop(sandbox_id, None)
+    _guest_memory.pop(sandbox_id, None)
+
+
+def _where() -> tuple[str, str, str] | None:
+    sandbox_id = _serving.get()
+    return _bound if sandbox_id is None else _bound_to.get(sandbox_id)
 
 
 def append(doc: dict) -> bool:
     """Append one record to the node's spool; False if it was dropped. Never raises."""
     try:
-        if _bound is None:    # no sandbox claimed yet (a request refused before): containerd's log has it
+        bound = _where()
+        if bound is None:     # no sandbox claimed yet (a request refused before): containerd's log has it
             return False
-        state_dir, namespace, sandbox_id = _bound
+        state_dir, namespace, sandbox_id = bound
         line = json.dumps({"v": FORMAT, "t": round(time.time(), 3), "ns": namespace, "sb": sandbox_id, **doc},
                           separators=(",", ":")).encode() + b"\n"
         if len(line) > MAX_LINE:
@@ -82,15 +108,17 @@ def record_error(method: str, code: str) -> bool:
 def record_guest_memory(container_id: str, usage_bytes: int) -> bool:
     """A container's memory in use in the guest (its cgroup there, from the agent), as of this Stats call."""
     try:
-        if _bound is None:
+        bound = _where()
+        if bound is None:
             return False
-        state_dir, namespace, sandbox_id = _bound
-        _guest_memory[container_id] = int(usage_bytes)
+        state_dir, namespace, sandbox_id = bound
+        per_container = _guest_memory.setdefault(sandbox_id, {})
+        per_container[container_id] = int(usage_bytes)
         directory = os.path.join(state_dir, namespace, sandbox_id)
         path = os.path.join(directory, GUEST_MEMORY)
         tmp = os.path.join(directory, f".{GUEST_MEMORY}.tmp")
         with open(tmp, "w") as f:
-            json.dump({"t": round(time.time(), 3), "containers": _guest_memory}, f)
+            json.dump({"t": round(time.time(), 3), "containers": per_container}, f)
         os.replace(tmp, path)    # readers see the old or the new file; a lost one means "unknown"
         return True
     except Exception:  # noqa: BLE001

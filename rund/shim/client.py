@@ -20,6 +20,7 @@ from rund.shim import forkproto
 DEFAULT_CONFIG_PATH = "/etc/rund/config.toml"   # rund.config's, not imported here (dataclasses, pathlib: ~10 ms)
 DEFAULT_STATE_DIR = "/run/rund"
 DEFAULT_FORK_SERVER = True                      # rund.config.ShimConfig.fork_server's default
+MAX_PODS_PER_SHIM = 64                          # rund.config.MAX_PODS_PER_SHIM
 STDIN_WAIT = 0.1            # containerd writes the options and closes stdin as it starts us
 STDIN_MAX = 1 << 16
 ANSWER_TIMEOUT = 60.0       # a worker answers within its own timeouts (handshake 10 s, retiring a stale shim 5 s)
@@ -61,30 +62,70 @@ def read_stdin(fd: int = 0, wait: float = STDIN_WAIT) -> bytes:
     return out
 
 
-def settings(config_path: str) -> tuple[bool, str]:
-    """([shim] fork_server, state_dir) of a config file. A file that is missing (but the default), unreadable or
-    wrong disables the fork server: today's path then reports it where it always did (at Create)."""
+def _table(config_path: str) -> dict | None:
+    """The config file's TOML table; {} for the default file when it is missing; None when unreadable."""
     try:
         f = open(config_path, "rb")
     except FileNotFoundError:
-        return config_path == DEFAULT_CONFIG_PATH and DEFAULT_FORK_SERVER, DEFAULT_STATE_DIR
+        return {} if config_path == DEFAULT_CONFIG_PATH else None
     except OSError:
-        return False, ""
+        return None
     with f:
         try:
             import tomllib
-            table = tomllib.load(f)
+            return tomllib.load(f)
         except (ValueError, OSError):
-            return False, ""
+            return None
+
+
+def _shim_key(table: dict, key: str, default):
     shim = table.get("shim", {})
-    enabled = shim.get("fork_server", DEFAULT_FORK_SERVER) if isinstance(shim, dict) else None
+    return shim.get(key, default) if isinstance(shim, dict) else None
+
+
+def _state_dir(table: dict) -> str | None:
     state_dir = table.get("state_dir", DEFAULT_STATE_DIR)
-    if not isinstance(enabled, bool) or not isinstance(state_dir, str) or not os.path.isabs(state_dir):
+    return state_dir if isinstance(state_dir, str) and os.path.isabs(state_dir) else None
+
+
+def settings(config_path: str) -> tuple[bool, str]:
+    """([shim] fork_server, state_dir) of a config file. A file that is missing (but the default), unreadable or
+    wrong disables the fork server: today's path then reports it where it always did (at Create)."""
+    table = _table(config_path)
+    if table is None:
+        return False, ""
+    enabled = _shim_key(table, "fork_server", DEFAULT_FORK_SERVER)
+    state_dir = _state_dir(table)
+    if not isinstance(enabled, bool) or state_dir is None:
         return False, ""
     return enabled, state_dir
 
 
-def _identity(argv: list[str]) -> dict:
+def group_settings(config_path: str) -> tuple[int, str]:
+    """([shim] pods_per_shim, state_dir) of a config file: (1, "") (a shim per pod, today's path) when the file is
+    missing, unreadable or wrong, which Create then reports."""
+    table = _table(config_path) if config_path else None
+    if table is None:
+        return 1, ""
+    pods = _shim_key(table, "pods_per_shim", 1)
+    state_dir = _state_dir(table)
+    if not isinstance(pods, int) or isinstance(pods, bool) or not 1 <= pods <= MAX_PODS_PER_SHIM or state_dir is None:
+        return 1, ""
+    return pods, state_dir
+
+
+_start_config: str | None = None
+
+
+def start_config_path() -> str:
+    """This start's config file: the runtime options' ConfigPath on stdin (read once), else the default file."""
+    global _start_config
+    if _start_config is None:
+        _start_config = forkproto.config_path_from_options(read_stdin()) or DEFAULT_CONFIG_PATH
+    return _start_config
+
+
+def _identity(argv: list[str], config_path: str = "") -> dict:
     import resource
     with open("/proc/self/cmdline", "rb") as f:
         cmdline = [os.fsdecode(a) for a in f.read().split(b"\0")[:-1]]
@@ -96,17 +137,17 @@ def _identity(argv: list[str]) -> dict:
     os.umask(umask)
     return forkproto.start_message([sys.argv[0], *argv], dict(os.environ), cmdline, comm or "containerd-shim", umask,
                                    resource.getrlimit(resource.RLIMIT_NOFILE), oom, forkproto.own_namespaces(),
-                                   forkproto.own_cgroup())
+                                   forkproto.own_cgroup(), config_path)
 
 
 def start(argv: list[str]) -> int | None:
     """The exit code of a start the fork server served, or None: run today's start in this process."""
-    config_path = forkproto.config_path_from_options(read_stdin()) or DEFAULT_CONFIG_PATH
+    config_path = start_config_path()
     enabled, state_dir = settings(config_path)
     if not enabled:
         return None
     try:
-        request = _identity(argv)
+        request = _identity(argv, config_path)
     except OSError:
         return None
     key = forkproto.server_key(request["origin"], request["ns"], request["cgroup"])

@@ -5,7 +5,7 @@ A frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON, one obj
 
     client -> server   {"t": "start", "argv": [...], "env": {...}, "cmdline": [...], "comm": "...",
                         "umask": 18, "nofile": [soft, hard], "oom_score_adj": 0, "ns": {...}, "cgroup": "...",
-                        "origin": [python executable, this module's file]}
+                        "origin": [python executable, this module's file], "config": "/etc/rund/x.toml"}
                        + SCM_RIGHTS: one fd, the bundle directory (the client's cwd), sent with the frame's first byte
     server -> client   {"t": "address", "address": "unix://..."}   print it, then answer {"t": "printed"}
                        {"t": "error", "message": "..."}             what `start` would print on stderr (exit 1)
@@ -77,9 +77,23 @@ class Decoder:
         return len(self._buf)
 
 
+def recv_message(sock) -> dict | None:
+    """The next whole message on a blocking socket (its timeout applies), or None at EOF before one.
+    ProtocolError for a broken frame; OSError as the socket raises it."""
+    dec = Decoder()
+    while True:
+        data = sock.recv(4096)
+        if not data:
+            return None
+        msgs = dec.feed(data)
+        if msgs:
+            return msgs[0]
+
+
 class StartRequest:
     """A checked start request (see validate_start)."""
-    __slots__ = ("argv", "env", "cmdline", "comm", "umask", "nofile", "oom_score_adj", "ns", "cgroup", "origin")
+    __slots__ = ("argv", "env", "cmdline", "comm", "umask", "nofile", "oom_score_adj", "ns", "cgroup", "origin",
+                 "config")
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -143,8 +157,9 @@ def validate_start(msg: dict) -> StartRequest:
     origin = _strings(msg.get("origin"), "origin", 2)
     if len(origin) != 2:
         raise ProtocolError("origin must be [python executable, module file]")
+    config = _string(msg.get("config", ""), "config")      # the runtime class's config file ("": not known)
     return StartRequest(argv=argv, env=env, cmdline=cmdline, comm=comm, umask=umask, nofile=nofile,
-                        oom_score_adj=oom, ns=ns, cgroup=cgroup, origin=origin)
+                        oom_score_adj=oom, ns=ns, cgroup=cgroup, origin=origin, config=config)
 
 
 def origin() -> list[str]:
@@ -188,9 +203,11 @@ def server_paths(state_dir: str, key: str) -> tuple[str, str]:
 
 
 def start_message(argv: list[str], env: dict[str, str], cmdline: list[str], comm: str, umask: int,
-                  nofile: tuple[int, int], oom_score_adj: int, ns: dict[str, int], cgroup: str) -> dict:
+                  nofile: tuple[int, int], oom_score_adj: int, ns: dict[str, int], cgroup: str,
+                  config: str = "") -> dict:
     return {"t": "start", "argv": argv, "env": env, "cmdline": cmdline, "comm": comm, "umask": umask,
-            "nofile": list(nofile), "oom_score_adj": oom_score_adj, "ns": ns, "cgroup": cgroup, "origin": origin()}
+            "nofile": list(nofile), "oom_score_adj": oom_score_adj, "ns": ns, "cgroup": cgroup, "origin": origin(),
+            "config": config}
 
 
 def reply(msg: dict) -> tuple[str, str]:

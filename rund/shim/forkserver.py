@@ -430,18 +430,13 @@ def _start(conn: socket.socket, req: forkproto.StartRequest) -> int:
         try:
             conn.settimeout(PRINTED_TIMEOUT)
             conn.sendall(forkproto.encode({"t": "address", "address": address}))
-            dec = forkproto.Decoder()
-            while True:
-                data = conn.recv(4096)
-                if not data:
-                    return False
-                for msg in dec.feed(data):
-                    return msg.get("t") == "printed"
+            msg = forkproto.recv_message(conn)
+            return msg is not None and msg.get("t") == "printed"
         except (OSError, ProtocolError):
             return False
 
     try:
-        address = start_shim(args, os.getcwd(), confirm=confirm, close_in_child=[conn])
+        address = start_shim(args, os.getcwd(), confirm=confirm, close_in_child=[conn], config_path=req.config)
     except (RundError, OSError) as e:
         if not sent:
             _send_quietly(conn, {"t": "error", "message": f"rund start: {e}", "code": 1})

@@ -14,8 +14,10 @@ FORMAT = "time=%(asctime)s level=%(levelname)s msg=%(message)s logger=%(name)s r
 
 
 class FifoHandler(logging.StreamHandler):
-    def __init__(self, bundle: str):
-        self._bundle = _open_dir(bundle)    # held: its link count tells whether the bundle was removed
+    def __init__(self, bundle: str | int):
+        """`bundle`: its path, or an fd of it (taken over)."""
+        self._bundle = bundle if isinstance(bundle, int) else _open_dir(bundle)   # held: its link count tells
+        # whether the bundle was removed
         super().__init__(self._open_log())
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -62,16 +64,61 @@ def _removed(f) -> bool:
         return True
 
 
+class RoutingHandler(logging.Handler):
+    """A group shim's log (rund/shim/group.py): a record about a sandbox (logged by its call or one of its tasks:
+    `current()`) goes to the `log` FIFO of that sandbox's bundle, which containerd reads while the sandbox's task
+    is connected; a record of the group itself to its oldest sandbox's. A group outlives the pod that started it,
+    and containerd stops reading a bundle's FIFO once its task is gone, so no one bundle is the group's."""
+
+    def __init__(self, current):
+        super().__init__()
+        self._current = current
+        self._by: dict[str, FifoHandler] = {}
+        self._last: FifoHandler | None = None      # the last sandbox's, kept for the group's last lines
+
+    def add(self, sandbox_id: str, bundle: str | int) -> None:
+        handler = FifoHandler(bundle)
+        handler.setFormatter(self.formatter)
+        old = self._by.pop(sandbox_id, None)
+        self._by[sandbox_id] = handler
+        if old is not None:
+            old.close()
+
+    def remove(self, sandbox_id: str) -> None:
+        handler = self._by.pop(sandbox_id, None)
+        if handler is None:
+            return
+        if self._by:
+            handler.close()
+            return
+        if self._last is not None:
+            self._last.close()
+        self._last = handler
+
+    def emit(self, record: logging.LogRecord) -> None:
+        handler = self._by.get(self._current() or "") or next(iter(self._by.values()), None) or self._last
+        if handler is not None:
+            handler.emit(record)
+
+    def close(self) -> None:
+        for handler in [*self._by.values(), *([self._last] if self._last else [])]:
+            handler.close()
+        self._by.clear()
+        self._last = None
+        super().close()
+
+
 QUIET = {"qemu.qmp": logging.WARNING}     # every QMP message at debug drowns the shim's own
 
 
-def setup(bundle: str, debug: bool, level_name: str = "info") -> None:
+def setup(bundle: str, debug: bool, level_name: str = "info", handler: logging.Handler | None = None) -> None:
+    """`handler`: instead of the bundle's FIFO (a group shim's RoutingHandler)."""
     level = logging.DEBUG if debug else getattr(logging, level_name.upper(), logging.INFO)
     root = logging.getLogger()
     _set_level(root, level)
     for h in list(root.handlers):
         root.removeHandler(h)
-    handler = FifoHandler(bundle)
+    handler = handler or FifoHandler(bundle)
     handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
     for name, quiet in QUIET.items():

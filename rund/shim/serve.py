@@ -1,5 +1,6 @@
 """The shim daemon: one asyncio loop serving the Task API for one sandbox (a pod) until Shutdown, a signal, or
-until nobody uses it (idle.py). Its working directory stays the bundle `start` ran in: peer.py reads it."""
+until nobody uses it (idle.py). Its working directory stays the bundle `start` ran in: peer.py reads it.
+serve_group: the same for a group of sandboxes (group.py), until the last one left."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,7 @@ import sys
 from proto import ttrpc
 from typing import Callable
 
+from rund.runtime import telemetry
 from rund.runtime.events import EventSink
 from rund.runtime.task_runtime import TaskRuntime
 from rund.shim import handshake, idle, logs, trim
@@ -76,3 +78,52 @@ async def _serve(args: ShimArgs, sock: socket.socket, sandbox_id: str, make_runt
         log.info("shim for sandbox %s exiting", sandbox_id)
         if start.PRELOADED:             # forked: what the fork server could have imported for every shim
             log.debug("modules imported after the fork: %s", sorted(set(sys.modules) - start.PRELOADED))
+
+
+def serve_group(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bundle_fd: int, sandbox_id: str,
+                make_runtime: RuntimeFactory, parent: socket.socket, idle_timeout: float, spawn) -> int:
+    """A group shim (`spawn`: group_start.GroupSpawn), `sock` its first sandbox's. `bundle_fd`: that sandbox's
+    bundle (its log FIFO), taken over."""
+    from rund.shim.logs import RoutingHandler
+    router = RoutingHandler(telemetry.current_sandbox)
+    logs.setup("", args.debug, handler=router)
+    try:
+        with parent:
+            if not handshake.got_go(parent, idle_timeout):
+                os.close(bundle_fd)
+                log.warning("start exited before containerd got the address: nobody will connect, exiting")
+                return 1
+        asyncio.run(_serve_group(args, sock, socket_file, bundle_fd, sandbox_id, make_runtime, idle_timeout, spawn,
+                                 router))
+        return 0
+    except Exception:
+        log.exception("group shim failed")
+        return 1
+    finally:
+        socket_file.remove()
+        spawn.control_file.remove()
+
+
+async def _serve_group(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bundle_fd: int,
+                       sandbox_id: str, make_runtime: RuntimeFactory, idle_timeout: float, spawn, router) -> None:
+    from rund.shim import address as addr
+    from rund.shim.group import Group
+    publisher = EventPublisher(args.ttrpc_address, args.namespace)
+    publisher.start()
+    group = Group(args.namespace, spawn.capacity, make_runtime, publisher.emit, idle_timeout,
+                  lambda sid: addr.socket_path(addr.socket_address(args.address, args.namespace, sid)), router)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, group.stop_all, "signal")
+    group.admit(sandbox_id, sock, socket_file, bundle_fd)
+    group.serve_control(spawn.control, spawn.control_file)
+    from rund.shim import start
+    log.info("group shim of up to %d pods: control %s (pid %d, started by %s with sandbox %s)", spawn.capacity,
+             spawn.control_file.path, os.getpid(), start.STARTED_BY, sandbox_id)
+    try:
+        await group.wait_empty()
+    finally:
+        group.stop_all("exiting")
+        await group.wait_empty()
+        await publisher.close()
+        log.info("group shim exiting: no pod left")

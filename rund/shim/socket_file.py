@@ -14,6 +14,20 @@ class SocketFile:
         self.path = path
         self._fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
 
+    @classmethod
+    def adopt(cls, path: str, fd: int) -> "SocketFile":
+        """The socket file `fd` (an O_PATH fd of it, from the process that bound it) names at `path`; ValueError
+        (and `fd` closed) if `path` names another file now."""
+        self = cls.__new__(cls)
+        self.path, self._fd = path, fd
+        if not self.still_ours():
+            self.close()
+            raise ValueError(f"{path} is not the socket file passed with it")
+        return self
+
+    def fileno(self) -> int:
+        return self._fd
+
     def remove(self) -> None:
         """Unlink the path if it is still this socket. Idempotent."""
         if self._fd < 0:

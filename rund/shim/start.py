@@ -108,8 +108,9 @@ def _join(path: str, args: ShimArgs, group: str) -> None:
 
 def start(args: ShimArgs) -> int:
     """`start` in this process (the exec path; the fork server's worker runs start_shim)."""
+    from rund.shim import client
     try:
-        address = start_shim(args, os.getcwd())
+        address = start_shim(args, os.getcwd(), config_path=client.start_config_path())
     except (RundError, OSError) as e:
         print(f"rund start: {e}", file=sys.stderr)
         return 1
@@ -119,10 +120,11 @@ def start(args: ShimArgs) -> int:
 
 
 def start_shim(args: ShimArgs, bundle: str, confirm: Callable[[str], bool] | None = None,
-               close_in_child: Sequence[socket.socket] = ()) -> str:
+               close_in_child: Sequence[socket.socket] = (), config_path: str = "") -> str:
     """The pod's shim address, its daemon started (or a live one adopted). `confirm(address)`: called once a new
     daemon is ready and the address file written; the daemon serves only if it returns True (the fork server's
-    client has printed the address). `close_in_child`: sockets the daemon must not keep."""
+    client has printed the address). `close_in_child`: sockets the daemon must not keep. `config_path`: the
+    runtime class's config file, read for `[shim] pods_per_shim` (a new pod joins a group shim: group_start.py)."""
     ids.validate(args.id, "container id")     # before anything names a path
     ids.validate(args.namespace, "namespace")
     idle_timeout = idle.timeout_from_env()
@@ -139,18 +141,45 @@ def start_shim(args: ShimArgs, bundle: str, confirm: Callable[[str], bool] | Non
         bound = _listen_or_adopt(path, args, own)
     if bound is None:
         addr.write_address_file(bundle, address)
+        return address
+    pods, state_dir = _group_settings(config_path, group == args.id)
+    if pods > 1:
+        _start_in_group(args, bound, bundle, group, address, idle_timeout, confirm, close_in_child, config_path,
+                        pods, state_dir)
     else:
         _spawn(args, *bound, bundle, group, address, idle_timeout, confirm, close_in_child)
     return address
 
 
+def _group_settings(config_path: str, own_sandbox: bool) -> tuple[int, str]:
+    """(pods per shim, state dir): (1, "") unless a sandbox's own start (not a pod member's) is configured for more."""
+    if not config_path or not own_sandbox:
+        return 1, ""
+    from rund.shim import client
+    return client.group_settings(config_path)
+
+
+def _start_in_group(args: ShimArgs, bound: tuple[socket.socket, SocketFile], bundle: str, group: str,
+                    address: str, idle_timeout: float, confirm: Callable[[str], bool] | None,
+                    close_in_child: Sequence[socket.socket], config_path: str, pods: int, state_dir: str) -> None:
+    from rund.shim import group_registry, group_start
+
+    def spawn(sock, socket_file, spawn_group, also_close):
+        _spawn(args, sock, socket_file, bundle, group, address, idle_timeout, confirm,
+               [*close_in_child, *also_close], spawn_group)
+    key = group_registry.group_key(args.address, args.namespace, config_path)
+    if group_start.place(group, addr.socket_path(address), bound, bundle, state_dir, key, pods, _bind, spawn):
+        addr.write_address_file(bundle, address)
+
+
 def _spawn(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bundle: str, group: str, address: str,
            idle_timeout: float, confirm: Callable[[str], bool] | None = None,
-           close_in_child: Sequence[socket.socket] = ()) -> None:
-    """Fork the daemon serving `sock`; returns in `start` once the daemon is up and told to go on."""
+           close_in_child: Sequence[socket.socket] = (), group_spawn=None) -> None:
+    """Fork the daemon serving `sock`; returns in `start` once the daemon is up and told to go on. `group_spawn`
+    (group_start.GroupSpawn): the daemon is a group shim, `sock` its first pod's."""
     try:
         from rund.runtime.sandbox_runtime import SandboxRuntime   # before fork: the child starts warm
-        from rund.shim.serve import serve
+        from rund.shim.serve import serve, serve_group
         parent_end, child_end = handshake.pair()
     except BaseException:
         socket_file.remove()
@@ -165,13 +194,24 @@ def _spawn(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bundle:
                 s.close()
             _become_daemon()
             sock.listen(BACKLOG)      # again: the socket's peer credentials now name this daemon (peer.py)
-            handshake.ready(child_end)
-            code = serve(args, sock, socket_file, bundle, group, SandboxRuntime, child_end, idle_timeout)
+            if group_spawn is None:
+                handshake.ready(child_end)
+                code = serve(args, sock, socket_file, bundle, group, SandboxRuntime, child_end, idle_timeout)
+            else:
+                group_spawn.control.listen(BACKLOG)
+                bundle_fd = os.open(bundle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                os.chdir(group_spawn.workdir)   # no pod's bundle: the group outlives the pod that started it
+                handshake.ready(child_end)
+                code = serve_group(args, sock, socket_file, bundle_fd, group, SandboxRuntime, child_end,
+                                   idle_timeout, group_spawn)
         finally:
             os._exit(code)
     child_end.close()
     sock.close()
     socket_file.close()               # the child's now
+    if group_spawn is not None:
+        group_spawn.control.close()
+        group_spawn.control_file.close()
     with parent_end:                  # on any failure before go, the child exits and removes the socket
         handshake.wait_ready(parent_end)
         addr.write_address_file(bundle, address)
