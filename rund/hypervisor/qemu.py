@@ -37,7 +37,7 @@ from rund.hypervisor.errors import (
     VMTimeout,
 )
 from rund.hypervisor.logtail import log_tail
-from rund.hypervisor.pmem import check_pmem_images
+from rund.hypervisor.pmem import check_pmem_images, mapped_size
 from rund.hypervisor.process import ExitWatch, PreExec, spawn
 from rund.hypervisor.spec import PmemSlot, VMSpec, VsockChannel
 
@@ -301,7 +301,8 @@ class QemuVM(VirtualMachine):
     # ---- devices added while running --------------------------------------------------------
 
     async def hotplug_pmem(self, index: int, image: Path) -> None:
-        """Bind `image` (exactly the slot's size, read-only) to hotplug slot `index` of spec.pmem_hotplug."""
+        """Bind `image` (exactly the slot's size, read-only) to hotplug slot `index` of spec.pmem_hotplug; the device
+        maps only what the image holds (pmem.mapped_size)."""
         try:
             slot = self.spec.pmem_hotplug[index]
         except IndexError:
@@ -309,7 +310,8 @@ class QemuVM(VirtualMachine):
         check_pmem_images((PmemSlot(Path(image), slot.size, slot.memaddr),))
         backend = f"hotplug-mem{index}"
         await self._execute("object-add", {"qom-type": "memory-backend-file", "id": backend, "mem-path": str(image),
-                                           "size": slot.size, "share": True, "readonly": True})
+                                           "size": mapped_size(Path(image), slot.size), "share": True,
+                                           "readonly": True})
         try:
             await self._execute("device_add", {"driver": "virtio-pmem-pci", "id": f"hotplug-pmem{index}",
                                                "memdev": backend, "bus": hotplug_port(index),

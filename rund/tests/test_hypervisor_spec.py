@@ -9,7 +9,7 @@ import pytest
 
 from rund.hypervisor.errors import HypervisorError, InvalidSpec, PmemSlotMismatch
 from rund.hypervisor.layout import GiB, MiB, pmem_slot_address, q35_device_memory_base
-from rund.hypervisor.pmem import check_pmem_images
+from rund.hypervisor.pmem import EROFS_MAGIC, check_pmem_images, mapped_size
 from rund.hypervisor.spec import (
     Accel,
     BlockDevice,
@@ -100,3 +100,34 @@ def test_pmem_images_must_be_exactly_the_slot_size(tmp_path):
         check_pmem_images((PmemSlot(bigger, 2 * MiB, 4 * GiB),))
     with pytest.raises(PmemSlotMismatch):
         check_pmem_images((PmemSlot(tmp_path / "missing", 2 * MiB, 4 * GiB),))
+
+
+def erofs_image(path: Path, slot_size: int, blocks: int, blkszbits: int = 12) -> Path:
+    """A slot-sized file whose superblock says the erofs image is `blocks` blocks long."""
+    sb = bytearray(40)
+    sb[0:4] = EROFS_MAGIC.to_bytes(4, "little")
+    sb[12] = blkszbits
+    sb[36:40] = blocks.to_bytes(4, "little")
+    with open(path, "wb") as f:
+        f.seek(1024)
+        f.write(sb)
+    os.truncate(path, slot_size)
+    return path
+
+
+@pytest.mark.parametrize("blocks, expected", [
+    (2, 2 * MiB),                   # a tiny image: one 2 MiB step
+    (512, 2 * MiB),                 # exactly 2 MiB
+    (513, 4 * MiB),                 # a block more: the next step
+    (200_000, 512 * MiB),           # claims more than the slot: the slot
+])
+def test_a_hotplugged_erofs_image_maps_what_its_superblock_counts(tmp_path, blocks, expected):
+    assert mapped_size(erofs_image(tmp_path / "img", 512 * MiB, blocks), 512 * MiB) == expected
+
+
+def test_anything_but_an_erofs_image_maps_the_whole_slot(tmp_path):
+    zeros = tmp_path / "zeros"
+    zeros.write_bytes(b"")
+    os.truncate(zeros, 32 * MiB)
+    assert mapped_size(zeros, 32 * MiB) == 32 * MiB
+    assert mapped_size(tmp_path / "missing", 32 * MiB) == 32 * MiB

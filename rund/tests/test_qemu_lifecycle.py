@@ -27,6 +27,7 @@ from rund.hypervisor import (
 )
 from rund.hypervisor.layout import MiB
 from rund.hypervisor.spec import BlockDevice
+from rund.tests.test_hypervisor_spec import erofs_image
 from rund.hypervisor.testing import VMDirs, leak_checked_dirs, minimal_spec, process_alive
 
 pytestmark = pytest.mark.vm
@@ -287,6 +288,24 @@ def test_q35_pmem_hotplug_binds_an_image_to_a_reserved_slot(dirs):
             await vm.stop()
         found = [(d["data"]["memaddr"], d["data"]["size"]) for d in devices if d["type"] == "virtio-pmem"]
         assert found == [(slot.memaddr, size)]
+
+    asyncio.run(scenario())
+
+
+def test_q35_pmem_hotplug_maps_only_what_an_erofs_image_holds(dirs):
+    async def scenario():
+        size = 32 * MiB
+        image = erofs_image(dirs.base / "hot.erofs", size, blocks=700)     # 2.7 MiB of 4 KiB blocks
+        slot = PmemHotplugSlot(size, pmem_slot_address(64, 1))
+        vm = QemuVM(minimal_spec(dirs, Machine.Q35, pmem_hotplug=(slot,)))
+        await vm.start()
+        try:
+            await vm.hotplug_pmem(0, image)
+            devices = await vm.execute("query-memory-devices")
+        finally:
+            await vm.stop()
+        found = [(d["data"]["memaddr"], d["data"]["size"]) for d in devices if d["type"] == "virtio-pmem"]
+        assert found == [(slot.memaddr, 4 * MiB)]
 
     asyncio.run(scenario())
 
