@@ -104,6 +104,9 @@ class Group:
 
     async def _serve(self, member: Member, sock: socket.socket) -> None:
         telemetry.serving(member.sandbox_id)
+        if self.members.get(member.sandbox_id) is not member:     # left before it was served (a signal)
+            sock.close()
+            return
         await member.server.serve_listener(sock)
         member.watching = asyncio.create_task(member.watch.run(), name=f"idle-watch-{member.sandbox_id}")
         log.info("serving sandbox %s (pid %d, %d of %d pods)", member.sandbox_id, os.getpid(), len(self.members),
@@ -208,12 +211,12 @@ class Group:
             if sock.family != socket.AF_UNIX or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
                 sock.close()
                 raise RundError("the passed socket is not a listening unix socket")
+            path_fd, fds[1] = fds[1], -1
             try:
-                socket_file = SocketFile.adopt(path, fds[1])
+                socket_file = SocketFile.adopt(path, path_fd)      # closes path_fd when it refuses
             except ValueError as e:
                 sock.close()
                 raise RundError(str(e)) from None
-            fds[1] = -1
             self.admit(sandbox_id, sock, socket_file, fds[2])
             fds[2] = -1
             return group_registry.adopted()
