@@ -6,7 +6,8 @@ file is always written, also when an existing pod shim is reused. Every id is ch
 
 A live socket is adopted only from a shim of this containerd whose bundle still exists (peer.py); a stale one is
 asked to exit first. A daemon whose `start` dies before printing the address exits at once (handshake.py), and one
-nobody uses exits after a while (idle.py).
+nobody uses exits after a while (idle.py). With `[shim] pods_per_shim` > 1 the new sandbox's socket goes to a group
+shim serving several pods instead of a daemon of its own (group_start.py).
 """
 from __future__ import annotations
 
