@@ -3,7 +3,7 @@
 
     .venv/bin/python hack/bench_coldstart.py [--single 20] [--bursts 10,50] [--handlers rund,runc]
                                              [--image function|busybox] [--timeout 300]
-                                             [--save-log FILE] [--rund-config FILE]
+                                             [--gap 0] [--save-log FILE] [--rund-config FILE]
     .venv/bin/python hack/bench_coldstart.py --single 5 --bursts 10      # a quick run
 
 The function: by default hack/function_image.py, a 256-byte static binary that writes `ready` and sleeps in
@@ -14,7 +14,7 @@ A pod's latency is from just before RunPodSandbox to the timestamp containerd pu
 container's CRI log (hack/cri_bench.py; not the poll's time). Rounds:
 1. One untimed warm-up pod per handler (a template, image unpack, caches).
 2. Single: --single pods per handler one after another, handlers interleaved; each pod removed (and checked gone)
-   before the next starts. p50/p99 (nearest rank: with 10 pods p99 is the maximum).
+   before the next starts, --gap s after it. p50/p99 (nearest rank: with 10 pods p99 is the maximum).
 3. Bursts: for each size in --bursts and each handler (runc first), that many threads, each with its own CRI client
    and connected, released at once by one barrier; each pod's latency (p50/p99) and the burst's makespan (barrier
    release to the last pod ready or given up). After the round every pod is removed and checked gone.
@@ -170,6 +170,8 @@ def main() -> int:
     ap.add_argument("--image", choices=("function", "busybox"), default="function")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds from RunPodSandbox to `ready` before a "
                     "pod is given up as a failure (default 300)")
+    ap.add_argument("--gap", type=float, default=0.0, help="seconds between single pods (default 0: back to back); "
+                    "arrivals spaced apart, as a FaaS node sees them, leave rund's spare VMs time to refill")
     ap.add_argument("--save-log", metavar="FILE", help="keep containerd's log (with the shims' lines) in FILE")
     ap.add_argument("--rund-config", help="the rund runtime class's config file (ConfigPath; default: rund's "
                     "default config)")
@@ -205,6 +207,7 @@ def main() -> int:
             order = handlers if i % 2 == 0 else handlers[::-1]
             line = []
             for h in order:
+                time.sleep(args.gap)
                 p = bench.one(singles[h], f"single-{h}-{i}")
                 line.append(f"{h} {fmt_ms(p.ready_ms)} ms" + (f" FAILED {p.error}" if not p.ok else ""))
             print(f"single {i + 1}/{args.single}: " + ", ".join(line), flush=True)
@@ -281,9 +284,12 @@ def main() -> int:
               f"the single round ({typical.name if typical else '-'}, its segments add up to its total), then "
               f"each round's medians per segment (medians do not add up)")
         if h == "rund":
-            clones = {k: sum(1 for p in rnd.pods if p.ok and idx.traces.get(("create", p.sid), {})
-                             .get("labels", {}).get("vm") == "clone") for k, rnd in cols.items()}
-            print(f"  {'(pods whose VM was a template clone)':62} {'':>8}" + "".join(f"{clones[k]:>10}" for k in cols))
+            for how in ("clone", "spare"):
+                n = {k: sum(1 for p in rnd.pods if p.ok and idx.traces.get(("create", p.sid), {})
+                            .get("labels", {}).get("vm") == how) for k, rnd in cols.items()}
+                if how == "clone" or any(n.values()):
+                    what = "a template clone" if how == "clone" else "a spare VM (clone made ahead)"
+                    print(f"  {f'(pods whose VM was {what})':62} {'':>8}" + "".join(f"{n[k]:>10}" for k in cols))
         print(f"  {'':62} {'median':>8}" + "".join(f"{k:>10}" for k in cols))
         print(f"  {'':62} {'pod':>8}")
         names = list(dict.fromkeys([*(typical.steps if typical else {}), *(k for m in meds.values() for k in m)]))
@@ -296,7 +302,7 @@ def main() -> int:
                   + "".join(f"{cols[k].pct(0.5) or float('nan'):10.1f}" for k in cols))
 
     cold = {rnd.label: sum(1 for p in rnd.pods if p.ok and idx.traces.get(("create", p.sid), {})
-                           .get("labels", {}).get("vm", "clone") != "clone")
+                           .get("labels", {}).get("vm", "clone") not in ("clone", "spare"))
             for rnd in rounds if rnd.handler == "rund" and rnd.kind != "warm-up"}
     if any(cold.values()):
         print("\nWARNING: rund pods whose VM booted cold (no template: the runtime's code or config changed under "

@@ -80,6 +80,9 @@ class GuestConfig:
 class TemplateConfig:
     enabled: bool = True
     dir: str = "/dev/shm/rund-templates"   # RAM files must be on tmpfs (shared, never written after save)
+    # Spare VMs kept ready per node and template: clones restored and warmed ahead of time, each handed to one CRI
+    # pod's sandbox (rund/runtime/spares.py). 0: none. Each costs an idle VM's memory (~90 MiB here) while it waits.
+    spare_vms: int = 0
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,8 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise InvalidArgument(f"{path}: admission needs max_starts >= 0 (0: one per CPU) and max_wait_s > 0")
     if not 1 <= cfg.shim.pods_per_shim <= MAX_PODS_PER_SHIM:
         raise InvalidArgument(f"{path}: shim.pods_per_shim must be in 1..{MAX_PODS_PER_SHIM}")
+    if not 0 <= cfg.templates.spare_vms <= 64:
+        raise InvalidArgument(f"{path}: templates.spare_vms must be in [0, 64]")
     if not 0 < cfg.agent.teardown_timeout_s <= 600:
         raise InvalidArgument(f"{path}: agent.teardown_timeout_s must be in (0, 600]")
     return replace(cfg, source=str(path))

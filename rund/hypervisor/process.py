@@ -44,12 +44,14 @@ def qemu_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _child_setup(pre_exec: PreExec | None, parent_pid: int) -> Callable[[], None]:
+def _child_setup(pre_exec: PreExec | None, parent_pid: int, die_with_owner: bool) -> Callable[[], None]:
     def setup() -> None:
         if pre_exec is not None:
             pre_exec()
         if _prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_THP_DISABLE)")
+        if not die_with_owner:
+            return
         # The death signal fires when the forking *thread* exits: spawn from the event loop thread.
         if _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
@@ -60,9 +62,10 @@ def _child_setup(pre_exec: PreExec | None, parent_pid: int) -> Callable[[], None
 
 
 def spawn(argv: Sequence[str], *, log_fd: int, pass_fds: Sequence[int] = (),
-          pre_exec: PreExec | None = None) -> subprocess.Popen[bytes]:
+          pre_exec: PreExec | None = None, die_with_owner: bool = True) -> subprocess.Popen[bytes]:
     """Popen with stdin from /dev/null and stdout+stderr into log_fd, in its own session, environment from
-    qemu_environment()."""
+    qemu_environment(). die_with_owner=False: no death signal, for a VM another process will own (a spare VM,
+    rund/templates/spares.py), which must outlive the process that started it."""
     return subprocess.Popen(
         list(argv),
         env=qemu_environment(),
@@ -72,8 +75,37 @@ def spawn(argv: Sequence[str], *, log_fd: int, pass_fds: Sequence[int] = (),
         pass_fds=tuple(pass_fds),
         close_fds=True,
         start_new_session=True,  # a ^C to the owner's group must not reach QEMU directly
-        preexec_fn=_child_setup(pre_exec, os.getpid()),
+        preexec_fn=_child_setup(pre_exec, os.getpid(), die_with_owner),
     )
+
+
+class AdoptedProcess:
+    """A running process this one did not start (a spare VM's QEMU, handed over by its keeper), with the parts of
+    Popen that QemuVM and ExitWatch use. Signals go through a pidfd, so a recycled pid is never hit. Its exit
+    status is its parent's to read: wait() reports ADOPTED_EXIT once it is gone."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._pidfd: int | None = os.pidfd_open(pid)     # ProcessLookupError: already gone
+        self.returncode: int | None = None
+
+    def send_signal(self, signum: int) -> None:
+        if self._pidfd is not None and self.returncode is None:
+            try:
+                signal.pidfd_send_signal(self._pidfd, signum)
+            except ProcessLookupError:
+                pass
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = ADOPTED_EXIT
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+        return self.returncode
+
+
+ADOPTED_EXIT = 255  # what an adopted QEMU's exit reads as (its parent reaps it): a lost VM, as for its containers
 
 
 class ExitWatch:
@@ -82,7 +114,7 @@ class ExitWatch:
     A pidfd becomes readable when the process exits; the loop calls back, no task or thread is involved.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes] | AdoptedProcess, loop: asyncio.AbstractEventLoop) -> None:
         self._popen = popen
         self._loop = loop
         self.exited: asyncio.Future[int] = loop.create_future()

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ from rund.hypervisor.errors import (
 )
 from rund.hypervisor.logtail import log_tail
 from rund.hypervisor.pmem import check_pmem_images, mapped_size
-from rund.hypervisor.process import ExitWatch, PreExec, spawn
+from rund.hypervisor.process import AdoptedProcess, ExitWatch, PreExec, spawn
 from rund.hypervisor.spec import PmemSlot, VMSpec, VsockChannel
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,15 @@ class _State(enum.Enum):
 class QemuVM(VirtualMachine):
     def __init__(self, spec: VMSpec, qemu_binary: str | Path = QEMU_BINARY, *,
                  start_timeout: float = 30.0, command_timeout: float = 30.0,
-                 migration_timeout: float = 60.0) -> None:
+                 migration_timeout: float = 60.0, die_with_owner: bool = True) -> None:
         self.spec = spec
+        self._die_with_owner = die_with_owner   # False: a spare VM, handed over to another process later
         self._binary = qemu_binary
         self._start_timeout = start_timeout
         self._command_timeout = command_timeout
         self._migration_timeout = migration_timeout
         self._state = _State.NEW
-        self._popen: subprocess.Popen[bytes] | None = None
+        self._popen: subprocess.Popen[bytes] | AdoptedProcess | None = None
         self._watch: ExitWatch | None = None
         self._reaper: asyncio.Task[int] | None = None
         self._qmp: QMPClient | None = None
@@ -131,12 +133,76 @@ class QemuVM(VirtualMachine):
         self._qmp = QMPClient(self.spec.name)
         await self._qmp.start_server(str(self.spec.qmp_socket))
         log.debug("exec %s", " ".join(argv))
-        self._popen = spawn(argv, log_fd=self._log_fd, pass_fds=self._pass_fds(), pre_exec=pre_exec)
+        self._popen = spawn(argv, log_fd=self._log_fd, pass_fds=self._pass_fds(), pre_exec=pre_exec,
+                            die_with_owner=self._die_with_owner)
         self._watch = ExitWatch(self._popen, loop)
         self._reaper = loop.create_task(self._reap(), name=f"qemu-reaper-{self.spec.name}")
         await self._until_exit(self._qmp.accept(), timeout=self._start_timeout)
         # QEMU is connected and never reconnects: the listening path has no further use.
         self.spec.qmp_socket.unlink()
+
+    # ---- hand-over (spare VMs: rund/templates/spares.py) ---------------------------------------
+
+    async def hand_over(self) -> int:
+        """Give this running VM to another process: returns a duplicate of the QMP connection's fd (send it with
+        SCM_RIGHTS; the receiver calls adopt()). This object lets go without touching QEMU, its files or its
+        connection; it stays QEMU's parent, and must reap it (reap_handed_over) once it exits."""
+        self._require_running()
+        assert self._qmp is not None and self._watch is not None and self._reaper is not None
+        sock = self._qmp_socket()
+        fd = os.dup(sock.fileno())
+        self._state = _State.ENDED
+        self._owns_runtime_dir = False
+        self._watch.close()
+        self._reaper.cancel()
+        qmp, self._qmp = self._qmp, None
+        with contextlib.suppress(Exception):     # closes this fd only: the duplicate keeps the connection
+            await qmp.disconnect()
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
+        return fd
+
+    def _qmp_socket(self) -> socket.socket:
+        writer = getattr(self._qmp, "_writer", None)
+        sock = writer.get_extra_info("socket") if writer is not None else None
+        if sock is None:
+            raise HypervisorError(f"VM {self.spec.name}: its QMP connection has no socket to hand over")
+        return sock
+
+    @classmethod
+    async def adopt(cls, spec: VMSpec, pid: int, qmp_fd: int, qemu_binary: str | Path = QEMU_BINARY
+                    ) -> "QemuVM":
+        """Take over a running VM another process handed over (hand_over): its QMP connection, its process (by
+        pidfd: not our child, see AdoptedProcess) and its runtime dir, from here on this object's."""
+        sock = socket.socket(fileno=qmp_fd)     # owns the fd from here: closed on any failure
+        vm = cls(spec, qemu_binary)
+        vm._state = _State.STARTING
+        loop = asyncio.get_running_loop()
+        try:
+            vm._popen = AdoptedProcess(pid)
+        except ProcessLookupError:
+            sock.close()
+            vm._state = _State.ENDED
+            raise VMStartError(f"spare VM {spec.name} (pid {pid}) is gone", "", None) from None
+        vm._log_start = os.path.getsize(spec.qemu_log) if spec.qemu_log.exists() else 0
+        vm._watch = ExitWatch(vm._popen, loop)
+        vm._reaper = loop.create_task(vm._reap(), name=f"qemu-reaper-{spec.name}")
+        vm._owns_runtime_dir = True
+        qmp = QMPClient(spec.name)
+        qmp.await_greeting = False      # the keeper's connection: negotiated already
+        qmp.negotiate = False
+        vm._qmp = qmp
+        try:
+            await vm._until_exit(qmp.connect(sock), timeout=vm._start_timeout)
+        except BaseException as exc:
+            sock.close()
+            await vm._abort_start()
+            if not isinstance(exc, Exception):
+                raise
+            raise VMStartError(vm._start_failure(exc), vm.log_tail(), vm.returncode) from exc
+        vm._state = _State.RUNNING
+        return vm
 
     def _pass_fds(self) -> list[int]:
         fds = []

@@ -97,9 +97,9 @@ class NodeMetrics:
             vm = ""
             if op == "create":
                 vm = str(doc.get("labels", {}).get("vm", "pod"))
-                if vm not in ("clone", "cold", "pod"):
+                if vm not in ("clone", "spare", "cold", "pod"):
                     vm = "other"
-                if vm == "clone":
+                if vm in ("clone", "spare"):     # a spare VM is a clone made ahead of time
                     self.template_hits.inc()
                 elif vm == "cold":
                     self.template_misses.inc()

@@ -36,7 +36,7 @@ class SandboxView:
     state: str
     containers: tuple[str, ...]
     created_unix: float | None        # when the shim claimed the sandbox
-    vm: str                           # "clone", "cold" or "" (no VM yet, or not known)
+    vm: str                           # "clone", "spare", "cold" or "" (no VM yet, or not known)
     shim_pid: int
     shim_alive: bool
     vmm_pid: int

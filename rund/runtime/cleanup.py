@@ -128,7 +128,6 @@ def _release(sdir: SandboxDir, container_id: str, cfg: Config) -> Cleaned:
     """With the sandbox's lock held: release the container's pins, and the sandbox's VM and cgroup if it goes."""
     from rund.resources.cgroups import CgroupError
     from rund.resources.rootfs import RootfsError
-    from rund.hypervisor.paths import VMPaths
     from rund.runtime.resource_config import rootfs_cache
     from rund.runtime.vmm_cgroup import release_recorded
     from rund.runtime.volumes import unbind_container
@@ -149,7 +148,7 @@ def _release(sdir: SandboxDir, container_id: str, cfg: Config) -> Cleaned:
             log.warning("container %s: releasing its rootfs: %s", cid, e)
 
     release_pins(container_id)
-    unbind_container(VMPaths(sdir.path).share, container_id)      # the dead shim's binds of its volumes
+    unbind_container(sdir.vm_paths().share, container_id)        # the dead shim's binds of its volumes
     sdir.remove_container(container_id)
     if container_id != sdir.sandbox_id and sdir.container_ids():
         sdir.unlock()

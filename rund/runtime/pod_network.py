@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from rund.agent import Interface, IPAddress, NetworkConfig, Route
-from rund.resources.network import PodNetwork, attach, detach
+from rund.resources.network import PodNetwork, attach, attach_moved, detach
 
 log = logging.getLogger("rund.runtime.network")
 
@@ -44,11 +44,15 @@ class AttachedNetwork:
         await asyncio.to_thread(detach, self.netns)
 
 
-async def attach_pod(netns: str) -> AttachedNetwork:
-    pod = await asyncio.to_thread(attach, netns)
+async def attach_pod(netns: str, moved_tap: tuple[str, str] | None = None) -> AttachedNetwork:
+    """moved_tap: (netns path, name) of a spare VM's tap to move in and use instead of a new one."""
+    if moved_tap is not None:
+        pod = await asyncio.to_thread(attach_moved, netns, *moved_tap)
+    else:
+        pod = await asyncio.to_thread(attach, netns)
     log.info("pod network %s: %s %s mtu %d, %s", netns, pod.interface, pod.mac, pod.mtu,
              " ".join(f"{a.address}/{a.prefix_length}" for a in pod.addresses))
-    return AttachedNetwork(netns, pod.tap_fd, guest_network(pod))
+    return AttachedNetwork(netns, pod.tap_fd if pod.tap_fd >= 0 else None, guest_network(pod))
 
 
 def guest_network(pod: PodNetwork) -> NetworkConfig:

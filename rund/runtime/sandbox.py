@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Awaitable, Callable, Sequence
@@ -27,6 +28,7 @@ from rund.agent import (AgentClient, AgentTimeout, FileCopy, LayeredRootfs, Netw
 from rund.config import Config
 from rund.hypervisor import HypervisorError
 from rund.hypervisor.logtail import log_tail
+from rund.hypervisor.process import ExitWatch
 from rund.hypervisor.paths import VMPaths
 from rund.resources.cgroups import CgroupError, CgroupLimits, InvalidCgroupPath, limits_from_oci
 from rund.runtime.pod_memory import MemoryPolicy, PodMemory
@@ -41,6 +43,7 @@ from rund.runtime.trace import StepTrace
 from rund.runtime.vm_memory import VMMemory
 from rund.runtime import vmm_cgroup
 from rund.runtime.block_devices import BlockRequest, PodDisks
+from rund.runtime import spares
 from rund.runtime.volumes import PodShare, Volume
 from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
 
@@ -80,6 +83,7 @@ class Sandbox:
         self._slots = RootfsSlots(rootfs_cache(cfg))
         self._cgroup: vmm_cgroup.VmmCgroup | None = None   # the VMM's host cgroup: a pool slot or the pod's
         self._launched: LaunchedVM | None = None
+        self._keeper_exit: ExitWatch | None = None      # a spare VM keeper this shim started, reaped when it ends
         self._memory: VMMemory | None = None        # the VM's size follows its containers (vm_memory.py)
         self._network: AttachedNetwork | None = None  # the pod's CNI netns, wired to the VM's NIC
         self._share = PodShare(VMPaths(self.dir.path).share)   # the pod's volumes, exported to the VM
@@ -289,21 +293,43 @@ class Sandbox:
         templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
         launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
         images = (image,) if image is not None else ()
-        self._share.prepare()
-        network = NetworkConfig()
-        if netns:
-            with trace.step("network"):
-                self._network = await attach_pod(netns)
-            network = self._network.config
-        with trace.step("vm"):
-            try:
-                self._launched = launched = await launcher.launch(LaunchRequest(
-                    name=self.id[:32], dir=self.dir.path, rootfs_images=images,
-                    pre_exec=self._cgroup.placement() if self._cgroup else None, hostname=hostname,
-                    tap_fd=self._network.tap_fd if self._network else None, network=network))
-            finally:
-                if self._network is not None:
-                    self._network.close_tap()
+        spare = None
+        if image is None and templates is not None and self.cfg.templates.spare_vms:
+            with trace.step("spare"):
+                spare = await self._take_spare(launcher)
+        try:
+            if spare is None:
+                self._share.prepare()
+            else:
+                self._share = PodShare(self.dir.vm_paths().share)    # the spare's: prepared by its keeper
+            network = NetworkConfig()
+            if netns:
+                with trace.step("network"):
+                    self._network = await attach_pod(netns, (spare.netns_path, spare.tap) if spare else None)
+                network = self._network.config
+            with trace.step("vm"):
+                try:
+                    if spare is not None:
+                        qmp_fd, spare.qmp_fd = spare.qmp_fd, -1      # adopt() owns it, whatever happens
+                        self._launched = launched = await launcher.adopt(
+                            spare.name, self.dir.spare_vm, spare.pid, qmp_fd, hostname=hostname, network=network)
+                    else:
+                        self._launched = launched = await launcher.launch(LaunchRequest(
+                            name=self.id[:32], dir=self.dir.path, rootfs_images=images,
+                            pre_exec=self._cgroup.placement() if self._cgroup else None, hostname=hostname,
+                            tap_fd=self._network.tap_fd if self._network else None, network=network))
+                finally:
+                    if self._network is not None:
+                        self._network.close_tap()
+        except BaseException:
+            if spare is not None and self._launched is None:
+                spares.kill(spare)
+            raise
+        finally:
+            if spare is not None:
+                spare.close()
+        if image is None and templates is not None and self.cfg.templates.spare_vms and launched.how == "clone":
+            self._start_keeper(launcher)
         if not launched.dax:
             log.info("sandbox %s: the %s machine has no DAX: container rootfs images go on read-only virtio-blk "
                      "disks and the guest keeps its own page cache of them", self.id, shape.machine.value)
@@ -317,13 +343,52 @@ class Sandbox:
         self._slots.launched(
             SlotLayout(shape.rootfs_slots, shape.rootfs_hotplug_slots, shape.rootfs_device), images,
             launched.rootfs_devices, self._plug if shape.rootfs_hotplug_slots else None)
-        if launched.how != "clone":   # a clone got its hostname with PostRestore
+        if launched.how not in ("clone", "spare"):   # a clone (and a spare) got its identity with PostRestore
             with trace.step("agent_setup"):
                 await self.agent.setup_sandbox(self.id, hostname=hostname, network=network)
         self._memory = VMMemory(self.id, pod_memory, launched.vm, self._bound_vmm, self._spawn)
         self._disks = PodDisks(shape.disk_hotplug_slots, shape.machine.value)
         self._spawn(self._watch_vm(), "vm-watch")
         self._spawn(self._forward_ooms(), "oom")
+
+    async def _take_spare(self, launcher: Launcher) -> spares.Spare | None:
+        """A spare VM from this template's keeper (rund/runtime/spares.py), moved into this sandbox: its directory
+        into the sandbox's dir, its QEMU into the VMM cgroup and into the record (so `delete` after a crash kills
+        it). None when the keeper has none ready (or none runs): the sandbox clones as usual."""
+        try:
+            root = spares.root_for(Path(self.cfg.state_dir), launcher.template_key().key)
+        except (errors.RundError, OSError) as e:
+            log.info("sandbox %s: no spare VM (%s)", self.id, e)
+            return None
+        spare = await asyncio.to_thread(spares.take, root)
+        if spare is None:
+            return None
+        try:
+            os.rename(spare.dir, self.dir.spare_vm)
+            self._record = replace(self._record, qemu_pid=spare.pid,
+                                   qemu_start_ticks=process_start_ticks(spare.pid) or 0)
+            self.dir.write_sandbox(self._record)
+            if self._cgroup is not None:
+                await asyncio.to_thread(self._cgroup.placement().move, spare.pid)
+            spares.renice(spare.pid)
+        except BaseException:
+            spares.kill(spare)
+            spare.close()
+            raise
+        log.info("sandbox %s: spare VM %s (pid %d)", self.id, spare.name, spare.pid)
+        return spare
+
+    def _start_keeper(self, launcher: Launcher) -> None:
+        """A keeper of spare VMs for this template, unless one runs (it exits by itself when unused)."""
+        try:
+            root = spares.root_for(Path(self.cfg.state_dir), launcher.template_key().key)
+            if spares.keeper_running(root):
+                return
+            keeper = spares.spawn_keeper(launcher.spare_request(self.cfg.templates.spare_vms, root), root)
+            self._keeper_exit = ExitWatch(keeper, asyncio.get_running_loop())   # reaped: no zombie in the shim
+            log.info("sandbox %s: started the spare VM keeper of %s (pid %d)", self.id, root, keeper.pid)
+        except (OSError, errors.RundError) as e:
+            log.warning("sandbox %s: cannot start a spare VM keeper: %s", self.id, e)
 
     async def _drop_disks(self, container_id: str) -> None:
         """Unplug the block devices no other container of the pod uses (a dead VM needs nothing unplugged)."""
@@ -406,7 +471,7 @@ class Sandbox:
         self.dead = True
         log.error("sandbox %s: VM (pid %d) exited unexpectedly with %s: its processes exit with %d; console "
                   "tail:\n%s", self.id, self.vmm_pid, code, UNKNOWN_EXIT_STATUS,
-                  log_tail(VMPaths(self.dir.path).console_log) or "(empty)")
+                  log_tail(self.dir.vm_paths().console_log) or "(empty)")
         await self._launched.agent.close()     # every pending agent call now fails Unavailable
 
     async def _forward_ooms(self) -> None:

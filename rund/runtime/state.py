@@ -41,7 +41,8 @@ class SandboxRecord:
     cgroup_leased: bool = False
     cgroup_path: str = ""           # the VMM's cgroup when a CRI pod's spec placed it (not a pool slot)
     format: int = FORMAT
-    vm: str = ""                    # how the VM came: "clone" (of a template) or "cold" (booted); "" not yet/unknown
+    vm: str = ""                    # how the VM came: "clone" (of a template), "spare" (a clone made ahead of time,
+                                    # rund/runtime/spares.py) or "cold" (booted); "" not yet/unknown
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,16 @@ class SandboxDir:
     @property
     def containers(self) -> Path:
         return self.path / "containers"
+
+    @property
+    def spare_vm(self) -> Path:
+        """Where a spare VM's directory goes when the sandbox takes one (rund/runtime/spares.py)."""
+        return self.path / "spare-vm"
+
+    def vm_paths(self):
+        """The VM's files: in the sandbox's dir, or in its spare VM's directory there."""
+        from rund.hypervisor.paths import VMPaths      # here: `delete` without a sandbox dir stays light
+        return VMPaths(self.spare_vm if self.spare_vm.is_dir() else self.path)
 
     def create(self) -> None:
         self.containers.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -126,9 +137,8 @@ class SandboxDir:
             return []
 
     def remove(self) -> None:
-        from rund.hypervisor.paths import VMPaths      # here: `delete` without a sandbox dir stays light
         from rund.runtime.volumes import teardown
-        if teardown(VMPaths(self.path).share):        # never rmtree through a volume's bind mount
+        if teardown(self.vm_paths().share):           # never rmtree through a volume's bind mount
             shutil.rmtree(self.path, ignore_errors=True)
         self.unlock()          # after: a new shim of the same id must not see its fresh dir removed
         try:

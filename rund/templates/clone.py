@@ -39,10 +39,12 @@ async def clone_vm(shape: SandboxShape, template: Template, name: str, directory
                    rootfs_images: tuple[Path, ...], placeholder: Path, hostname: str = "",
                    pre_exec: Callable[[], None] | None = None,
                    ready_timeout: float = CLONE_READY_TIMEOUT, tap_fd: int | None = None,
-                   network: NetworkConfig = NetworkConfig()) -> tuple[QemuVM, AgentClient, dict[str, float]]:
+                   network: NetworkConfig = NetworkConfig(), die_with_owner: bool = True
+                   ) -> tuple[QemuVM, AgentClient, dict[str, float]]:
     """A running clone whose agent has answered Health and done PostRestore; stopped again on any failure."""
     t0 = time.monotonic()
-    vm = QemuVM(clone_spec(shape, template, name, directory, rootfs_images, placeholder, tap_fd), shape.qemu_binary)
+    vm = QemuVM(clone_spec(shape, template, name, directory, rootfs_images, placeholder, tap_fd), shape.qemu_binary,
+                die_with_owner=die_with_owner)
     agent: AgentClient | None = None
     try:
         await vm.start(pre_exec=pre_exec)

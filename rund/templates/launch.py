@@ -5,6 +5,7 @@ The launcher owns the VM until it returns: on any failure the VM is stopped and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import subprocess
 import time
@@ -16,8 +17,8 @@ from rund import errors
 from rund.agent import AgentClient, NetworkConfig
 from rund.hypervisor import HypervisorError, QemuVM
 from rund.hypervisor.process import ExitWatch
-from rund.templates.builder import spawn_builder
-from rund.templates.clone import clone_vm
+from rund.templates.builder import shape_to_json, spawn_builder
+from rund.templates.clone import CLONE_READY_TIMEOUT, clone_spec, clone_vm, restore_handshake
 from rund.templates.ensure import ensure_template
 from rund.templates.errors import TemplateCorrupt, TemplateMissing
 from rund.templates.key import TemplateKey, template_key
@@ -47,7 +48,7 @@ class LaunchRequest:
 class LaunchedVM:
     vm: QemuVM
     agent: AgentClient
-    how: str                                   # "clone" or "cold"
+    how: str                                   # "clone", "spare" (adopt) or "cold"
     rootfs_devices: tuple[str, ...]            # guest device of each rootfs image, in order
     dax: bool
     timings: dict[str, float] = field(default_factory=dict)
@@ -116,6 +117,40 @@ class Launcher:
         log.info("sandbox VM %s cloned from template %s (pid %s): ready in %.3f s", req.name, template.key,
                  vm.pid, timings["ready"])
         return LaunchedVM(vm, agent, "clone", self._devices(req), self.shape.dax, timings, template.key)
+
+    async def adopt(self, name: str, directory: Path, pid: int, qmp_fd: int, hostname: str = "",
+                    network: NetworkConfig = NetworkConfig()) -> LaunchedVM:
+        """A spare VM another process started from this launcher's template, restored and warmed (see
+        rund/runtime/spares.py): its files now in `directory`, its QMP connection `qmp_fd` (taken over here),
+        its agent reconnected and given the sandbox's identity with a PostRestore, as a clone gets it (the spare
+        had one already, without an identity: the clock and RNG are set again). No rootfs image is bound (the
+        sandbox's first container brings none)."""
+        assert self.store is not None
+        t0 = time.monotonic()
+        template = self.store.load(self.template_key().key)
+        spec = clone_spec(self.shape, template, name, directory, (), self.placeholder())
+        try:
+            vm = await QemuVM.adopt(spec, pid, qmp_fd, self.shape.qemu_binary)
+        except HypervisorError as e:
+            raise errors.Unavailable(f"spare VM {name}: {e}") from e
+        t_vm = time.monotonic()
+        try:
+            agent = await restore_handshake(vm, CLONE_READY_TIMEOUT, hostname, network)
+        except BaseException:
+            with contextlib.suppress(HypervisorError):
+                await vm.stop(timeout=1.0)
+            raise
+        t_ready = time.monotonic()
+        log.info("sandbox VM %s: spare %s (pid %s) adopted in %.3f s", directory.name, name, pid, t_ready - t0)
+        return LaunchedVM(vm, agent, "spare", (), self.shape.dax,
+                          {"adopt": t_vm - t0, "post_restore": t_ready - t_vm, "ready": t_ready - t0}, template.key)
+
+    def spare_request(self, count: int, root: Path) -> dict:
+        """What a spare VM keeper (rund/runtime/spares.py) needs to clone and warm this launcher's template."""
+        assert self.store is not None
+        key = self.template_key()
+        return {"shape": shape_to_json(self.shape), "store": str(self.store.root), "key": key.key,
+                "placeholder": str(self.placeholder()), "count": count, "root": str(root)}
 
     async def ensure_template(self, wait: bool = True) -> tuple[str, Template | None]:
         """Build the template here unless a valid one exists: ("present"|"built"|"busy", template)."""

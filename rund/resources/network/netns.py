@@ -59,18 +59,23 @@ def run_in(path: str, fn: Callable[[], Result]) -> Result:
     return reply.get("value"), fds
 
 
+def join(path: str) -> None:
+    """setns(2) this thread into netns `path` (in run_in's child: fn may move on to a second netns)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise NetworkError(f"network namespace {path}: {e.strerror}") from None
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise NetworkError(f"joining network namespace {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 def _child(path: str, fn: Callable[[], Result], sock: socket.socket) -> int:
     try:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise NetworkError(f"network namespace {path}: {e.strerror}") from None
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise NetworkError(f"joining network namespace {path}: {os.strerror(err)}")
-        finally:
-            os.close(fd)
+        join(path)
         value, fds = fn()
         reply, code = {"value": value}, 0
     except NetworkError as e:

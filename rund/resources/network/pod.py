@@ -44,8 +44,15 @@ class PodNetwork:
 def attach(netns_path: str) -> PodNetwork:
     """Create the pod's tap in its netns and redirect frames both ways between it and the CNI interface."""
     value, fds = netns.run_in(netns_path, _attach_wire)
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise NetworkError(f"attaching the pod's network: the netns child sent {len(fds)} fds, not the tap's")
+    return _pod_network(fds[0], value, fds)
+
+
+def _pod_network(tap_fd: int, value: dict, fds: list[int]) -> PodNetwork:
     try:
-        (tap_fd,) = fds
         return PodNetwork(tap_fd, value["interface"], value["mac"], value["mtu"],
                           tuple(PodAddress(**a) for a in value["addresses"]),
                           tuple(PodRoute(**r) for r in value["routes"]))
@@ -53,6 +60,38 @@ def attach(netns_path: str) -> PodNetwork:
         for fd in fds:
             os.close(fd)
         raise NetworkError(f"attaching the pod's network: a bad answer from the netns child: {e}") from None
+
+
+def attach_moved(netns_path: str, source_netns: str, tap_name: str) -> PodNetwork:
+    """Like attach(), with a tap that already exists in `source_netns` (a spare VM's, its QEMU holding the only fd):
+    moved into the pod's netns, renamed to ours and wired the same way. The PodNetwork's tap_fd is -1."""
+    value, fds = netns.run_in(source_netns, lambda: _move_and_attach(tap_name, netns_path))
+    for fd in fds:
+        os.close(fd)
+    return _pod_network(-1, value, [])
+
+
+def _move_and_attach(tap_name: str, netns_path: str) -> tuple[dict, list[int]]:
+    """In one netns child (one fork, not two): move the tap from here to the pod's netns, follow it, wire it."""
+    _move(tap_name, netns_path)
+    netns.join(netns_path)
+    return _attach_wire(tap_name)
+
+
+def _move(tap_name: str, netns_path: str) -> None:
+    target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=tap_name)
+            if not found:
+                raise NetworkError(f"the spare VM's tap {tap_name} is not in its keeper's network namespace")
+            ipr.link("set", index=found[0], net_ns_fd=target)
+    except NetworkError:
+        raise
+    except Exception as e:  # noqa: BLE001 - netlink's errors, named
+        raise NetworkError(f"moving the spare VM's tap {tap_name} into the pod's netns: {e}") from e
+    finally:
+        os.close(target)
 
 
 def detach(netns_path: str) -> None:
@@ -65,19 +104,27 @@ def detach(netns_path: str) -> None:
         pass
 
 
-def _attach_wire() -> tuple[dict, list[int]]:
+def _attach_wire(moved: str = "") -> tuple[dict, list[int]]:
     """_attach in the netns child: the PodNetwork as JSON, its tap fd apart (handed over by SCM_RIGHTS)."""
-    pod = _attach()
+    pod = _attach(moved)
     value = asdict(pod)
     del value["tap_fd"]
-    return value, [pod.tap_fd]
+    return value, [pod.tap_fd] if pod.tap_fd >= 0 else []
 
 
-def _attach() -> PodNetwork:
+def _attach(moved: str = "") -> PodNetwork:
+    """moved: the name of a tap attach_moved brought into this netns, used instead of a new one."""
     _detach()                                  # a previous shim's leftovers for this pod
     with IPRoute() as ipr:
         index, link = _pod_interface(ipr)
-        fd = open_tap()
+        if moved:
+            fd = -1
+            found = ipr.link_lookup(ifname=moved)
+            if not found:
+                raise NetworkError(f"the spare VM's tap {moved} did not arrive in the pod's netns")
+            ipr.link("set", index=found[0], ifname=TAP_NAME)
+        else:
+            fd = open_tap()
         try:
             (tap,) = ipr.link_lookup(ifname=TAP_NAME)
             mtu = link.get_attr("IFLA_MTU") or 1500
@@ -86,7 +133,8 @@ def _attach() -> PodNetwork:
             return PodNetwork(fd, link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_ADDRESS"), mtu,
                               _addresses(ipr, index), _routes(ipr, index))
         except BaseException as e:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             remove_ingress(ipr, index)
             if isinstance(e, NetworkError):
                 raise

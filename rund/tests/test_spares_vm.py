@@ -1,0 +1,126 @@
+"""Spare VMs (rund/runtime/spares.py) with real QEMU and the real agent: a taken spare is adopted (its QMP connection
+and its process, not our child) and runs a container warm; the keeper makes another and stops its spares when it
+exits; a keeper killed outright leaves its spares running (a spare has no death signal: once handed over it must
+outlive the keeper), and the next keeper kills them. The CRI path is integration/test_cri_spares.py."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from integration.test_cri_pods import wait_for
+from rund import config
+from rund.hypervisor.paths import VMPaths
+from rund.hypervisor.process import ADOPTED_EXIT
+from rund.procfs import state_and_start
+from rund.runtime import spares
+from rund.runtime.volumes import teardown
+from rund.templates import Launcher, shape_from_config
+from rund.tests.test_templates_vm import guest_os_rootfs, run_container
+
+pytestmark = pytest.mark.vm
+
+
+def _root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a keeper unshares a netns; QEMU's taps)")
+
+
+def _launcher() -> Launcher:
+    cfg = config.load(None)
+    return Launcher(shape_from_config(cfg), work_dir=Path(cfg.state_dir), templates_dir=Path(cfg.templates.dir),
+                    build_templates=False)
+
+
+def _spare_qemus(root: Path) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"{root}/spare-"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    st = state_and_start(pid)
+    return st is not None and st[0] != b"Z"
+
+
+def test_no_keeper_no_spare(tmp_path):
+    assert spares.take(tmp_path) is None
+    assert spares.keeper_pid(tmp_path) is None
+    assert not spares.keeper_running(tmp_path)
+
+
+def test_a_taken_spare_is_adopted_runs_a_container_and_the_keeper_makes_another(tmp_path):
+    _root()
+    launcher = _launcher()
+    asyncio.run(launcher.ensure_template())
+    root = tmp_path / "spares"
+    keeper = spares.spawn_keeper(launcher.spare_request(1, root), root)
+    try:
+        [first] = wait_for(lambda: _spare_qemus(root), 120, "a spare VM")
+        spare = wait_for(lambda: spares.take(root), 60, "a ready spare")
+        assert spare.pid == first
+        sandbox = tmp_path / "sandbox"
+        sandbox.mkdir()
+        os.rename(spare.dir, sandbox / "spare-vm")
+
+        async def use() -> None:
+            fd, spare.qmp_fd = spare.qmp_fd, -1
+            launched = await launcher.adopt(spare.name, sandbox / "spare-vm", spare.pid, fd, hostname="adopted")
+            spare.close()
+            try:
+                assert launched.how == "spare" and launched.vm.pid == first
+                assert await launched.vm.query_status() == "running"
+                out = await run_container(launched.agent, guest_os_rootfs(launcher), "c1", "echo hi")
+                assert out == b"hi\n"
+            finally:
+                await launched.agent.close()
+                assert await launched.vm.stop(timeout=5.0) == ADOPTED_EXIT    # its status is the keeper's
+            assert not _alive(first)
+            assert teardown(VMPaths(sandbox / "spare-vm").share)    # the keeper's self-bind, as a sandbox ends it
+
+        asyncio.run(use())
+        second = wait_for(lambda: [p for p in _spare_qemus(root) if p != first], 120, "another spare")
+        keeper.send_signal(signal.SIGTERM)
+        assert keeper.wait(timeout=30) == 0
+        assert not any(_alive(p) for p in second), "the keeper left its spare running"
+        assert not list(root.glob(spares.SPARE_PREFIX + "*"))
+    finally:
+        if keeper.poll() is None:
+            keeper.kill()
+            keeper.wait()
+        for pid in _spare_qemus(root):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_the_spares_of_a_killed_keeper_outlive_it_and_the_next_keeper_kills_them(tmp_path):
+    _root()
+    launcher = _launcher()
+    asyncio.run(launcher.ensure_template())
+    root = tmp_path / "spares"
+    request = launcher.spare_request(1, root)
+    first = spares.spawn_keeper(request, root)
+    second = None
+    try:
+        wait_for(lambda: " ready " in (root / spares.KEEPER_LOG).read_text(), 120, "a ready spare")
+        [orphan] = _spare_qemus(root)
+        first.kill()
+        first.wait()
+        time.sleep(0.5)
+        assert _alive(orphan)
+        second = spares.spawn_keeper(request, root)
+        wait_for(lambda: not _alive(orphan), 30, "the next keeper to kill the orphan")
+        wait_for(lambda: (root / spares.KEEPER_LOG).read_text().count(" ready ") == 2, 120, "the next keeper's spare")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+        assert not _spare_qemus(root)
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        for pid in _spare_qemus(root):
+            os.kill(pid, signal.SIGKILL)
