@@ -45,6 +45,7 @@ from rund.hypervisor import HypervisorError
 from rund.hypervisor.paths import VMPaths
 from rund.procfs import argvs
 from rund.resources.network.tap import open_tap
+from rund.runtime.admission import Admission
 from rund.runtime.volumes import prepare as prepare_share
 from rund.runtime.volumes import teardown as teardown_share
 from rund.templates.build import warm_agent
@@ -65,6 +66,7 @@ RETRY_AFTER_S = 10.0           # after a failed spare start
 # The keeper and its spares run at the lowest priority: making spares uses what CPU pods leave (a burst of starts
 # is not slowed by refills), and a taken spare's threads are set back to 0 (renice).
 SPARE_NICE = 19
+QUIET_POLL_S = 0.25           # how often a refill looks whether pod starts are still running
 REFILL_DELAY_S = 1.0           # a new spare starts this long after a take: the taker's pod is starting meanwhile
 CLONE_NEWNET = 0x40000000
 
@@ -227,6 +229,10 @@ class Keeper:
         self.placeholder = Path(request["placeholder"])
         self.count: int = request["count"]
         self.root = Path(request["root"])
+        # The node's start slots: a spare is made only while no pod start holds one (a burst is not slowed by
+        # refills, which would only give it spares after it is over).
+        self.starts = Admission(Path(request["admission_dir"]), request["admission_slots"], 1.0) \
+            if request.get("admission_dir") else None
         self.ready: list[_Ready] = []
         self.starting = 0
         self.handed: set[int] = set()          # QEMUs given away: ours to reap
@@ -278,6 +284,8 @@ class Keeper:
         vm = None
         try:
             await asyncio.sleep(delay)
+            while self.starts is not None and self.starts.in_use():
+                await asyncio.sleep(QUIET_POLL_S)
             d.mkdir(mode=0o700)
             prepare_share(VMPaths(d).share)     # a private self-bind before QEMU opens it (volumes.py)
             template = self.store.get(self.key)

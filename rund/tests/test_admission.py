@@ -59,3 +59,16 @@ async def test_a_dead_holders_slot_is_free_again(tmp_path):
 
 def test_zero_means_one_slot_per_cpu():
     assert slot_count(0) == os.cpu_count() and slot_count(3) == 3
+
+
+async def test_in_use_counts_the_held_slots_without_taking_one(tmp_path):
+    """What the spare VM keeper reads before making a spare (rund/runtime/spares.py): starts in flight, read from
+    /proc/locks, so that reading never holds a slot a start is about to take."""
+    admission = Admission(tmp_path, slots=2, max_wait_s=1)
+    assert admission.in_use() == 0
+    async with admission.slot():
+        assert admission.in_use() == 1
+        async with admission.slot():
+            assert admission.in_use() == 2
+        assert admission.in_use() == 1
+    assert admission.in_use() == 0
