@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.rund_leaks import STATE_DIR
+from integration.rund_leaks import STATE_DIR, leftovers
 from integration.test_cri_network import _try_fetch, url, web_pod
 from integration.test_cri_pod_behaviour import sh
 from integration.test_cri_pods import wait_for
@@ -88,11 +88,10 @@ def test_a_pod_takes_a_spare_vm_serves_its_network_and_leaves_nothing(cri, cri_c
                 assert "tentative" not in sh(cri, cid, "ip -o addr show eth0")
             with step("the keeper made another spare"):
                 wait_for(lambda: [p for p in _spare_qemus(root) if p != spare_pid], 60, "a new spare VM")
-        with step("nothing of the pod is left: QEMU, its directory and mounts"):
+        with step("nothing of the pod is left: QEMU, its directory, mounts and cgroups"):
             wait_for(lambda: state_and_start(qemu) is None or state_and_start(qemu)[0] == b"Z", 30, "QEMU to exit")
-            assert not (STATE_DIR / "k8s.io" / sid).exists()
-            mounts = Path("/proc/self/mountinfo").read_text()
-            assert sid not in mounts and spare_pid not in _spare_qemus(root)
+            wait_for(lambda: not leftovers(sid, "k8s.io"), 30, f"the pod's leftovers to go: {leftovers(sid, 'k8s.io')}")
+            assert spare_pid not in _spare_qemus(root)
     finally:
         keeper = spares.keeper_pid(root)
         if keeper:
