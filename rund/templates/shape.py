@@ -16,7 +16,8 @@ from rund.errors import FailedPrecondition, InvalidArgument
 from rund.hypervisor import (Accel, AnonymousMemory, BlockDevice, FileMemory, FileShare, Machine, MemoryHotplug,
                              PmemHotplugSlot, PmemSlot, PodNic, SerialChannel, VMSpec, detect_accel, host_tsc_khz,
                              pmem_slot_address)
-from rund.hypervisor.cmdline import IDLE_PARAMS, MEMORY_HOTPLUG_PARAMS, CmdlineError, guest_root, kernel_cmdline
+from rund.hypervisor.cmdline import (IDLE_PARAMS, MEMORY_HOTPLUG_PARAMS, START_PARAMS, CmdlineError, guest_root,
+                                     kernel_cmdline)
 from rund.hypervisor.layout import GiB, MiB, PMEM_ALIGN
 from rund.hypervisor.paths import VMPaths
 
@@ -64,10 +65,10 @@ class SandboxShape:
 
     def cmdline(self) -> str:
         """The guest's words only: the driver adds the TCG flags (tsc_khz) itself. kernel_params come last, so a
-        runtime class can override the idle defaults (IDLE_PARAMS)."""
+        runtime class can override the defaults (IDLE_PARAMS, START_PARAMS)."""
         root, flags = guest_root(self.machine)
         hotplug = MEMORY_HOTPLUG_PARAMS if self.memory_hotplug_mib else ()
-        extra = (*IDLE_PARAMS, *hotplug, *self.kernel_params.split())
+        extra = (*IDLE_PARAMS, *START_PARAMS, *hotplug, *self.kernel_params.split())
         return kernel_cmdline(root=root, rootflags=flags, extra=extra)
 
 

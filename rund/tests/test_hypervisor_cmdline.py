@@ -48,6 +48,11 @@ def test_the_guest_root_per_machine():
     assert cmdline.guest_root(Machine.MICROVM) == ("/dev/vda", "")
 
 
+def test_start_params_are_valid_words():
+    p = _params(cmdline.kernel_cmdline(root=cmdline.PMEM_ROOT, extra=cmdline.START_PARAMS))
+    assert p["rcupdate.rcu_expedited"] == "1"
+
+
 def test_idle_params_are_valid_words():
     line = cmdline.kernel_cmdline(root=cmdline.PMEM_ROOT, extra=cmdline.IDLE_PARAMS)
     p = _params(line)

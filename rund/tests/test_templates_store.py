@@ -86,9 +86,9 @@ def test_key_is_stable_and_changes_with_every_input(shape, shm):
 
 
 def test_the_guest_cmdline_carries_the_idle_params_and_the_class_params_last(shape):
-    from rund.hypervisor.cmdline import IDLE_PARAMS
+    from rund.hypervisor.cmdline import IDLE_PARAMS, START_PARAMS
     words = replace(shape, kernel_params="psi=1 foo=bar").cmdline().split()
-    for w in IDLE_PARAMS:
+    for w in (*IDLE_PARAMS, *START_PARAMS):
         assert w in words
     assert words[-2:] == ["psi=1", "foo=bar"]          # later words win: a runtime class can take one back
     assert words.index("psi=0") < words.index("psi=1")
