@@ -109,8 +109,8 @@ class Group:
             return
         await member.server.serve_listener(sock)
         member.watching = asyncio.create_task(member.watch.run(), name=f"idle-watch-{member.sandbox_id}")
-        log.info("serving sandbox %s (pid %d, %d of %d pods)", member.sandbox_id, os.getpid(), len(self.members),
-                 self.capacity)
+        log.info("serving sandbox %s on %s (pid %d, a group shim: %d of %d pods)", member.sandbox_id,
+                 member.socket_file.path, os.getpid(), len(self.members), self.capacity)
 
     def leave(self, sandbox_id: str, why: str) -> None:
         """Stop serving `sandbox_id` (after the call in flight answered); the group exits with its last sandbox."""
