@@ -103,6 +103,14 @@ def new_control_path(directory: str) -> str:
     return os.path.join(directory, f"{os.urandom(6).hex()}{CONTROL_SUFFIX}")
 
 
+SOCKET_PATH_MAX = 107           # sun_path's 108 bytes with the NUL
+
+
+def fits(state_dir: str) -> bool:
+    """Whether a control socket's path under `state_dir` fits a unix socket address (else: a shim per pod)."""
+    return len(new_control_path(key_dir(state_dir, "0" * 16)).encode()) <= SOCKET_PATH_MAX
+
+
 def peer_uid(conn) -> int:
     """The uid of the process at the other end of a connected unix socket (SO_PEERCRED)."""
     import socket

@@ -156,8 +156,9 @@ def _group_settings(config_path: str, own_sandbox: bool) -> tuple[int, str]:
     """(pods per shim, state dir): (1, "") unless a sandbox's own start (not a pod member's) is configured for more."""
     if not config_path or not own_sandbox:
         return 1, ""
-    from rund.shim import client
-    return client.group_settings(config_path)
+    from rund.shim import client, group_registry
+    pods, state_dir = client.group_settings(config_path)
+    return (pods, state_dir) if pods > 1 and group_registry.fits(state_dir) else (1, "")
 
 
 def _start_in_group(args: ShimArgs, bound: tuple[socket.socket, SocketFile], bundle: str, group: str,

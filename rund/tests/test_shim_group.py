@@ -341,3 +341,8 @@ def test_the_config_takes_pods_per_shim_in_range(tmp_path):
         f.write_text(f"[shim]\npods_per_shim = {bad}\n")
         with pytest.raises(errors.InvalidArgument):
             config.load(f)
+
+
+def test_a_state_dir_too_long_for_a_control_socket_keeps_a_shim_per_pod():
+    assert group_registry.fits("/run/rund")
+    assert not group_registry.fits("/" + "d" * 60)
