@@ -4,7 +4,8 @@ passes it (--runtime-config-path: runtime options on start's stdin). Through CRI
 
 What they hold: pods of one runtime class share a shim until it serves N, then a new one starts; each pod keeps its
 own socket and tasks; deleting one pod leaves the others working and its leftovers none; killing the group shim
-takes every pod it serves down (containerd runs `delete` for each and drops its task) and leaves nothing of them behind."""
+takes every pod it serves down (containerd runs `delete` for each and drops its task) and leaves nothing of them
+behind."""
 from __future__ import annotations
 
 import contextlib

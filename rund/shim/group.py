@@ -208,7 +208,11 @@ class Group:
                 raise RundError(why)
             sock = socket.socket(fileno=fds[0])
             fds[0] = -1
-            if sock.family != socket.AF_UNIX or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            try:
+                listening = sock.family == socket.AF_UNIX and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            except OSError:
+                listening = False
+            if not listening:
                 sock.close()
                 raise RundError("the passed socket is not a listening unix socket")
             path_fd, fds[1] = fds[1], -1
@@ -220,7 +224,7 @@ class Group:
             self.admit(sandbox_id, sock, socket_file, fds[2])
             fds[2] = -1
             return group_registry.adopted()
-        except RundError as e:
+        except (RundError, OSError) as e:      # OSError: an fd that is no socket, say
             log.info("refused to serve a pod: %s", e)
             return group_registry.refused(str(e))
         finally:

@@ -229,6 +229,10 @@ def test_a_request_for_another_path_or_a_bad_id_is_refused(harness, tmp_path):
     sock2, sfile2 = bind(h.path("x"))
     assert group_start.hand_over(h.control, "../x", sfile2.path, sock2, sfile2, str(tmp_path)) == \
         group_start.REFUSED
+    sock3 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)    # bound, not listening: nothing to serve on
+    sock3.bind(h.path("y"))
+    assert group_start.hand_over(h.control, "y", h.path("y"), sock3, SocketFile(h.path("y")), str(tmp_path)) == \
+        group_start.REFUSED
     assert h.group.members == {}
 
 
