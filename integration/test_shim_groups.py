@@ -111,20 +111,24 @@ def test_pods_share_a_group_shim_until_it_is_full_and_one_pod_goes_alone(rund_co
         assert [ps[c]["shim_sandboxes"] for c in pods] == [3, 3, 3, 1]
         assert ps[pods[0]]["shim_pss_bytes"] > 0 and ps[pods[0]]["state"] == "running"
 
-        remove(ctd, pods[1])                                          # one pod of the group goes
-        assert_gone(pods[1])
-        for cid in (pods[0], pods[2]):
+        remove(ctd, pods[0])               # the pod that started the group goes: its bundle (log FIFO) with it
+        assert_gone(pods[0])
+        for cid in (pods[1], pods[2]):
             exec_echo(ctd, cid, "still here")
             assert task_status(ctd, cid) == "RUNNING"
-        assert shim_of(ctd, pods[0]) == shims[0]
-        assert not os.path.exists(address.socket_path(address.socket_address(ctd.address, "default", pods[1])))
+        assert shim_of(ctd, pods[1]) == shims[0]
+        assert not os.path.exists(address.socket_path(address.socket_address(ctd.address, "default", pods[0])))
 
-        for i in (4, 5):                                              # its place in the group is free again
+        for i in (4, 5, 6):                                           # its place in the group is free again
             pods.append(f"{pods[0][:-2]}-{i}")
             run(ctd, pods[-1], configs[3], "sleep", "600")
             exec_echo(ctd, pods[-1], "joined")
-        live = [c for c in pods if c != pods[1]]
-        assert {shim_of(ctd, c) for c in live} == {shims[0], shims[3]}     # 5 pods in the two groups of 3
+        live = pods[1:]
+        assert sorted(shim_of(ctd, c) for c in live) == sorted([shims[0]] * 3 + [shims[3]] * 3)   # two full groups
+        logged = ctd.log_path.read_text(errors="replace").splitlines()   # the group still logs where containerd reads
+        joined = [c for c in pods[4:] if shim_of(ctd, c) == shims[0]]
+        assert joined and all(any(f"serving sandbox {c} on " in line and "a group shim" in line for line in logged)
+                              for c in joined)
     for pid in set(shims):
         assert wait_gone(pid), f"shim {pid} still runs with no pod left"
 
