@@ -174,11 +174,14 @@ def test_warming_links_leaves_them_down_and_skips_those_up():
     out = _in_private_netns(
         "ip link add d0 type veth peer name d0p && ip link add d1 type veth peer name d1p && ip link set d1 up",
         "print(' '.join(configure.warm_links())); print(*sorted(configure._known_index)); "
-        "print(configure._index('d1', 'f') == configure.socket.if_nametoindex('d1'))",
-        "ip -o link show d0 && ip -o link show d1")
-    warmed, known, same_index, d0, d1 = out.splitlines()
+        "print(configure._index('d1', 'f') == configure.socket.if_nametoindex('d1')); "
+        "print(*sorted(configure._dad_off))",
+        "ip -o link show d0 && ip -o link show d1 && "
+        "cat /proc/sys/net/ipv6/conf/d0/accept_dad /proc/sys/net/ipv6/conf/d1/accept_dad")
+    warmed, known, same_index, dad_off, d0, d1, d0_dad, d1_dad = out.splitlines()
     assert warmed == "d0 d0p d1p"
     assert known == "d0 d0p d1 d1p lo" and same_index == "True"     # PostRestore's checks need no syscall
+    assert dad_off == "d0 d0p d1p" and d0_dad == "0" and d1_dad != "0"  # the NIC in use is left as it is
 
     def flags(line: str) -> list[str]:
         return line.split("<", 1)[1].split(">", 1)[0].split(",")
@@ -221,3 +224,17 @@ def test_a_pods_ipv6_address_is_usable_at_once():
         "configure.apply(NetworkConfig(interfaces=(Interface('d0', addresses=(IPAddress('fd00:99::5', 64),)),)), None)",
         "ip -o addr show d0")
     assert "fd00:99::5/64" in out and "tentative" not in out, out
+
+
+@pytest.mark.root
+def test_a_warmed_nic_is_configured_without_writing_accept_dad_again():
+    """The template turned detection off when it warmed the NIC: a clone's apply() takes that as done."""
+    out = _in_private_netns(
+        "ip link add d0 type veth peer name d0p && ip link set d0p up",
+        "from agent.network.types import Interface, IPAddress, NetworkConfig; configure.warm_links(); "
+        "import builtins; real = builtins.open; "
+        "builtins.open = lambda path, *a, **k: (_ for _ in ()).throw(AssertionError(path)) "
+        "if 'accept_dad' in str(path) else real(path, *a, **k); "
+        "configure.apply(NetworkConfig(interfaces=(Interface('d0', addresses=(IPAddress('fd00:99::5', 64),)),)), None)",
+        "ip -o addr show d0 && cat /proc/sys/net/ipv6/conf/d0/accept_dad")
+    assert "fd00:99::5/64" in out and "tentative" not in out and out.splitlines()[-1] == "0", out
