@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 
-from rund.shim import forkproto
+from rund.shim import codefiles, forkproto
 from rund.shim.forkproto import ProtocolError
 
 LOG_NAME = "shim-server.log"     # every server of the state dir appends here
@@ -118,19 +118,11 @@ class _Server:
         self.sock = sock
 
     def snapshot(self) -> None:
-        self.files = _module_files()
+        self.files = codefiles.snapshot()
 
     def stale(self) -> str | None:
         """The first module file changed on disk since the server imported it, or None."""
-        for path, was in self.files.items():
-            try:
-                st = os.stat(path)
-                now = (st.st_mtime_ns, st.st_size, st.st_ino)
-            except OSError:
-                now = None
-            if now != was:
-                return path
-        return None
+        return codefiles.changed(self.files)
 
     def retire(self, idle_s: float) -> str | None:
         """Why an idle server should exit, or None: its code changed on disk, its socket is gone (its state dir
@@ -221,20 +213,6 @@ def _prepare_children() -> None:
     from rund.shim import logs, start
     start.PRELOADED = frozenset(sys.modules)
     logs.preset()
-
-
-def _module_files() -> dict[str, tuple[int, int, int]]:
-    files = {}
-    for name, mod in list(sys.modules.items()):
-        path = getattr(mod, "__file__", None)
-        if not path:
-            continue
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        files[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
-    return files
 
 
 def peer_uid(conn: socket.socket) -> int:

@@ -52,8 +52,10 @@ class Member:
 
 class Group:
     def __init__(self, namespace: str, capacity: int, make_runtime: RuntimeFactory, emit: EventSink,
-                 idle_timeout: float, expected_path: Callable[[str], str], logs: RoutingHandler | None = None):
-        """`expected_path(sandbox_id)`: the only socket path a sandbox may be served on (its containerd address)."""
+                 idle_timeout: float, expected_path: Callable[[str], str], logs: RoutingHandler | None = None,
+                 stale: Callable[[], str | None] = lambda: None):
+        """`expected_path(sandbox_id)`: the only socket path a sandbox may be served on (its containerd address).
+        `stale()`: a file of this process's code changed on disk since it started (an upgrade), or None."""
         self.namespace = namespace
         self.capacity = capacity
         self.members: dict[str, Member] = {}
@@ -62,6 +64,7 @@ class Group:
         self._idle_timeout = idle_timeout
         self._expected_path = expected_path
         self._logs = logs
+        self._stale = stale
         self._closing = False
         self._control: socket.socket | None = None
         self._control_file: SocketFile | None = None
@@ -79,6 +82,8 @@ class Group:
             return f"it serves sandbox {sandbox_id} already"
         if len(self.members) >= self.capacity:
             return f"it is full ({len(self.members)} of {self.capacity} pods)"
+        if (changed := self._stale()) is not None:
+            return f"its code changed on disk since it started ({changed}): new pods go to a new group"
         return None
 
     def admit(self, sandbox_id: str, sock: socket.socket, socket_file: SocketFile, bundle: str | int) -> None:

@@ -110,8 +110,11 @@ async def _serve_group(args: ShimArgs, sock: socket.socket, socket_file: SocketF
     from rund.shim.group import Group
     publisher = EventPublisher(args.ttrpc_address, args.namespace)
     publisher.start()
+    from rund.shim import codefiles
+    code = codefiles.snapshot()
     group = Group(args.namespace, spawn.capacity, make_runtime, publisher.emit, idle_timeout,
-                  lambda sid: addr.socket_path(addr.socket_address(args.address, args.namespace, sid)), router)
+                  lambda sid: addr.socket_path(addr.socket_address(args.address, args.namespace, sid)), router,
+                  stale=lambda: codefiles.changed(code))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, group.stop_all, "signal")

@@ -70,7 +70,7 @@ class Runtime:
 class Harness:
     """A Group on a loop of its own thread, sockets in `tmp`."""
 
-    def __init__(self, tmp, capacity, idle_timeout=30.0):
+    def __init__(self, tmp, capacity, idle_timeout=30.0, stale=lambda: None):
         self.tmp = tmp
         self.runtimes: dict[str, Runtime] = {}
         self.loop = asyncio.new_event_loop()
@@ -82,7 +82,7 @@ class Harness:
             return self.runtimes[sid]
 
         async def build():
-            return Group("ns", capacity, make, lambda e: None, idle_timeout, self.path)
+            return Group("ns", capacity, make, lambda e: None, idle_timeout, self.path, stale=stale)
         self.group = self.call(build())
         self.control = str(tmp / "ctl" / "g1.sock")
         os.makedirs(tmp / "ctl", exist_ok=True)
@@ -213,6 +213,23 @@ def test_a_pod_nobody_creates_leaves_after_the_idle_timeout(harness):
     create(h.path("b"), "b")
     h.call(asyncio.sleep(1.0))
     assert sorted(h.group.members) == ["b"]
+
+
+def test_a_group_whose_code_changed_on_disk_takes_no_new_pod(harness, tmp_path):
+    from rund.shim import codefiles
+    module = tmp_path / "mod.py"
+    module.write_text("x = 1\n")
+    files = {str(module): _stat(module)}        # as codefiles.snapshot() records an imported module's file
+    h = harness(4, stale=lambda: codefiles.changed(files))
+    assert h.offer("a") == group_start.ADOPTED
+    module.write_text("x = 2  # upgraded\n")
+    assert h.offer("b") == group_start.REFUSED
+    assert list(h.group.members) == ["a"]
+
+
+def _stat(path):
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def test_concurrent_starts_never_overfill_a_group(harness):
