@@ -45,7 +45,8 @@ BACKLOG = 128
 # What a shim daemon runs: imported here once, shared copy-on-write by every daemon forked from this server.
 PRELOAD = ("rund.shim.start", "rund.shim.serve", "rund.shim.flags", "rund.runtime.sandbox_runtime",
            "rund.shim.delete", "rund.runtime.cleanup", "proto.gen.containerd.task.v2.shim_pb2",
-           "concurrent.futures.thread")     # the loop's default executor (run_in_executor)
+           "concurrent.futures.thread",     # the loop's default executor (run_in_executor)
+           "rund.shim.group", "rund.shim.group_start")     # [shim] pods_per_shim > 1: placing pods, group shims
 
 log = logging.getLogger("rund.shim.forkserver")
 
