@@ -106,12 +106,11 @@ def serve_group(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bu
 
 async def _serve_group(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bundle_fd: int,
                        sandbox_id: str, make_runtime: RuntimeFactory, idle_timeout: float, spawn, router) -> None:
-    from rund.shim import address as addr
+    from rund.shim import address as addr, codefiles
     from rund.shim.group import Group
+    code = codefiles.snapshot()         # the group takes no new pod once its code changed on disk
     publisher = EventPublisher(args.ttrpc_address, args.namespace)
     publisher.start()
-    from rund.shim import codefiles
-    code = codefiles.snapshot()
     group = Group(args.namespace, spawn.capacity, make_runtime, publisher.emit, idle_timeout,
                   lambda sid: addr.socket_path(addr.socket_address(args.address, args.namespace, sid)), router,
                   stale=lambda: codefiles.changed(code))
