@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 
 import grpc
 import pytest
 
 from integration.cri.client import api, container_config, sandbox_config
 from integration.rund_leaks import leftovers, qemu_processes_of
+from integration.test_cri_pods import wait_for
 from rund.shim import address, peer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vm, pytest.mark.root]
@@ -21,14 +21,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.vm, pytest.mark.root]
 RUND_CONFIG = "[shim]\npods_per_shim = 4\n"       # the rund handler's ConfigPath (conftest)
 NS = "k8s.io"
 
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def shim_of(ctd, sid: str) -> int | None:

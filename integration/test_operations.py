@@ -14,12 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from integration.test_cri_pods import wait_for
 from rund.config import load
 from rund.resources.cgroups import CgroupError, open_pool
 from rund.runtime.resource_config import pool_config
@@ -102,14 +102,6 @@ def task_status(ctd, cid: str) -> str | None:
             return fields[-1]
     return None
 
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
-    return result
 
 
 def remove(ctd, cid: str) -> None:
