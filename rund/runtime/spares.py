@@ -34,7 +34,6 @@ import secrets
 import shutil
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from pathlib import Path
 from rund.agent import NetworkConfig
 from rund.hypervisor import HypervisorError
 from rund.hypervisor.paths import VMPaths
+from rund.peercred import peer_credentials
 from rund.procfs import argvs
 from rund.resources.network.tap import open_tap
 from rund.runtime.admission import Admission
@@ -109,8 +109,7 @@ def take(root: Path, timeout: float = TAKE_TIMEOUT) -> Spare | None:
     sock.settimeout(timeout)
     try:
         sock.connect(str(path))
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        keeper_pid, uid, _ = struct.unpack("3i", creds)
+        keeper_pid, uid, _ = peer_credentials(sock)
         if uid != 0:
             log.warning("spare VM keeper %s runs as uid %d, not root: not taking from it", path, uid)
             return None
@@ -147,7 +146,7 @@ def keeper_pid(root: Path) -> int | None:
             sock.connect(str(root / KEEPER_SOCKET))
         except OSError:
             return None
-        return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+        return peer_credentials(sock).pid
 
 
 def keeper_running(root: Path) -> bool:
@@ -319,8 +318,7 @@ class Keeper:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock: socket.socket = writer.get_extra_info("socket")
         try:
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            if struct.unpack("3i", creds)[1] != 0:
+            if peer_credentials(sock).uid != 0:
                 return
             line = await asyncio.wait_for(reader.readline(), TAKE_TIMEOUT)
             if line.strip() != b"take":

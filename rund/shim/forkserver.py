@@ -29,11 +29,11 @@ import random
 import resource
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
 
+from rund.peercred import peer_credentials
 from rund.shim import codefiles, forkproto
 from rund.shim.forkproto import ProtocolError
 
@@ -164,7 +164,7 @@ class _Server:
                     _send_quietly(conn, {"t": "fallback", "reason": f"the fork server could not fork: {e}"})
 
     def handle(self, conn: socket.socket) -> str | None:
-        uid = peer_uid(conn)
+        uid = peer_credentials(conn).uid
         if uid != 0:
             log.warning("refused a connection from uid %s", uid)
             _send_quietly(conn, {"t": "error", "message": "rund fork server: only root may start shims", "code": 1})
@@ -214,11 +214,6 @@ def _prepare_children() -> None:
     from rund.shim import logs, start
     start.PRELOADED = frozenset(sys.modules)
     logs.preset()
-
-
-def peer_uid(conn: socket.socket) -> int:
-    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return uid
 
 
 def _send_quietly(conn: socket.socket, msg: dict) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from proto import ttrpc
 from rund import ids
 from rund.errors import RundError
+from rund.peercred import peer_credentials
 from rund.runtime import telemetry
 from rund.runtime.events import EventSink
 from rund.runtime.task_runtime import TaskRuntime
@@ -193,7 +194,7 @@ class Group:
             log.warning("control socket: accept: %s", e)
             return
         conn.setblocking(False)
-        if group_registry.peer_uid(conn) != os.geteuid():     # root's: only containerd's `start` places pods
+        if peer_credentials(conn).uid != os.geteuid():     # root's: only containerd's `start` places pods
             log.warning("control socket: refused a connection from another user")
             conn.close()
             return

@@ -111,14 +111,6 @@ def fits(state_dir: str) -> bool:
     return len(new_control_path(key_dir(state_dir, "0" * 16)).encode()) <= SOCKET_PATH_MAX
 
 
-def peer_uid(conn) -> int:
-    """The uid of the process at the other end of a connected unix socket (SO_PEERCRED)."""
-    import socket
-    import struct
-    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return uid
-
-
 def adopt_request(sandbox_id: str, path: str) -> bytes:
     return forkproto.encode({"t": "adopt", "sandbox": sandbox_id, "path": path})
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rund.errors import Unavailable
+from rund.peercred import peer_credentials
 from rund.shim import forkproto, group_registry
 from rund.shim.socket_file import SocketFile
 
@@ -112,7 +113,7 @@ def hand_over(control: str, sandbox_id: str, path: str, sock: socket.socket, soc
             return REFUSED
         except OSError:
             return REFUSED
-        if group_registry.peer_uid(conn) != os.geteuid():
+        if peer_credentials(conn).uid != os.geteuid():
             return REFUSED
         frame = group_registry.adopt_request(sandbox_id, path)
         bundle_fd = os.open(bundle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import struct
 import time
 from dataclasses import dataclass
 
 from rund.errors import Unavailable
+from rund.peercred import peer_credentials
 from rund.shim.flags import ShimArgs
 
 RETIRE_TIMEOUT = 5.0        # a taskless shim exits within its Shutdown grace (2 s) plus closing up
@@ -43,7 +43,7 @@ def probe(path: str) -> LiveShim | None:
             raise Unavailable(f"{path}: its shim does not accept connections") from None
         except OSError:
             return None
-        pid, _, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        pid = peer_credentials(s).pid
     return identify(pid)
 
 

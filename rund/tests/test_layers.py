@@ -29,7 +29,7 @@ RANKS = {
     "rund (shared)": 0,
 }
 # One group of rank 0; "rund" is the package's own __init__ (its __version__).
-SHARED = ("rund", "rund.errors", "rund.ids", "rund.config", "rund.atomicfile", "rund.procfs")
+SHARED = ("rund", "rund.errors", "rund.ids", "rund.config", "rund.atomicfile", "rund.procfs", "rund.peercred")
 
 PROTOBUF = ("proto.gen", "google.protobuf")
 PROTOBUF_EDGES = {
