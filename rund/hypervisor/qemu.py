@@ -141,12 +141,12 @@ class QemuVM(VirtualMachine):
         # QEMU is connected and never reconnects: the listening path has no further use.
         self.spec.qmp_socket.unlink()
 
-    # ---- hand-over (spare VMs: rund/templates/spares.py) ---------------------------------------
+    # ---- hand-over (spare VMs: rund/runtime/spares.py) -----------------------------------------
 
     async def hand_over(self) -> int:
         """Give this running VM to another process: returns a duplicate of the QMP connection's fd (send it with
         SCM_RIGHTS; the receiver calls adopt()). This object lets go without touching QEMU, its files or its
-        connection; it stays QEMU's parent, and must reap it (reap_handed_over) once it exits."""
+        connection; it stays QEMU's parent, and must reap it (waitpid) once it exits."""
         self._require_running()
         assert self._qmp is not None and self._watch is not None and self._reaper is not None
         sock = self._qmp_socket()

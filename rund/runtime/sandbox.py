@@ -294,10 +294,12 @@ class Sandbox:
         templates = Path(self.cfg.templates.dir) if self.cfg.templates.enabled else None
         launcher = Launcher(shape, work_dir=Path(self.cfg.state_dir), templates_dir=templates)
         images = (image,) if image is not None else ()
+        # A CRI pod's sandbox (its first container brings no image) takes a spare VM when its class keeps them.
+        spare_root = self._spare_root(launcher) if image is None and self.cfg.templates.spare_vms else None
         spare = None
-        if image is None and templates is not None and self.cfg.templates.spare_vms:
+        if spare_root is not None:
             with trace.step("spare"):
-                spare = await self._take_spare(launcher)
+                spare = await self._take_spare(spare_root)
         try:
             if spare is None:
                 self._share.prepare()
@@ -329,8 +331,8 @@ class Sandbox:
         finally:
             if spare is not None:
                 spare.close()
-        if image is None and templates is not None and self.cfg.templates.spare_vms and launched.how == "clone":
-            self._start_keeper(launcher)
+        if spare_root is not None and launched.how == "clone":
+            self._start_keeper(launcher, spare_root)
         if not launched.dax:
             log.info("sandbox %s: the %s machine has no DAX: container rootfs images go on read-only virtio-blk "
                      "disks and the guest keeps its own page cache of them", self.id, shape.machine.value)
@@ -352,15 +354,20 @@ class Sandbox:
         self._spawn(self._watch_vm(), "vm-watch")
         self._spawn(self._forward_ooms(), "oom")
 
-    async def _take_spare(self, launcher: Launcher) -> spares.Spare | None:
-        """A spare VM from this template's keeper (rund/runtime/spares.py), moved into this sandbox: its directory
-        into the sandbox's dir, its QEMU into the VMM cgroup and into the record (so `delete` after a crash kills
-        it). None when the keeper has none ready (or none runs): the sandbox clones as usual."""
+    def _spare_root(self, launcher: Launcher) -> Path | None:
+        """Where this template's spare VM keeper lives (rund/runtime/spares.py); None without usable templates."""
+        if launcher.store is None:
+            return None
         try:
-            root = spares.root_for(Path(self.cfg.state_dir), launcher.template_key().key)
+            return spares.root_for(Path(self.cfg.state_dir), launcher.template_key().key)
         except (errors.RundError, OSError) as e:
             log.info("sandbox %s: no spare VM (%s)", self.id, e)
             return None
+
+    async def _take_spare(self, root: Path) -> spares.Spare | None:
+        """A spare VM from the keeper of `root`, moved into this sandbox: its directory into the sandbox's dir, its
+        QEMU into the VMM cgroup and into the record (so `delete` after a crash kills it). None when the keeper has
+        none ready (or none runs): the sandbox clones as usual."""
         spare = await asyncio.to_thread(spares.take, root)
         if spare is None:
             return None
@@ -379,10 +386,9 @@ class Sandbox:
         log.info("sandbox %s: spare VM %s (pid %d)", self.id, spare.name, spare.pid)
         return spare
 
-    def _start_keeper(self, launcher: Launcher) -> None:
-        """A keeper of spare VMs for this template, unless one runs (it exits by itself when unused)."""
+    def _start_keeper(self, launcher: Launcher, root: Path) -> None:
+        """A keeper of spare VMs for this template at `root`, unless one runs (it exits by itself when unused)."""
         try:
-            root = spares.root_for(Path(self.cfg.state_dir), launcher.template_key().key)
             if spares.keeper_running(root):
                 return
             request = launcher.spare_request(self.cfg.templates.spare_vms, root)

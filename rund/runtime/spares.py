@@ -22,10 +22,8 @@ sandbox moves its QEMU into its own cgroup, where new charges land (cgroup v1 do
 """
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import json
 import logging
@@ -44,6 +42,7 @@ from rund.hypervisor import HypervisorError
 from rund.hypervisor.paths import VMPaths
 from rund.peercred import peer_credentials
 from rund.procfs import argvs
+from rund.resources.network import netns
 from rund.resources.network.tap import open_tap
 from rund.runtime.admission import Admission
 from rund.runtime.volumes import prepare as prepare_share
@@ -68,7 +67,6 @@ RETRY_AFTER_S = 10.0           # after a failed spare start
 SPARE_NICE = 19
 QUIET_POLL_S = 0.25           # how often a refill looks whether pod starts are still running
 REFILL_DELAY_S = 1.0           # a new spare starts this long after a take: the taker's pod is starting meanwhile
-CLONE_NEWNET = 0x40000000
 
 
 def root_for(state_dir: Path, key: str) -> Path:
@@ -116,7 +114,7 @@ def take(root: Path, timeout: float = TAKE_TIMEOUT) -> Spare | None:
         netns_fd = os.open(f"/proc/{keeper_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             sock.sendall(b"take\n")
-            msg, fds = _recv_fds(sock)
+            msg, fds, _, _ = socket.recv_fds(sock, 4096, 1)
         except BaseException:
             os.close(netns_fd)
             raise
@@ -172,15 +170,6 @@ def spawn_keeper(request: dict, root: Path):
         return subprocess.Popen([sys.executable, "-m", "rund.runtime.spares", json.dumps(request)],
                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True, cwd="/")
-
-
-def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
-    fds = array.array("i")
-    msg, ancdata, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(4 * fds.itemsize))
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-    return msg, list(fds)
 
 
 def renice(pid: int, niceness: int = 0) -> None:
@@ -353,11 +342,9 @@ class Keeper:
     @staticmethod
     def _send(transport_sock, msg: dict, fds: list[int]) -> None:
         """One short message (with fds) on the connection, blocking: a copy of the asyncio transport's socket."""
-        data = json.dumps(msg).encode() + b"\n"
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
         with socket.socket(fileno=os.dup(transport_sock.fileno())) as sock:
             sock.settimeout(TAKE_TIMEOUT)
-            sock.sendmsg([data], anc)
+            socket.send_fds(sock, [json.dumps(msg).encode() + b"\n"], fds)
 
     def _reap(self) -> None:
         for pid in list(self.handed):
@@ -399,12 +386,6 @@ def kill_leftovers(root: Path) -> int:
     return killed
 
 
-def _unshare_net() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
-
-
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s keeper[{os.getpid()}] %(levelname)s %(message)s")
     logging.getLogger("qemu.qmp").setLevel(logging.WARNING)
@@ -419,7 +400,7 @@ def main(argv: list[str]) -> int:
     if n := kill_leftovers(root):
         log.info("killed %d spare VMs a previous keeper left", n)
     os.nice(SPARE_NICE)
-    _unshare_net()
+    netns.unshare()             # the spares' taps live here until a sandbox moves its own into the pod's netns
     path = root / KEEPER_SOCKET
     path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -73,6 +73,13 @@ def join(path: str) -> None:
         os.close(fd)
 
 
+def unshare() -> None:
+    """unshare(2) the calling process into a network namespace of its own (a spare VM keeper's, for its taps)."""
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise NetworkError(f"a network namespace of its own: {os.strerror(err)}")
+
+
 def _child(path: str, fn: Callable[[], Result], sock: socket.socket) -> int:
     try:
         join(path)
