@@ -49,6 +49,12 @@ def _cgroup(pid: int, controller: str) -> str:
     return ""
 
 
+def _ready_logged(root: Path, keeper: int) -> bool:
+    """Whether keeper `keeper` logged a spare ready (the log is the root's, kept across keepers)."""
+    return any(f"keeper[{keeper}]" in line and " ready " in line
+               for line in (root / spares.KEEPER_LOG).read_text().splitlines())
+
+
 def _spare_qemus(root: Path) -> list[int]:
     out = subprocess.run(["pgrep", "-f", f"{root}/spare-"], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -70,9 +76,8 @@ def test_a_pod_takes_a_spare_vm_serves_its_network_and_leaves_nothing(cri, cri_c
         with web_pod(cri, ctd, "rund", "spare-first") as (sid, _, _, step):
             with step("the first pod clones and starts the keeper"):
                 assert _trace_label(ctd, sid) == "clone"
-                wait_for(lambda: spares.keeper_pid(root), 30, "the spare VM keeper")
-                wait_for(lambda: _spare_qemus(root), 60, "a spare VM")
-                keeper = spares.keeper_pid(root)
+                keeper = wait_for(lambda: spares.keeper_pid(root), 30, "the spare VM keeper")
+                wait_for(lambda: _ready_logged(root, keeper), 60, "a ready spare VM")  # made, not only started
                 [spare_pid] = _spare_qemus(root)
                 assert _niceness(spare_pid) == {spares.SPARE_NICE}     # made with what CPU pods leave
         with web_pod(cri, ctd, "rund", "spare-second") as (sid, cid, ips, step):
