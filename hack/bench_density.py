@@ -2,12 +2,13 @@
 
     .venv/bin/python hack/bench_density.py [--pods 20] [--runtime rund|runc|both] [--idle-seconds 60]
                                            [--settle 10] [--image function|busybox] [--timeout 300]
-                                           [--rund-config PATH]
+                                           [--rund-config PATH] [--allow-many] [--reserve-gib 2]
 
 Each pod is a pause sandbox plus one container of hack/function_image.py (prints `ready`, then sleeps in pause(2);
 `--image busybox`: `sh -c 'echo ready; exec sleep ...'`), no memory limit, started one after another through a private
 containerd with the CRI plugin (hack/cri_bench.py). For each runtime (rund first under `both`):
-1. MemAvailable before; the pods started one by one, each timed from RunPodSandbox to `ready` in its log.
+1. MemAvailable before; the pods started one by one, each timed from RunPodSandbox to `ready` in its log. Starting
+   stops early when MemAvailable falls below --reserve-gib: how many pods fit is then the figure (pods_running).
 2. After --settle s: the processes that exist because of the pods. rund: each pod's shim and QEMU from its state
    record (/run/rund/k8s.io/<sid>/sandbox.json: shim_pid, qemu_pid) and all their descendants. runc: each pod's
    containerd-shim-runc-v2 (found by its argv: this containerd's address and `-id <sid>`) and all its descendants
@@ -25,7 +26,8 @@ MemAvailable is the whole host's: other work on the machine moves it too; PSS an
 Last line, one JSON object. With one runtime: {"pods_running", "pss_mib_per_pod", "idle_cpu_pct_per_pod",
 "start_ms_p50_first10", "start_ms_p50_last10", "mem_available_gib": {"before", "running", "after"},
 "pss_mib_per_pod_by_kind": {...}, "failures"}. With `--runtime both` the same object nested per runtime:
-{"rund": {...}, "runc": {...}}. Needs root. More than 100 rund pods needs --allow-many.
+{"rund": {...}, "runc": {...}}. Needs root. More than 100 rund pods needs --allow-many; the CRI network then
+spans as many /24s as the pods need (integration/cri/network.py).
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ from hack.stats import percentile  # noqa: E402
 from integration.cri.client import api  # noqa: E402
 
 MAX_RUND_PODS = 100
-MIB_PER_POD_GUARD = 150          # refuse to start when MemAvailable < 2 GiB + N x this (a pod: ~100 MiB, 2026-12)
+MIB_PER_POD_GUARD = 150          # refuse to start when MemAvailable < reserve + min(N, 10) x this (a pod: ~90 MiB)
 REMOVERS = 4
 
 
@@ -104,7 +106,8 @@ def _pids_named(name: str) -> list[int]:
     return out
 
 
-def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, timeout: float) -> dict:
+def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, timeout: float,
+                reserve_kib: int = 2 << 20) -> dict:
     cri = env.client(timeout)
     labels = {"rund-bench": f"density-{handler}"}
     ctd_pid = env.ctd.proc.pid
@@ -113,7 +116,12 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     ctd_before = procmem.rollup(ctd_pid)["Pss"]
     pods: list[PodStart] = []
     t_start = time.monotonic()
+    res["_stopped"] = None
     for i in range(n):
+        if (avail := procmem.meminfo()["MemAvailable"]) < reserve_kib:
+            res["_stopped"] = f"after {i} pods: MemAvailable {gib(avail)} GiB < the {gib(reserve_kib)} GiB reserve"
+            print(f"  {handler}: stopped {res['_stopped']}", flush=True)
+            break
         p = start_pod(cri, env, handler, f"density-{handler}-{i}", timeout, labels)
         pods.append(p)
         if (i + 1) % 5 == 0 or not p.ok or i == n - 1:
@@ -218,7 +226,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
         "_ctd_pss_mib": (ctd_before / 1024, ctd_running / 1024),
         "_ctd_cpu_pct": (ctd_cpu1 - ctd_cpu0) / procmem.CLK_TCK / elapsed * 100,
         "_by_map": {k: {c: statistics.median(v) for c, v in cats.items()} for k, cats in by_map.items()},
-        "_n_started": n, "_procs_per_pod": len(allp) / max(1, n_run),
+        "_n_started": len(pods), "_procs_per_pod": len(allp) / max(1, n_run),
         "_template_mib": _template_mib(allp) if handler == "rund" else None,
         "_ksm": _ksm_figures(ksm0, ksm1, elapsed),
     })
@@ -279,6 +287,8 @@ def report(r: dict) -> None:
     h, n = r["handler"], r["pods_running"]
     print(f"\n{h}: {r['_n_started']} pods started in {r['_start_s']:.0f} s, {n} running at measurement, "
           f"{r['_procs_per_pod']:.1f} host processes per pod, {r['failures']} failures")
+    if r["_stopped"]:
+        print(f"  starting stopped {r['_stopped']}")
     print(f"  start (RunPodSandbox -> ready) ms: p50 first 10 {fmt_ms(r['start_ms_p50_first10'])}, last 10 "
           f"{fmt_ms(r['start_ms_p50_last10'])}; all: p50 {fmt_ms(r['_start_p50'])}, p99 {fmt_ms(r['_start_p99'])}")
     kinds = r["pss_mib_per_pod_by_kind"]
@@ -325,15 +335,19 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds for one pod to get ready")
     ap.add_argument("--rund-config", default=None, help="the rund runtime class's config file (ConfigPath)")
     ap.add_argument("--allow-many", action="store_true", help=f"allow more than {MAX_RUND_PODS} rund pods")
+    ap.add_argument("--reserve-gib", type=float, default=2.0,
+                    help="stop starting pods when MemAvailable falls below this (how many fit is then the figure)")
     args = ap.parse_args()
     handlers = ["rund", "runc"] if args.runtime == "both" else [args.runtime]
     if "rund" in handlers and args.pods > MAX_RUND_PODS and not args.allow_many:
         ap.error(f"more than {MAX_RUND_PODS} rund pods: pass --allow-many (and mind the host)")
     avail = procmem.meminfo()["MemAvailable"] / 1024
-    if avail < 2048 + args.pods * MIB_PER_POD_GUARD:
-        ap.error(f"MemAvailable {avail:.0f} MiB is short of 2 GiB + {args.pods} x {MIB_PER_POD_GUARD} MiB")
+    reserve = args.reserve_gib * 1024
+    if avail < reserve + min(args.pods, 10) * MIB_PER_POD_GUARD:
+        ap.error(f"MemAvailable {avail:.0f} MiB is short of the {reserve:.0f} MiB reserve + {min(args.pods, 10)} x "
+                 f"{MIB_PER_POD_GUARD} MiB")
 
-    env = Env.start(args.image, prefix="rund-density-", rund_config=args.rund_config)
+    env = Env.start(args.image, prefix="rund-density-", rund_config=args.rund_config, pods=args.pods)
     print(f"private containerd {env.address}; function image {env.image} {' '.join(env.command)}", flush=True)
     print(provenance() + (f"; rund config {args.rund_config}" if args.rund_config else ""), flush=True)
     results = {}
@@ -351,7 +365,8 @@ def main() -> int:
             print(f"{h}: {args.pods} pods", flush=True)
             if h == "rund":
                 print(f"rund template: {ensure_template(config=args.rund_config)}", flush=True)
-            results[h] = run_runtime(env, h, args.pods, args.settle, args.idle_seconds, args.timeout)
+            results[h] = run_runtime(env, h, args.pods, args.settle, args.idle_seconds, args.timeout,
+                                     int(reserve * 1024))
     finally:
         env.stop()
     for r in results.values():

@@ -90,8 +90,10 @@ class Env:
     command: list[str]          # its command ([] for the function image's own entrypoint)
 
     @classmethod
-    def start(cls, image_kind: str = "function", prefix: str = "rund-bench-", rund_config: str | None = None) -> "Env":
-        """rund_config: the rund handler's ConfigPath (a runtime class's config); None: rund's default config."""
+    def start(cls, image_kind: str = "function", prefix: str = "rund-bench-", rund_config: str | None = None,
+              pods: int = 0) -> "Env":
+        """rund_config: the rund handler's ConfigPath (a runtime class's config); None: rund's default config.
+        pods: how many pods may run at once (the CRI network's size; 0: one /24's worth)."""
         work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
         pause_tar, fn_tar, bb_tar = work / "pause.tar", work / "function.tar", work / "busybox.tar"
         pause_image = build_pause(pause_tar)
@@ -100,7 +102,7 @@ class Env:
         else:
             image, command, tar = build_function(fn_tar), [], fn_tar
         ctd = PrivateContainerd(work / "containerd", path_prefix=[str(VENV_BIN)], log_level="info", cri=True,
-                                sandbox_image=pause_image, rund_config_path=rund_config)
+                                sandbox_image=pause_image, rund_config_path=rund_config, pods=pods)
         ctd.start()
         try:
             ctd.cri_import(pause_tar)

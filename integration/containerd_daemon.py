@@ -77,6 +77,7 @@ class PrivateContainerd:
     cri: bool = False                        # serve CRI (runtime handlers runc and rund) with a bridge network
     sandbox_image: str = "registry.k8s.io/pause:rund-local"   # CRI's pause image; import it (cri_import)
     rund_config_path: str | None = None      # the rund handler's options.ConfigPath; None: rund's own default
+    pods: int = 0                            # pods the CRI network must hold at once (0: one /24's worth)
     proc: subprocess.Popen | None = None
     network: "object | None" = None          # integration.cri.network.BridgeNetwork while cri and running
 
@@ -121,7 +122,8 @@ class PrivateContainerd:
             raise ContainerdError(f"socket path too long for AF_UNIX: {self.ttrpc_address}")
         if self.cri and self.network is None:
             from integration.cri.network import BridgeNetwork
-            self.network = BridgeNetwork.create(self.workdir / "cni", self.cni_conf_dir, self.cni_bin_dir)
+            self.network = BridgeNetwork.create(self.workdir / "cni", self.cni_conf_dir, self.cni_bin_dir,
+                                                pods=self.pods)
             self.log_dir.mkdir(exist_ok=True)
         cfg = self.workdir / "config.toml"
         cfg.write_text(self._config())

@@ -7,7 +7,8 @@ still reaches every pod address on the bridge, and a pod reaches the gateway (it
 
 Several harnesses run at once on one host: each takes a free index N (10.88.N.0/24, fd00:88:N::/64, bridge rcriN)
 under a lock, recorded in /run/rund-cri-net/N with the owning process and its work dir; an index whose owner is dead
-or whose work dir is gone (a killed run) is reclaimed.
+or whose work dir is gone (a killed run) is reclaimed. A harness for more pods than a /24 holds (a density run) takes
+`size` consecutive indexes: one host-local range per /24 in one range set, the bridge a gateway in each.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ REGISTRY = Path("/run/rund-cri-net")
 PLUGIN_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 PLUGINS = ("bridge", "host-local", "loopback")      # loopback: containerd 1.6's CRI brings lo up with it
 IPV4_POOL = ipaddress.ip_network("10.88.0.0/16")
+POD_ADDRESSES_PER_24 = 253                          # .0 network, .1 gateway, .255 broadcast
 NETNS_DIR = Path("/var/run/netns")                  # where containerd 1.6's CRI mounts pod network namespaces
 
 
@@ -52,6 +54,7 @@ class BridgeNetwork:
     index: int
     work: Path                  # holds the IPAM leases
     conf_path: Path             # the conflist CRI loads
+    size: int = 1               # consecutive /24s from index on: ~253 pod addresses each
 
     @property
     def name(self) -> str:
@@ -64,6 +67,14 @@ class BridgeNetwork:
     @property
     def subnet4(self) -> ipaddress.IPv4Network:
         return ipaddress.ip_network(f"10.88.{self.index}.0/24")
+
+    @property
+    def subnets4(self) -> list[ipaddress.IPv4Network]:
+        return [ipaddress.ip_network(f"10.88.{i}.0/24") for i in self.indexes]
+
+    @property
+    def indexes(self) -> range:
+        return range(self.index, self.index + self.size)
 
     @property
     def subnet6(self) -> ipaddress.IPv6Network:
@@ -90,7 +101,7 @@ class BridgeNetwork:
                 "ipam": {
                     "type": "host-local",
                     "dataDir": str(self.work / "ipam"),
-                    "ranges": [[{"subnet": str(self.subnet4), "gateway": str(self.gateway4)}],
+                    "ranges": [[{"subnet": str(s), "gateway": str(s.network_address + 1)} for s in self.subnets4],
                                [{"subnet": str(self.subnet6), "gateway": str(self.gateway6)}]],
                     "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
                 },
@@ -98,7 +109,9 @@ class BridgeNetwork:
         }
 
     @classmethod
-    def create(cls, work: Path, conf_dir: Path, bin_dir: Path) -> "BridgeNetwork":
+    def create(cls, work: Path, conf_dir: Path, bin_dir: Path, pods: int = 0) -> "BridgeNetwork":
+        """pods: how many pods the harness may run at once (0: up to one /24's worth)."""
+        size = max(1, -(-pods // POD_ADDRESSES_PER_24))
         src = plugin_dir()
         bin_dir.mkdir(parents=True, exist_ok=True)
         for p in PLUGINS:
@@ -109,9 +122,10 @@ class BridgeNetwork:
         with open(REGISTRY / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             _reclaim()
-            index = _free_index()
-            net = cls(index, work, conf_dir / "10-rund-cri.conflist")
-            (REGISTRY / str(index)).write_text(f"{os.getpid()} {work}")
+            index = _free_index(size)
+            net = cls(index, work, conf_dir / "10-rund-cri.conflist", size)
+            for i in net.indexes:
+                (REGISTRY / str(i)).write_text(f"{os.getpid()} {work}")
             try:
                 net._up()
             except Exception:
@@ -122,7 +136,8 @@ class BridgeNetwork:
 
     def _up(self) -> None:
         _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"{self.gateway4}/{self.subnet4.prefixlen}", "dev", self.bridge)
+        for s in self.subnets4:
+            _ip("addr", "add", f"{s.network_address + 1}/{s.prefixlen}", "dev", self.bridge)
         _ip("-6", "addr", "add", f"{self.gateway6}/{self.subnet6.prefixlen}", "dev", self.bridge, "nodad")
         _ip("link", "set", self.bridge, "up")
 
@@ -135,7 +150,8 @@ class BridgeNetwork:
             owned = False
         if owned:
             _ip("link", "del", self.bridge, check=False)
-            entry.unlink(missing_ok=True)
+            for i in self.indexes:
+                (REGISTRY / str(i)).unlink(missing_ok=True)
 
     def ports(self) -> list[str]:
         """The interfaces on the bridge now (one host-side veth per pod that CNI attached)."""
@@ -153,8 +169,8 @@ class BridgeNetwork:
                 continue
             for a in (a for link in links for a in link.get("addr_info", [])):
                 try:
-                    if ipaddress.ip_address(a.get("local", "")) in (self.subnet4 if ":" not in a["local"]
-                                                                     else self.subnet6):
+                    addr = ipaddress.ip_address(a.get("local", ""))
+                    if any(addr in s for s in (self.subnets4 if addr.version == 4 else [self.subnet6])):
                         found.append(ns.name)
                         break
                 except ValueError:
@@ -191,11 +207,13 @@ def _used_indexes() -> set[int]:
     return used
 
 
-def _free_index() -> int:
+def _free_index(size: int = 1) -> int:
+    """The first of `size` consecutive free indexes (a random one of the candidates: harnesses starting at once
+    rarely race for the same)."""
     used = _used_indexes() | {0}        # 10.88.0.0/24 is the usual containerd/podman default: leave it alone
-    free = [i for i in range(1, 255) if i not in used]
+    free = [i for i in range(1, 256 - size) if not used & set(range(i, i + size))]
     if not free:
-        raise NetworkError("no free 10.88.N.0/24 for a CRI test network")
+        raise NetworkError(f"no {size} free consecutive 10.88.N.0/24 for a CRI test network")
     return random.choice(free)
 
 

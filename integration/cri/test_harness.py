@@ -88,6 +88,35 @@ def test_conflist_is_bridge_and_host_local_only_without_masquerade(tmp_path):
                                         [{"subnet": "fd00:88:42::/64", "gateway": "fd00:88:42::1"}]]
 
 
+def test_a_network_for_more_pods_than_a_24_holds_has_a_range_per_24(tmp_path):
+    net = BridgeNetwork(40, tmp_path, tmp_path / "net.d" / "10.conflist", size=3)
+    v4, v6 = net.conflist()["plugins"][0]["ipam"]["ranges"]
+    assert v4 == [{"subnet": f"10.88.{i}.0/24", "gateway": f"10.88.{i}.1"} for i in (40, 41, 42)]
+    assert v6 == [{"subnet": "fd00:88:40::/64", "gateway": "fd00:88:40::1"}]
+
+
+@pytest.mark.root
+def test_a_wide_network_takes_consecutive_indexes_and_gives_them_all_back(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    wide = BridgeNetwork.create(tmp_path / "w", tmp_path / "w" / "net.d", tmp_path / "w" / "bin", pods=600)
+    try:
+        assert wide.size == 3
+        addrs = subprocess.run(["ip", "-br", "addr", "show", wide.bridge], capture_output=True, text=True,
+                               check=True).stdout
+        assert all(f"10.88.{i}.1/24" in addrs for i in wide.indexes)
+        assert {str(i) for i in wide.indexes} <= set(os.listdir(network.REGISTRY))
+        other = BridgeNetwork.create(tmp_path / "o", tmp_path / "o" / "net.d", tmp_path / "o" / "bin")
+        try:
+            assert other.index not in wide.indexes
+        finally:
+            other.destroy()
+    finally:
+        wide.destroy()
+    assert not {str(i) for i in wide.indexes} & set(os.listdir(network.REGISTRY))
+    assert subprocess.run(["ip", "link", "show", wide.bridge], capture_output=True).returncode != 0
+
+
 @pytest.mark.root
 def test_networks_are_distinct_owned_by_the_host_and_leave_nothing(tmp_path):
     if os.geteuid() != 0:
