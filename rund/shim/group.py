@@ -106,6 +106,7 @@ class Group:
         server.register_service(TASK_SERVICE, _Serving(watch.track(service), sandbox_id))
         member = Member(sandbox_id, runtime, server, socket_file, watch)
         self.members[sandbox_id] = member
+        self._mark_room()
         self._spawn(self._serve(member, sock), f"serve-{sandbox_id}")
 
     async def _serve(self, member: Member, sock: socket.socket) -> None:
@@ -125,7 +126,13 @@ class Group:
             return
         if not self.members:
             self._close_control()       # decided to exit: no start may hand this group a pod from now on
+        self._mark_room()
         self._spawn(self._drop(member, why), f"leave-{sandbox_id}")
+
+    def _mark_room(self) -> None:
+        """Full or not on the control socket, the hint a `start` reads before asking (group_registry.mark_full)."""
+        if self._control_file is not None and not self._closing:
+            group_registry.mark_full(self._control_file.path, len(self.members) >= self.capacity)
 
     async def _drop(self, member: Member, why: str) -> None:
         telemetry.serving(member.sandbox_id)
@@ -171,6 +178,7 @@ class Group:
     def serve_control(self, sock: socket.socket, socket_file: SocketFile) -> None:
         sock.setblocking(False)
         self._control, self._control_file = sock, socket_file
+        self._mark_room()
         asyncio.get_running_loop().add_reader(sock.fileno(), self._accept)
 
     def _close_control(self) -> None:
@@ -210,8 +218,9 @@ class Group:
             if path != self._expected_path(sandbox_id):
                 raise RundError(f"sandbox {sandbox_id} is not served at {path!r}")
             why = self.refusal(sandbox_id)
-            if why is not None:
-                raise RundError(why)
+            if why is not None:             # a group's everyday answer (full, exiting): not worth a log line
+                log.debug("refused to serve sandbox %s: %s", sandbox_id, why)
+                return group_registry.refused(why)
             sock = socket.socket(fileno=fds[0])
             fds[0] = -1
             try:

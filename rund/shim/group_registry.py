@@ -7,6 +7,9 @@
 <key> names what a group's pods must share: the containerd (its address), the namespace and the runtime class's
 config file, and the code (interpreter, checkout, version). A group shim removes its control socket before it
 decides to exit; a socket nobody listens on (its shim was killed) is removed by the next `start` of that key.
+A full group sets its control socket's owner-execute bit (0700; 0600 with room) and clears it when a pod leaves,
+so a `start` passes full groups by a stat instead of a round trip to each: with 1000 pods in groups of 8, a start
+asked up to 124 full groups. Only a hint: the group still decides, and a stale bit costs a new group at most.
 
 Control protocol (forkproto's framing: a 4-byte length and a JSON object):
     start -> shim   {"t": "adopt", "sandbox": ID, "path": SOCKET PATH}
@@ -30,6 +33,7 @@ from rund.shim import forkproto
 GROUPS_DIR = "shim-groups"
 CONTROL_SUFFIX = ".sock"
 ADOPT_FDS = 3
+ROOM_MODE, FULL_MODE = 0o600, 0o700
 
 
 def group_key(containerd_address: str, namespace: str, config_path: str) -> str:
@@ -62,6 +66,18 @@ def control_sockets(directory: str) -> list[str]:
     except FileNotFoundError:
         return []
     return [os.path.join(directory, n) for n in names]
+
+
+def mark_full(control: str, full: bool) -> None:
+    with contextlib.suppress(OSError):      # gone: the group is exiting
+        os.chmod(control, FULL_MODE if full else ROOM_MODE)
+
+
+def marked_full(control: str) -> bool:
+    try:
+        return os.stat(control).st_mode & 0o777 == FULL_MODE
+    except OSError:
+        return False
 
 
 def sweep(state_dir: str) -> int:

@@ -2,11 +2,11 @@
 for a shim of its own) goes to a live group shim of its key serving fewer than N pods, else to a new group shim.
 
 Under the key's flock (group_registry.py), so concurrent starts of one key place pods one at a time: each live
-group is asked in turn over its control socket (it decides by itself: room, not exiting); the first that adopts
-the socket serves the pod. A control socket nobody listens on is a dead group's and is removed. When the answer is
-lost after the socket was sent (the group may hold it), the socket file is replaced by a fresh socket before
-anything else is tried, so a pod's address is never served by two processes. No group with room: a new one is
-forked here with a control socket of its own, registered before the lock is released.
+group not marked full is asked in turn over its control socket (it decides by itself: room, not exiting); the
+first that adopts the socket serves the pod. A control socket nobody listens on is a dead group's and is removed.
+When the answer is lost after the socket was sent (the group may hold it), the socket file is replaced by a fresh
+socket before anything else is tried, so a pod's address is never served by two processes. No group with room: a
+new one is forked here with a control socket of its own, registered before the lock is released.
 """
 from __future__ import annotations
 
@@ -60,6 +60,8 @@ def place(sandbox_id: str, path: str, bound: tuple[socket.socket, SocketFile], b
     directory = group_registry.key_dir(state_dir, key)
     with group_registry.locked(state_dir, key) as lock_fd:
         for control in group_registry.control_sockets(directory):
+            if group_registry.marked_full(control):
+                continue
             outcome = hand_over(control, sandbox_id, path, *bound, bundle)
             if outcome == ADOPTED:
                 bound[0].close()

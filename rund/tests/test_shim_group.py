@@ -277,6 +277,47 @@ def test_place_spawns_a_group_when_none_has_room_and_removes_dead_control_socket
     shutil.rmtree(state_dir)
 
 
+def test_a_full_group_marks_its_control_socket_until_a_pod_leaves(harness):
+    h = harness(2)
+    assert h.offer("a") == group_start.ADOPTED and not group_registry.marked_full(h.control)
+    assert h.offer("b") == group_start.ADOPTED and group_registry.marked_full(h.control)
+    assert h.offer("c") == group_start.REFUSED            # the mark is a hint: the group still decides
+    shutdown(h.path("a"), "a")                           # no task: it leaves
+    h.call(asyncio.sleep(0.3))
+    assert sorted(h.group.members) == ["b"] and not group_registry.marked_full(h.control)
+    assert h.offer("c") == group_start.ADOPTED and group_registry.marked_full(h.control)
+
+
+def test_place_passes_a_group_marked_full_without_asking_it(tmp_path):
+    state_dir = tempfile.mkdtemp(prefix="grp", dir="/tmp")
+    key = group_registry.group_key("/ctd.sock", "ns", "/etc/rund/x.toml")
+    directory = group_registry.key_dir(state_dir, key)
+    os.makedirs(directory)
+    full = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    full.bind(os.path.join(directory, "full.sock"))
+    full.listen(4)
+    full.setblocking(False)
+    group_registry.mark_full(full.getsockname(), True)
+    spawned = []
+
+    def spawn(sock, sfile, g, also_close):
+        spawned.append(g.capacity)
+        g.control_file.remove()
+        g.control.close()
+        sfile.remove()
+        sock.close()
+    path = str(tmp_path / "a.sock")
+    try:
+        assert group_start.place("a", path, bind(path), str(tmp_path), state_dir, key, 4, bind, spawn) is False
+        assert spawned == [4]
+        with pytest.raises(BlockingIOError):
+            full.accept()                                # nobody connected to the full group
+        assert os.path.exists(full.getsockname())        # alive: not swept as dead
+    finally:
+        full.close()
+        shutil.rmtree(state_dir)
+
+
 def test_group_keys_differ_by_containerd_namespace_and_config():
     k = group_registry.group_key("/a", "ns", "/c.toml")
     assert k == group_registry.group_key("/a", "ns", "/c.toml")
