@@ -161,6 +161,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
 
     # by mapping: each kind's categories per pod (the median pod), from full smaps
     by_map: dict[str, dict[str, list[float]]] = {}
+    pods_of_kind: dict[str, int] = {}
     for sid, ps in procs.items():
         per_kind: dict[str, dict[str, float]] = {}
         for pid, kind in ps.items():
@@ -173,6 +174,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
                 per_kind.setdefault(kind, {}).setdefault(cat, 0.0)
                 per_kind[kind][cat] += c["pss"] / 1024
         for kind, cats in per_kind.items():
+            pods_of_kind[kind] = pods_of_kind.get(kind, 0) + 1
             for cat, v in cats.items():
                 by_map.setdefault(kind, {}).setdefault(cat, []).append(v)
 
@@ -225,7 +227,9 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
         "_failures": failures, "_gone_in_window": gone, "_host_busy_pct": busy, "_load": (load0, loadavg()), "_window_s": elapsed,
         "_ctd_pss_mib": (ctd_before / 1024, ctd_running / 1024),
         "_ctd_cpu_pct": (ctd_cpu1 - ctd_cpu0) / procmem.CLK_TCK / elapsed * 100,
-        "_by_map": {k: {c: statistics.median(v) for c, v in cats.items()} for k, cats in by_map.items()},
+        # a pod without a category (only cold-booted pods have anonymous guest RAM) counts 0 in its median
+        "_by_map": {k: {c: statistics.median(v + [0.0] * (pods_of_kind[k] - len(v))) for c, v in cats.items()}
+                    for k, cats in by_map.items()},
         "_n_started": len(pods), "_procs_per_pod": len(allp) / max(1, n_run),
         "_template_mib": _template_mib(allp) if handler == "rund" else None,
         "_ksm": _ksm_figures(ksm0, ksm1, elapsed),
