@@ -365,7 +365,7 @@ class ContainerManager:
             await container.cgroup.remove()
         container.rootfs.cleanup()
         shutil.rmtree(self._files_dir(container_id), ignore_errors=True)
-        if self.keep_spares:
+        if self.keep_spares or container.spec.warm_up:     # a spare VM's warm-up took them: the pod's turn next
             self._cgroups.prepare_spare()
             self._prepare_init()
 

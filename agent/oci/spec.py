@@ -13,6 +13,9 @@ from .seccomp import SeccompProfile, parse_seccomp
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup")
 # Set by the host on a CRI pod's sandbox container: the agent holds the pod's namespaces without a container.
 POD_HOLDER = "io.rund.pod-holder"
+# Set by the host on the container that warms a template or a spare VM (rund/templates/build.py, warm_agent): once it
+# is removed, the agent forks its spare init and cgroup again (manager.remove), so the pod after it still finds them.
+WARM_UP = "io.rund.warm-up"
 # Always private to the container, whatever the spec says, so no container shares the agent's. The guest runs
 # cgroup v2 even under a v1 host's spec: a cgroup namespace of its own makes /sys/fs/cgroup show the container's own
 # cgroup (its memory.max, cpu.max), as containerd asks on v2 hosts.
@@ -51,6 +54,7 @@ class ContainerSpec(NamedTuple):
     rootfs_propagation: int = m.MS_SLAVE | m.MS_REC
     seccomp: SeccompProfile | None = None  # applied to the init and every exec
     pod_holder: bool = False  # the host's POD_HOLDER annotation: hold the pod's namespaces, run nothing (holder.py)
+    warm_up: bool = False     # the host's WARM_UP annotation
 
     def namespace(self, kind: str) -> Namespace | None:
         for ns in self.namespaces:
@@ -75,6 +79,7 @@ def parse_spec(raw: bytes) -> ContainerSpec:
     if linux.list("uidMappings") or linux.list("gidMappings"):
         raise InvalidArgument("linux.uidMappings", "user namespaces are not supported")
     propagation = linux.str("rootfsPropagation")
+    annotations = f.str_map("annotations")
     if propagation and propagation not in PROPAGATION:
         raise InvalidArgument("linux.rootfsPropagation", f"unknown propagation {propagation!r}")
     return ContainerSpec(
@@ -90,7 +95,8 @@ def parse_spec(raw: bytes) -> ContainerSpec:
         resources=parse_resources(linux.obj("resources")),
         rootfs_propagation=PROPAGATION[propagation] if propagation else m.MS_SLAVE | m.MS_REC,
         seccomp=parse_seccomp(linux.obj("seccomp")),
-        pod_holder=f.str_map("annotations").get(POD_HOLDER) == "true",
+        pod_holder=annotations.get(POD_HOLDER) == "true",
+        warm_up=annotations.get(WARM_UP) == "true",
     )
 
 

@@ -105,6 +105,28 @@ async def test_the_spare_init_reports_setup_errors_and_is_replaced_after_a_remov
 
 
 @pytest.mark.root
+async def test_a_warm_up_container_leaves_the_spare_init_for_the_pod_after_it(own_agent, busybox_rootfs):
+    """A spare VM is warmed by a container after its PostRestore, when the agent keeps no more spares: the warm-up
+    (the host's io.rund.warm-up annotation) takes the spare init, and its removal forks a new one for the pod; an
+    ordinary container's removal does not."""
+    async with await AgentClient.connect_unix(own_agent.socket) as client:
+        await client.setup_sandbox("sb", hostname="sb")          # a sandbox now: spares are not made again
+        for name, warm_up in (("warm", True), ("pod", False), ("after", False)):
+            s = with_caps(spec(["true"]), DEFAULT_CAPS)
+            s.pop("hostname")
+            if warm_up:
+                s["annotations"] = {"io.rund.warm-up": "true"}
+            await client.create_container(name, s, PathRootfs(busybox_rootfs))
+            await client.start_container(name)
+            assert (await client.wait_process(name)).code == 0
+            await client.remove_container(name)
+        log = own_agent.log()
+        assert "container warm: set up by the spare init" in log
+        assert "container pod: set up by the spare init" in log
+        assert "container after: set up by the spare init" not in log
+
+
+@pytest.mark.root
 async def test_a_container_with_more_capabilities_than_the_spare_kept_is_forked(own_agent, busybox_rootfs):
     more = [*DEFAULT_CAPS, "CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
     async with await AgentClient.connect_unix(own_agent.socket) as client:

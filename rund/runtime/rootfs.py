@@ -66,12 +66,12 @@ class RootfsSlots:
         return held[0].path
 
     def launched(self, layout: SlotLayout, images: tuple[Path, ...], devices: tuple[str, ...],
-                 plug: Plug | None) -> None:
+                 plug: Plug | None, taken: int = 0) -> None:
         """The VM runs with `images` bound to its first fixed slots (as `devices`); `plug` adds more (None: it
-        cannot)."""
+        cannot); its first `taken` hotplug slots hold something else already (a spare VM's warm-up image)."""
         self._layout = layout
         self._images, self._devices, self._plug = list(images), list(devices), plug
-        self._plugged = 0
+        self._plugged = taken
 
     async def device_for(self, container_id: str) -> str:
         """The guest device holding the container's (acquired) image, hotplugging it if the VM lacks it."""

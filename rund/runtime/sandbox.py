@@ -331,6 +331,7 @@ class Sandbox:
         finally:
             if spare is not None:
                 spare.close()
+        spare_plugged = spare.plugged if spare is not None and launched.how == "spare" else 0
         if spare_root is not None and launched.how == "clone":
             self._start_keeper(launcher, spare_root)
         if not launched.dax:
@@ -345,7 +346,8 @@ class Sandbox:
         self.dir.write_sandbox(self._record)
         self._slots.launched(
             SlotLayout(shape.rootfs_slots, shape.rootfs_hotplug_slots, shape.rootfs_device), images,
-            launched.rootfs_devices, self._plug if shape.rootfs_hotplug_slots else None)
+            launched.rootfs_devices, self._plug if shape.rootfs_hotplug_slots else None,
+            taken=spare_plugged)
         if launched.how not in ("clone", "spare"):   # a clone (and a spare) got its identity with PostRestore
             with trace.step("agent_setup"):
                 await self.agent.setup_sandbox(self.id, hostname=hostname, network=network)

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rund import errors
-from rund.agent import AgentClient, LayeredRootfs, StdioConfig
+from rund.agent import AgentClient, FileCopy, LayeredRootfs, StdioConfig
 from rund.hypervisor import FileMemory, HypervisorError, QemuVM
 from rund.hypervisor.cmdline import guest_root
 from rund.procfs import cpu_seconds
@@ -43,16 +43,54 @@ def guest_os_device(shape: SandboxShape) -> str:
     return guest_root(shape.machine)[0]
 
 
-async def warm_agent(agent: AgentClient, shape: SandboxShape) -> None:
-    """Create, run and remove one container on the guest OS image, so a clone's first container finds the agent's
-    container code imported and its guest pages (overlay, namespaces, exec) already touched."""
-    rootfs = LayeredRootfs(base_device=guest_os_device(shape), base_fstype="erofs", dax=shape.dax,
-                           upper_size_bytes=4 << 20)
+# The warm-up container is shaped like a CRI pod's app container (what containerd's CRI plugin writes, as the
+# shim hands it to the guest): the capabilities containerd grants by default (so the agent's spare init serves it, as
+# it serves the pod's containers), CRI's mounts and copied files, a device rule. Under TCG a spare VM runs translated
+# guest code only for the paths its warm-up took, so every path the pod's container takes and the warm-up did not
+# (the spare init's plan, devpts, mqueue, cgroup and bind mounts, the capability sets) is translated anew in the pod's
+# start: a minimal spec left ~25 ms of the guest's create to a spare VM's pod (see README, "Spare VMs").
+CONTAINERD_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+                   "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+                   "CAP_KILL", "CAP_AUDIT_WRITE"]
+WARM_UP_ANNOTATION = "io.rund.warm-up"     # the agent forks its spares again once this container is gone
+
+
+def warm_spec() -> tuple[dict, tuple[FileCopy, ...]]:
+    """The warm-up container's spec and the files its mounts copy (/etc/hostname, hosts, resolv.conf)."""
+    caps = CONTAINERD_CAPS
+    bind = ["rbind", "rprivate", "rw"]
+    fs = ["nosuid", "noexec", "nodev"]
     spec = {"ociVersion": "1.0.2", "hostname": "template",
             "process": {"args": ["/bin/sh", "-c", "head -c 16 /dev/urandom >/dev/null"], "cwd": "/",
-                        "user": {"uid": 0, "gid": 0}, "env": [PATH_ENV]},
-            "linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts")]}}
-    await agent.create_container(WARM_CONTAINER_ID, spec, rootfs, StdioConfig())
+                        "user": {"uid": 0, "gid": 0, "additionalGids": [0]}, "env": [PATH_ENV], "oomScoreAdj": 0,
+                        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps}},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc", "options": fs},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                 "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": fs},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": [*fs, "ro"]},
+                {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                 "options": [*fs, "relatime", "ro"]},
+                *({"destination": d, "type": "bind", "source": f"rund-file:{i}", "options": bind}
+                  for i, d in enumerate(("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")))],
+            "annotations": {WARM_UP_ANNOTATION: "true"},
+            "linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts")],
+                      "resources": {"devices": [{"allow": False, "access": "rwm"}]}}}
+    files = (FileCopy(b"template\n"), FileCopy(b"127.0.0.1\tlocalhost\n"), FileCopy(b""))
+    return spec, files
+
+
+async def warm_agent(agent: AgentClient, shape: SandboxShape, base_device: str | None = None) -> None:
+    """Create, run and remove one container on the guest OS image (or on `base_device`, a spare VM's hotplugged
+    copy of it), so a clone's first container finds the agent's container code imported and its guest pages
+    (overlay, namespaces, exec) already touched, and a spare VM's pod finds its container's path translated."""
+    rootfs = LayeredRootfs(base_device=base_device or guest_os_device(shape), base_fstype="erofs", dax=shape.dax,
+                           upper_size_bytes=4 << 20)
+    spec, files = warm_spec()
+    await agent.create_container(WARM_CONTAINER_ID, spec, rootfs, StdioConfig(), files)
     await agent.start_container(WARM_CONTAINER_ID)
     status = await agent.wait_process(WARM_CONTAINER_ID, timeout=120)
     await agent.remove_container(WARM_CONTAINER_ID)

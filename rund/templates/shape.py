@@ -40,7 +40,8 @@ class SandboxShape:
     kernel_params: str
     rootfs_slots: int           # container rootfs images per VM
     rootfs_slot_bytes: int      # every container image is padded to exactly this size
-    rootfs_hotplug_slots: int = 0   # images added to a running VM (q35 only), after the fixed slots
+    rootfs_hotplug_slots: int = 0   # images added to a running VM (q35 only), after the fixed slots; one more
+                                    # than [rootfs] hotplug_slots in a class with spare VMs, whose warm-up takes it
     memory_hotplug_mib: int = 0     # guest memory the pod may grow by (q35 only: virtio-mem), after every pmem slot
     memory_preplug_mib: int = 0     # of it, plugged from the start: the template saves it plugged, clones start
                                     # with it onlined, and a pod's memory never goes below it (runtime/pod_memory)
@@ -93,7 +94,7 @@ def shape_from_config(cfg: Config) -> SandboxShape:
         machine=Machine(hv.machine), accel=accel, vcpus=hv.vcpus, memory_mib=hv.memory_mib,
         tb_size_mib=hv.tb_size_mib, kernel=kernel, initrd=initrd, image=image, image_bytes=os.stat(image).st_size,
         kernel_params=guest.kernel_params, rootfs_slots=cfg.rootfs.slots, rootfs_slot_bytes=slot_bytes,
-        rootfs_hotplug_slots=cfg.rootfs.hotplug_slots if hv.machine == "q35" else 0,
+        rootfs_hotplug_slots=cfg.rootfs.hotplug_slots + bool(cfg.templates.spare_vms) if hv.machine == "q35" else 0,
         memory_hotplug_mib=hotplug_mib, memory_preplug_mib=preplug_mib(hv, hotplug_mib),
         disk_hotplug_slots=DISK_HOTPLUG_SLOTS if hv.machine == "q35" else 0,
         qemu_binary=hv.path, tsc_khz=host_tsc_khz() if accel is Accel.TCG else None, mem_merge=hv.mem_merge)

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,14 @@ def test_a_taken_spare_is_adopted_runs_a_container_and_the_keeper_makes_another(
                 assert await launched.vm.query_status() == "running"
                 out = await run_container(launched.agent, guest_os_rootfs(launcher), "c1", "echo hi")
                 assert out == b"hi\n"
+                # Its warm-up took the first rootfs hotplug slot (a copy of the guest OS image): the pod's image
+                # goes in the next, and the guest finds it where the slot layout says.
+                shape = launcher.shape
+                assert spare.plugged == 1 and shape.rootfs_hotplug_slots >= 2
+                await launched.vm.hotplug_pmem(1, root / spares.WARM_IMAGE)
+                device = shape.rootfs_device(shape.rootfs_slots + 1)
+                rootfs = replace(guest_os_rootfs(launcher), base_device=device)
+                assert await run_container(launched.agent, rootfs, "c2", "echo there") == b"there\n"
             finally:
                 await launched.agent.close()
                 assert await launched.vm.stop(timeout=5.0) == ADOPTED_EXIT    # its status is the keeper's

@@ -313,3 +313,18 @@ def test_a_rebuilt_shape_prunes_the_templates_it_supersedes(shm):
     finally:
         held.release()
     assert store.keys() == ["busy", "cold", "new", "other"]
+
+
+def test_a_class_with_spare_vms_has_a_rootfs_hotplug_slot_more_for_their_warm_up():
+    """A spare VM's warm-up takes the first rootfs hotplug slot (rund/runtime/spares.py): the pod keeps as many as
+    its class's [rootfs] hotplug_slots."""
+    from rund.config import Config, TemplateConfig
+    from rund.errors import FailedPrecondition
+    from rund.templates import shape_from_config
+    try:
+        plain = shape_from_config(Config())
+    except FailedPrecondition as e:
+        pytest.skip(str(e))                         # no guest image built
+    with_spares = shape_from_config(Config(templates=TemplateConfig(spare_vms=2)))
+    assert plain.rootfs_hotplug_slots == Config().rootfs.hotplug_slots
+    assert with_spares.rootfs_hotplug_slots == plain.rootfs_hotplug_slots + 1
