@@ -80,6 +80,9 @@ def pss_kib(pids: dict[int, str]) -> dict[int, dict[str, int]]:
 
 
 KSM = Path("/sys/kernel/mm/ksm")
+# /proc/meminfo's kernel-side fields: memory the pods cost that no process's PSS shows (host-wide deltas, so others'
+# work moves them too)
+KERNEL_FIELDS = ("PageTables", "KernelStack", "SUnreclaim", "SReclaimable", "VmallocUsed", "Percpu")
 
 
 def ksm_state() -> dict | None:
@@ -112,7 +115,8 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     labels = {"rund-bench": f"density-{handler}"}
     ctd_pid = env.ctd.proc.pid
     res: dict = {"handler": handler}
-    mem_before = procmem.meminfo()["MemAvailable"]
+    info_before = procmem.meminfo()
+    mem_before = info_before["MemAvailable"]
     ctd_before = procmem.rollup(ctd_pid)["Pss"]
     pods: list[PodStart] = []
     t_start = time.monotonic()
@@ -156,7 +160,8 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     ksm1 = ksm_state()
     gone = sorted(set(cpu0) - set(cpu1))
     pss = pss_kib(allp)
-    mem_running = procmem.meminfo()["MemAvailable"]
+    info_running = procmem.meminfo()
+    mem_running = info_running["MemAvailable"]
     ctd_running = procmem.rollup(ctd_pid)["Pss"]
 
     # by mapping: each kind's categories per pod (the median pod), from full smaps
@@ -233,6 +238,8 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
         "_n_started": len(pods), "_procs_per_pod": len(allp) / max(1, n_run),
         "_template_mib": _template_mib(allp) if handler == "rund" else None,
         "_ksm": _ksm_figures(ksm0, ksm1, elapsed),
+        "_kernel_kib_per_pod": {k: (info_running.get(k, 0) - info_before.get(k, 0)) / max(1, n_run)
+                                for k in KERNEL_FIELDS},
     })
     return res
 
@@ -306,6 +313,9 @@ def report(r: dict) -> None:
     drop = (m["before"] - m["running"]) * 1024 / max(1, n)
     print(f"  MemAvailable: {m['before']} GiB before, {m['running']} running ({drop:.0f} MiB per pod, host-wide), "
           f"{m['after']} after removal")
+    kern = r["_kernel_kib_per_pod"]
+    print("  kernel, host-wide growth per pod (KiB; /proc/meminfo, not in any PSS): "
+          + ", ".join(f"{k} {v:.0f}" for k, v in kern.items()) + f"; {sum(kern.values()) / 1024:.1f} MiB in all")
     c0, c1 = r["_ctd_pss_mib"]
     print(f"  containerd (not counted above): PSS {c0:.1f} -> {c1:.1f} MiB ({(c1 - c0) / max(1, n):.2f} per pod), "
           f"{r['_ctd_cpu_pct']:.2f}% of a core while the pods idled")
