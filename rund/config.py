@@ -223,8 +223,10 @@ def load(path: str | os.PathLike | None = None) -> Config:
     if cfg.hypervisor.vcpus < 1 or cfg.hypervisor.memory_mib < 64:
         raise InvalidArgument(f"{path}: hypervisor needs vcpus >= 1 and memory_mib >= 64")
     _check_memory(cfg.hypervisor, path)
-    if cfg.rootfs.hotplug_slots < 0 or cfg.rootfs.slots + cfg.rootfs.hotplug_slots > 16:
-        raise InvalidArgument(f"{path}: rootfs needs hotplug_slots >= 0 and at most 16 slots in all")
+    # A class with spare VMs has a hotplug slot more, for their warm-up (templates/shape.py).
+    if cfg.rootfs.hotplug_slots < 0 or cfg.rootfs.slots + cfg.rootfs.hotplug_slots + bool(cfg.templates.spare_vms) > 16:
+        raise InvalidArgument(f"{path}: rootfs needs hotplug_slots >= 0 and at most 16 slots in all (15 with "
+                              f"templates.spare_vms: their warm-up takes one more)")
     if cfg.rootfs.slots < 1 or not 2 <= cfg.rootfs.slot_mib <= 1024 or cfg.rootfs.slot_mib % 2:
         raise InvalidArgument(f"{path}: rootfs needs slots >= 1 and an even slot_mib in 2..1024")
     if cfg.admission.max_starts < 0 or cfg.admission.max_wait_s <= 0:
