@@ -39,8 +39,10 @@ $(PIP_STAMP): pyproject.toml
 	@$(PY) -m pip install -q -e '.[test]' >>$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@rm -f $(VENV)/.pip-* && touch $@
 
-# containerd finds shims on its PATH; point /usr/local/bin at this checkout's entry points.
+# containerd finds shims on its PATH; point /usr/local/bin at this checkout's entry points. The shim's is our own
+# launcher (rund/shim/launcher.py: Python without site for the `start` of every task), written over pip's script.
 bin-links: python-packages
+	@$(PY) -m rund.shim.launcher $(VENV)/bin/containerd-shim-rund-v2
 	@for b in $(BIN_LINKS); do \
 	    [ "$$(readlink /usr/local/bin/$$b)" = "$(CURDIR)/$(VENV)/bin/$$b" ] || ln -sfn $(CURDIR)/$(VENV)/bin/$$b /usr/local/bin/$$b; \
 	done

@@ -12,6 +12,7 @@ def main(argv: list[str] | None = None) -> int:
         code = client.start(argv)
         if code is not None:
             return code
+    full_site()
     from rund import __version__
     from rund.errors import RundError
     from rund.shim import flags
@@ -31,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         return delete(args)
     print(f"containerd-shim-rund-v2: unsupported action {args.action!r}", file=sys.stderr)
     return 2
+
+
+def full_site() -> None:
+    """The launcher (launcher.py) starts Python without `site`: what follows the thin path needs site-packages."""
+    if sys.flags.no_site:
+        import site
+        site.main()
 
 
 def run() -> None:
