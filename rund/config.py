@@ -128,6 +128,11 @@ class ShimConfig:
     # live shim of the same containerd, namespace and config serving fewer than N, sharing its interpreter's
     # memory, and a shim that dies takes all of its pods with it (README, "Shim groups").
     pods_per_shim: int = 1
+    # Every private mapping of this class's shims offered to KSM (prctl(PR_SET_MEMORY_MERGE) before the daemon's
+    # fork; Linux >= 6.4): forked shims' copies of the fork server's pages are mostly alike, 13.6 -> 3.5 MiB per pod
+    # on a node that runs KSM, for ~1.5% of a core more ksmd and KSM's cross-tenant timing channel reaching the
+    # shims' memory (README, Density). Does nothing where KSM is off.
+    merge_memory: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """Start the QEMU process and learn of its exit without a thread or a polling loop.
 
-The child runs three things between fork and exec: the caller's hook (the cgroup pool puts the
+The child runs these between fork and exec: the caller's hook (the cgroup pool puts the
 child into the sandbox cgroup there, before QEMU touches guest memory), PR_SET_THP_DISABLE
 (~2 MiB less private memory per idle clone, measured; inherited across exec, host setting
-untouched), and PR_SET_PDEATHSIG so a QEMU never outlives the process that owns it.
+untouched), PR_SET_MEMORY_MERGE taken back when the owner had it (a shim with [shim] merge_memory:
+the flag is inherited over fork and kept across exec; QEMU offers only guest RAM to KSM, its own
+heap, libraries and TCG buffer are not worth ksmd's time, README Density), and PR_SET_PDEATHSIG so a
+QEMU never outlives the process that owns it.
 
 QEMU's environment is the owner's plus QEMU_ENV (allocator settings; a value already set in the owner's
 environment wins, so an operator can take one back).
@@ -20,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 PR_SET_PDEATHSIG = 1
 PR_SET_THP_DISABLE = 41
+PR_SET_MEMORY_MERGE = 67
+PR_GET_MEMORY_MERGE = 68
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
@@ -44,12 +49,21 @@ def qemu_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def set_memory_merge(on: bool = True) -> None:
+    """Make every private mapping of this process, and of what it forks, mergeable by KSM (and of what it execs:
+    Linux >= 6.7). No privilege needed. on=False: take it back (unmerges what was merged)."""
+    if _prctl(PR_SET_MEMORY_MERGE, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_MEMORY_MERGE) (needs Linux >= 6.4 with KSM)")
+
+
 def _child_setup(pre_exec: PreExec | None, parent_pid: int, die_with_owner: bool) -> Callable[[], None]:
     def setup() -> None:
         if pre_exec is not None:
             pre_exec()
         if _prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_THP_DISABLE)")
+        if _prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) == 1:   # inherited: a shim with [shim] merge_memory
+            set_memory_merge(False)
         if not die_with_owner:
             return
         # The death signal fires when the forking *thread* exits: spawn from the event loop thread.

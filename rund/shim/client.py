@@ -114,6 +114,12 @@ def group_settings(config_path: str) -> tuple[int, str]:
     return pods, state_dir
 
 
+def merge_memory(config_path: str) -> bool:
+    """[shim] merge_memory of a config file: False when the file is missing, unreadable or wrong."""
+    table = _table(config_path) if config_path else None
+    return table is not None and _shim_key(table, "merge_memory", False) is True
+
+
 _start_config: str | None = None
 
 

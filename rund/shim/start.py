@@ -144,11 +144,13 @@ def start_shim(args: ShimArgs, bundle: str, confirm: Callable[[str], bool] | Non
         addr.write_address_file(bundle, address)
         return address
     pods, state_dir = _group_settings(config_path, group == args.id)
+    from rund.shim import client
+    merge = client.merge_memory(config_path)
     if pods > 1:
         _start_in_group(args, bound, bundle, group, address, idle_timeout, confirm, close_in_child, config_path,
-                        pods, state_dir)
+                        pods, state_dir, merge)
     else:
-        _spawn(args, *bound, bundle, group, address, idle_timeout, confirm, close_in_child)
+        _spawn(args, *bound, bundle, group, address, idle_timeout, confirm, close_in_child, merge=merge)
     return address
 
 
@@ -163,12 +165,13 @@ def _group_settings(config_path: str, own_sandbox: bool) -> tuple[int, str]:
 
 def _start_in_group(args: ShimArgs, bound: tuple[socket.socket, SocketFile], bundle: str, group: str,
                     address: str, idle_timeout: float, confirm: Callable[[str], bool] | None,
-                    close_in_child: Sequence[socket.socket], config_path: str, pods: int, state_dir: str) -> None:
+                    close_in_child: Sequence[socket.socket], config_path: str, pods: int, state_dir: str,
+                    merge: bool = False) -> None:
     from rund.shim import group_registry, group_start
 
     def spawn(sock, socket_file, spawn_group, also_close):
         _spawn(args, sock, socket_file, bundle, group, address, idle_timeout, confirm,
-               [*close_in_child, *also_close], spawn_group)
+               [*close_in_child, *also_close], spawn_group, merge=merge)
     key = group_registry.group_key(args.address, args.namespace, config_path)
     if group_start.place(group, addr.socket_path(address), bound, bundle, state_dir, key, pods, _bind, spawn):
         addr.write_address_file(bundle, address)
@@ -176,12 +179,17 @@ def _start_in_group(args: ShimArgs, bound: tuple[socket.socket, SocketFile], bun
 
 def _spawn(args: ShimArgs, sock: socket.socket, socket_file: SocketFile, bundle: str, group: str, address: str,
            idle_timeout: float, confirm: Callable[[str], bool] | None = None,
-           close_in_child: Sequence[socket.socket] = (), group_spawn=None) -> None:
+           close_in_child: Sequence[socket.socket] = (), group_spawn=None, merge: bool = False) -> None:
     """Fork the daemon serving `sock`; returns in `start` once the daemon is up and told to go on. `group_spawn`
-    (group_start.GroupSpawn): the daemon is a group shim, `sock` its first pod's."""
+    (group_start.GroupSpawn): the daemon is a group shim, `sock` its first pod's. `merge`: [shim] merge_memory, the
+    daemon's private memory offered to KSM (PR_SET_MEMORY_MERGE)."""
     try:
         from rund.runtime.sandbox_runtime import SandboxRuntime   # before fork: the child starts warm
         from rund.shim.serve import serve, serve_group
+        if merge:   # here, not in the child: a kernel without it fails this start with its error. The flag is
+            # inherited by the daemon; this process (`start`, or the fork server's one-shot worker) exits soon.
+            from rund.hypervisor.process import set_memory_merge
+            set_memory_merge()
         parent_end, child_end = handshake.pair()
     except BaseException:
         socket_file.remove()

@@ -31,6 +31,7 @@ def test_file_overrides_only_what_it_names(tmp_path):
     ("[[broken\n", "config file"),
     ("[hypervisor]\ntb_size_mib = 0\n", "tb_size_mib must be in 1..2048"),
     ("[rootfs]\nslots = 2\nhotplug_slots = 14\n[templates]\nspare_vms = 1\n", "15 with templates.spare_vms"),
+    ("[shim]\nmerge_memory = 1\n", "merge_memory must be bool"),
 ])
 def test_bad_files_are_invalid_argument_naming_the_key(tmp_path, text, needle):
     p = tmp_path / "c.toml"
@@ -58,3 +59,10 @@ def test_mem_merge_reaches_the_vm(tmp_path):
     cfg = config.load(p)
     assert cfg.hypervisor.mem_merge is False and cfg.hypervisor.tb_size_mib == 8
     assert config.HypervisorConfig().mem_merge is True
+
+
+def test_shim_memory_merging_is_off_by_default(tmp_path):
+    assert config.ShimConfig().merge_memory is False
+    p = tmp_path / "c.toml"
+    p.write_text("[shim]\nmerge_memory = true\n")
+    assert config.load(p).shim.merge_memory is True

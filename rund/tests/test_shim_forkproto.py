@@ -187,6 +187,16 @@ def test_settings(tmp_path):
         config.load(f)
 
 
+def test_merge_memory(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[shim]\nmerge_memory = true\n")
+    assert client.merge_memory(str(f)) is True and config.load(f).shim.merge_memory is True
+    for other in ("[shim]\nmerge_memory = false\n", '[shim]\nmerge_memory = "yes"\n', "[[[", "shim = 3\n", ""):
+        f.write_text(other)
+        assert client.merge_memory(str(f)) is False
+    assert client.merge_memory(str(tmp_path / "missing.toml")) is False and client.merge_memory("") is False
+
+
 def test_wanted():
     assert client.wanted(["-namespace", "n", "-id", "c", "start"])
     assert not client.wanted(["-namespace", "n", "-id", "c", "delete"])

@@ -236,3 +236,27 @@ def test_the_server_does_once_what_every_forked_shim_would_do(monkeypatch):
     assert root.level == logging.INFO
     for name, level in logs.QUIET.items():
         assert logging.getLogger(name).level == level
+
+
+def _merge_any(pid: int) -> str:
+    with open(f"/proc/{pid}/ksm_stat") as f:
+        return next(line.split(":")[1].strip() for line in f if line.startswith("ksm_merge_any:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/ksm_stat").exists(), reason="no KSM in this kernel")
+def test_merge_memory_makes_the_daemon_and_only_it_mergeable(setup, tmp_path, reap):
+    on, off, state, ctd = setup
+    merge_fork, merge_exec = tmp_path / "merge-fork.toml", tmp_path / "merge-exec.toml"
+    merge_fork.write_text(on.read_text() + "merge_memory = true\n")
+    merge_exec.write_text(off.read_text() + "merge_memory = true\n")
+    server = start_fork_server(state)
+    got = {}
+    for cid, config in (("plain", on), ("fork", merge_fork), ("exec", merge_exec)):
+        bundle = make_bundle(tmp_path / cid)
+        res = start(ctd, cid, bundle, config)
+        assert res.returncode == 0, res.stderr
+        pid = daemon_of(socket_of(ctd, cid))
+        reap.append(pid)
+        got[cid] = _merge_any(pid)
+    assert got == {"plain": "no", "fork": "yes", "exec": "yes"}
+    assert _merge_any(server) == "no"           # the server serves every class: only the class's shims merge
