@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from rund.agent import Interface, IPAddress, NetworkConfig, Route
-from rund.resources.network import PodNetwork, attach, attach_moved, detach
+from rund.resources.network import PodNetwork, attach, attach_moved, detach, inspect
 
 log = logging.getLogger("rund.runtime.network")
 
@@ -53,6 +53,12 @@ async def attach_pod(netns: str, moved_tap: tuple[str, str] | None = None) -> At
     log.info("pod network %s: %s %s mtu %d, %s", netns, pod.interface, pod.mac, pod.mtu,
              " ".join(f"{a.address}/{a.prefix_length}" for a in pod.addresses))
     return AttachedNetwork(netns, pod.tap_fd if pod.tap_fd >= 0 else None, guest_network(pod))
+
+
+async def inspect_pod(netns: str) -> NetworkConfig:
+    """What the guest's NIC must become, read without wiring anything (a spare VM's tap is moved and wired
+    alongside its adoption: attach_pod with moved_tap)."""
+    return guest_network(await asyncio.to_thread(inspect, netns))
 
 
 def guest_network(pod: PodNetwork) -> NetworkConfig:

@@ -32,7 +32,7 @@ from rund.hypervisor.process import ExitWatch
 from rund.hypervisor.paths import VMPaths
 from rund.resources.cgroups import CgroupError, CgroupLimits, InvalidCgroupPath, limits_from_oci
 from rund.runtime.pod_memory import MemoryPolicy, PodMemory
-from rund.runtime.pod_network import AttachedNetwork, attach_pod
+from rund.runtime.pod_network import AttachedNetwork, attach_pod, inspect_pod
 from rund.runtime.process import UNKNOWN_EXIT_STATUS
 from rund.runtime.resource_config import rootfs_cache
 from rund.runtime.rootfs import RootfsSlots, SlotLayout, owner_of
@@ -87,6 +87,7 @@ class Sandbox:
         self._keeper_exit: ExitWatch | None = None      # a spare VM keeper this shim started, reaped when it ends
         self._memory: VMMemory | None = None        # the VM's size follows its containers (vm_memory.py)
         self._network: AttachedNetwork | None = None  # the pod's CNI netns, wired to the VM's NIC
+        self._wiring: asyncio.Task | None = None    # a spare VM's tap moving in and being wired (_start)
         self._share = PodShare(VMPaths(self.dir.path).share)   # the pod's volumes, exported to the VM
         self._disks: PodDisks | None = None         # the pod's raw block devices, hot-plugged
         self._tasks: list[asyncio.Task] = []        # VM watch, OOM stream, pool refill: ended by stop()
@@ -150,8 +151,11 @@ class Sandbox:
             if c.block_devices:
                 await self._disks.attach(c.id, c.block_devices, self._running_vm().hotplug_disk)
             with trace.step("agent_create"):
-                return await self.agent.create_container(c.id, c.spec, rootfs, c.stdio, c.files)
+                pid = await self.agent.create_container(c.id, c.spec, rootfs, c.stdio, c.files)
+            await self._network_wired(trace)
+            return pid
         except BaseException:
+            await self._settle_wiring()
             self._share.unbind_container(c.id)
             await self._drop_disks(c.id)
             if self._memory is not None:
@@ -267,6 +271,7 @@ class Sandbox:
                 log.warning("sandbox %s: releasing its %s: %s", self.id, self._cgroup.where, e)
             self._cgroup = None
         await self._slots.release_all()
+        await self._settle_wiring()
         if self._network is not None:
             try:
                 await self._network.detach()
@@ -306,9 +311,16 @@ class Sandbox:
             else:
                 self._share = PodShare(self.dir.vm_paths().share)    # the spare's: prepared by its keeper
             network = NetworkConfig()
-            if netns:
+            if netns and spare is not None:
+                # The guest needs only the interface's identity now; moving the spare's tap into the pod's netns
+                # (~25 ms in the kernel's netns change) and wiring it run alongside the adoption and the holder's
+                # creation, and are awaited before the sandbox's Create answers (_network_wired).
                 with trace.step("network"):
-                    self._network = await attach_pod(netns, (spare.netns_path, spare.tap) if spare else None)
+                    network = await inspect_pod(netns)
+                self._wiring = asyncio.create_task(self._wire_spare(netns, spare), name="spare-network")
+            elif netns:
+                with trace.step("network"):
+                    self._network = await attach_pod(netns)
                 network = self._network.config
             with trace.step("vm"):
                 try:
@@ -329,8 +341,8 @@ class Sandbox:
                 spares.kill(spare)
             raise
         finally:
-            if spare is not None:
-                spare.close()
+            if spare is not None and self._wiring is None:
+                spare.close()       # else the wiring closes it: its tap's netns is named by the spare's fd
         spare_plugged = spare.plugged if spare is not None and launched.how == "spare" else 0
         if spare_root is not None and launched.how == "clone":
             self._start_keeper(launcher, spare_root)
@@ -355,6 +367,32 @@ class Sandbox:
         self._disks = PodDisks(shape.disk_hotplug_slots, shape.machine.value)
         self._spawn(self._watch_vm(), "vm-watch")
         self._spawn(self._forward_ooms(), "oom")
+
+    @staticmethod
+    async def _wire_spare(netns: str, spare: spares.Spare) -> AttachedNetwork:
+        try:
+            return await attach_pod(netns, (spare.netns_path, spare.tap))
+        finally:
+            spare.close()
+
+    async def _network_wired(self, trace: StepTrace) -> None:
+        """The spare VM's tap wired (started in _start): before the sandbox's Create answers, the pod has its
+        network, as with a clone."""
+        wiring, self._wiring = self._wiring, None
+        if wiring is not None:
+            with trace.step("network_wire"):
+                self._network = await wiring
+
+    async def _settle_wiring(self) -> None:
+        """A failed create or a stop: the wiring ended (its thread cannot be cancelled), its network kept for
+        detaching."""
+        wiring, self._wiring = self._wiring, None
+        if wiring is None:
+            return
+        try:
+            self._network = await wiring
+        except Exception as e:  # noqa: BLE001 - the create's own error is the one to report
+            log.warning("sandbox %s: wiring the spare VM's network: %s", self.id, e)
 
     def _spare_root(self, launcher: Launcher) -> Path | None:
         """Where this template's spare VM keeper lives (rund/runtime/spares.py); None without usable templates."""

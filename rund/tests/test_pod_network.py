@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from rund.agent import Interface, IPAddress, Route
-from rund.resources.network import NetworkError, PodAddress, PodNetwork, PodRoute, attach, detach
+from rund.resources.network import NetworkError, PodAddress, PodNetwork, PodRoute, attach, detach, inspect
 from rund.runtime.pod_network import guest_network, netns_path
 
 pytestmark = pytest.mark.root
@@ -60,6 +60,20 @@ def test_attach_makes_a_tap_redirected_both_ways_and_reads_the_pods_identity(cni
     assert "tap0_rund" not in in_netns(cni_netns, "ip", "-o", "link")
     assert in_netns(cni_netns, "tc", "qdisc", "show", "dev", "eth0", "ingress") == ""
     detach("/var/run/netns/gone-already")       # CNI DEL ran first: nothing to do
+
+
+def test_inspect_reads_what_attach_reads_and_changes_nothing(cni_netns):
+    """A spare VM's adoption gets the identity first (inspect) and the tap wired alongside (attach_moved)."""
+    links, qdiscs = in_netns(cni_netns, "ip", "-o", "link"), in_netns(cni_netns, "tc", "qdisc", "show")
+    seen = inspect(cni_netns)
+    assert seen.tap_fd == -1
+    assert (in_netns(cni_netns, "ip", "-o", "link"), in_netns(cni_netns, "tc", "qdisc", "show")) == (links, qdiscs)
+    pod = attach(cni_netns)
+    try:
+        assert seen == PodNetwork(-1, pod.interface, pod.mac, pod.mtu, pod.addresses, pod.routes)
+    finally:
+        os.close(pod.tap_fd)
+        detach(cni_netns)
 
 
 def test_a_netns_without_an_addressed_interface_is_a_clear_error(cni_netns):

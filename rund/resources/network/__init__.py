@@ -7,6 +7,6 @@ NIC must take (MAC, MTU, addresses, routes).
     detach("/var/run/netns/cni-...")          # filters gone (the tap goes with QEMU's fd)
 """
 from .errors import NetworkError
-from .pod import PodAddress, PodNetwork, PodRoute, attach, attach_moved, detach
+from .pod import PodAddress, PodNetwork, PodRoute, attach, attach_moved, detach, inspect
 
-__all__ = ["NetworkError", "PodAddress", "PodNetwork", "PodRoute", "attach", "attach_moved", "detach"]
+__all__ = ["NetworkError", "PodAddress", "PodNetwork", "PodRoute", "attach", "attach_moved", "detach", "inspect"]

@@ -62,6 +62,28 @@ def _pod_network(tap_fd: int, value: dict, fds: list[int]) -> PodNetwork:
         raise NetworkError(f"attaching the pod's network: a bad answer from the netns child: {e}") from None
 
 
+def inspect(netns_path: str) -> PodNetwork:
+    """The CNI interface's identity, nothing changed (tap_fd -1): what the guest's NIC takes, known before the
+    spare VM's tap is moved in and wired (attach_moved), so the two can run side by side."""
+    value, fds = netns.run_in(netns_path, _inspect_wire)
+    for fd in fds:
+        os.close(fd)
+    return _pod_network(-1, value, [])
+
+
+def _inspect_wire() -> tuple[dict, list[int]]:
+    with IPRoute() as ipr:
+        index, link = _pod_interface(ipr)
+        value = asdict(_identity(ipr, index, link, -1))
+    del value["tap_fd"]
+    return value, []
+
+
+def _identity(ipr: IPRoute, index: int, link, tap_fd: int) -> PodNetwork:
+    return PodNetwork(tap_fd, link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_ADDRESS"),
+                      link.get_attr("IFLA_MTU") or 1500, _addresses(ipr, index), _routes(ipr, index))
+
+
 def attach_moved(netns_path: str, source_netns: str, tap_name: str) -> PodNetwork:
     """Like attach(), with a tap that already exists in `source_netns` (a spare VM's, its QEMU holding the only fd):
     moved into the pod's netns, renamed to ours and wired the same way. The PodNetwork's tap_fd is -1."""
@@ -127,11 +149,10 @@ def _attach(moved: str = "") -> PodNetwork:
             fd = open_tap()
         try:
             (tap,) = ipr.link_lookup(ifname=TAP_NAME)
-            mtu = link.get_attr("IFLA_MTU") or 1500
-            ipr.link("set", index=tap, mtu=mtu, state="up")
+            pod = _identity(ipr, index, link, fd)
+            ipr.link("set", index=tap, mtu=pod.mtu, state="up")
             redirect_both_ways(ipr, index, tap)
-            return PodNetwork(fd, link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_ADDRESS"), mtu,
-                              _addresses(ipr, index), _routes(ipr, index))
+            return pod
         except BaseException as e:
             if fd >= 0:
                 os.close(fd)
