@@ -167,6 +167,10 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     # by mapping: each kind's categories per pod (the median pod), from full smaps
     by_map: dict[str, dict[str, list[float]]] = {}
     pods_of_kind: dict[str, int] = {}
+    sharers: dict[int, int] = {}            # a group shim serves several pods: each gets its share
+    for ps in procs.values():
+        for pid in ps:
+            sharers[pid] = sharers.get(pid, 0) + 1
     for sid, ps in procs.items():
         per_kind: dict[str, dict[str, float]] = {}
         for pid, kind in ps.items():
@@ -177,7 +181,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
                 continue
             for cat, c in cats.items():
                 per_kind.setdefault(kind, {}).setdefault(cat, 0.0)
-                per_kind[kind][cat] += c["pss"] / 1024
+                per_kind[kind][cat] += c["pss"] / 1024 / sharers[pid]
         for kind, cats in per_kind.items():
             pods_of_kind[kind] = pods_of_kind.get(kind, 0) + 1
             for cat, v in cats.items():
