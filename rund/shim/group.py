@@ -15,7 +15,6 @@ event loop, so concurrent starts never overfill a group.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import socket
@@ -30,6 +29,7 @@ from rund.runtime import telemetry
 from rund.runtime.events import EventSink
 from rund.runtime.task_runtime import TaskRuntime
 from rund.shim import forkproto, group_registry, idle, trim
+from rund.shim.call_hooks import Hooked
 from rund.shim.logs import RoutingHandler
 from rund.shim.socket_file import SocketFile
 from rund.shim.task_service import TASK_SERVICE, TaskService
@@ -103,7 +103,8 @@ class Group:
                                on_quiet=trim.malloc_trim, quiet_after=trim.QUIET_AFTER)
         server = ttrpc.Server()
         service = TaskService(runtime, on_shutdown=lambda: self.leave(sandbox_id, "Shutdown with no task left"))
-        server.register_service(TASK_SERVICE, _Serving(watch.track(service), sandbox_id))
+        # each call runs as this sandbox's (telemetry records, log lines)
+        server.register_service(TASK_SERVICE, Hooked(watch.track(service), lambda: telemetry.serving(sandbox_id)))
         member = Member(sandbox_id, runtime, server, socket_file, watch)
         self.members[sandbox_id] = member
         self._mark_room()
@@ -302,22 +303,3 @@ class _ControlConn:
             os.close(fd)
         self._fds = []
         self._group._pending.discard(self)
-
-
-class _Serving:
-    """A sandbox's Task service: each call runs as that sandbox's (telemetry records, log lines)."""
-
-    def __init__(self, service: object, sandbox_id: str):
-        self._service, self._sandbox_id = service, sandbox_id
-
-    def __getattr__(self, name: str):
-        target = getattr(self._service, name)
-        if not inspect.iscoroutinefunction(target):
-            return target
-        sandbox_id = self._sandbox_id
-
-        async def call(ctx, request):
-            telemetry.serving(sandbox_id)
-            return await target(ctx, request)
-        call.__name__ = name
-        return call

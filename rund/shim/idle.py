@@ -7,12 +7,12 @@ and one whose tasks are gone and whose containerd went away without Shutdown. co
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 from collections.abc import Callable
 
 from rund.errors import InvalidArgument
+from rund.shim.call_hooks import Hooked
 
 log = logging.getLogger("rund.shim")
 
@@ -51,7 +51,7 @@ class IdleWatch:
 
     def track(self, service: object) -> object:
         """`service` with every async method counted as activity (register this with the ttrpc server)."""
-        return _Tracked(service, self)
+        return Hooked(service, self._enter, self._leave)
 
     async def run(self) -> None:
         """Returns after calling on_idle; cancel it to stop watching."""
@@ -99,23 +99,3 @@ class IdleWatch:
         if self._quiet is not None:
             self._quiet.cancel()
             self._quiet = None
-
-
-class _Tracked:
-    def __init__(self, service: object, watch: IdleWatch):
-        self._service, self._watch = service, watch
-
-    def __getattr__(self, name: str):
-        target = getattr(self._service, name)
-        if not inspect.iscoroutinefunction(target):
-            return target
-        watch = self._watch
-
-        async def call(ctx, request):
-            watch._enter()
-            try:
-                return await target(ctx, request)
-            finally:
-                watch._leave()
-        call.__name__ = name
-        return call
