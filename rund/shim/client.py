@@ -104,7 +104,21 @@ def settings(config_path: str) -> tuple[bool, str]:
 def group_settings(config_path: str) -> tuple[int, str]:
     """([shim] pods_per_shim, state_dir) of a config file: (1, "") (a shim per pod, today's path) when the file is
     missing, unreadable or wrong, which Create then reports."""
+    return _group_of(_table(config_path) if config_path else None)
+
+
+def merge_memory(config_path: str) -> bool:
+    """[shim] merge_memory of a config file: False when the file is missing, unreadable or wrong."""
+    return _merge_of(_table(config_path) if config_path else None)
+
+
+def spawn_settings(config_path: str) -> tuple[int, str, bool]:
+    """group_settings and merge_memory from one reading of the file (a start that spawns a shim needs both)."""
     table = _table(config_path) if config_path else None
+    return (*_group_of(table), _merge_of(table))
+
+
+def _group_of(table: dict | None) -> tuple[int, str]:
     if table is None:
         return 1, ""
     pods = _shim_key(table, "pods_per_shim", 1)
@@ -114,9 +128,7 @@ def group_settings(config_path: str) -> tuple[int, str]:
     return pods, state_dir
 
 
-def merge_memory(config_path: str) -> bool:
-    """[shim] merge_memory of a config file: False when the file is missing, unreadable or wrong."""
-    table = _table(config_path) if config_path else None
+def _merge_of(table: dict | None) -> bool:
     return table is not None and _shim_key(table, "merge_memory", False) is True
 
 

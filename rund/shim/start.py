@@ -143,10 +143,9 @@ def start_shim(args: ShimArgs, bundle: str, confirm: Callable[[str], bool] | Non
     if bound is None:
         addr.write_address_file(bundle, address)
         return address
-    pods, state_dir = _group_settings(config_path, group == args.id)
     from rund.shim import client
-    merge = client.merge_memory(config_path)
-    if pods > 1:
+    pods, state_dir, merge = client.spawn_settings(config_path)
+    if pods > 1 and group == args.id and _group_fits(state_dir):   # a sandbox's own start, not a pod member's
         _start_in_group(args, bound, bundle, group, address, idle_timeout, confirm, close_in_child, config_path,
                         pods, state_dir, merge)
     else:
@@ -154,13 +153,10 @@ def start_shim(args: ShimArgs, bundle: str, confirm: Callable[[str], bool] | Non
     return address
 
 
-def _group_settings(config_path: str, own_sandbox: bool) -> tuple[int, str]:
-    """(pods per shim, state dir): (1, "") unless a sandbox's own start (not a pod member's) is configured for more."""
-    if not config_path or not own_sandbox:
-        return 1, ""
-    from rund.shim import client, group_registry
-    pods, state_dir = client.group_settings(config_path)
-    return (pods, state_dir) if pods > 1 and group_registry.fits(state_dir) else (1, "")
+def _group_fits(state_dir: str) -> bool:
+    """A group's control socket under `state_dir` fits a unix socket address (else: a shim per pod)."""
+    from rund.shim import group_registry
+    return group_registry.fits(state_dir)
 
 
 def _start_in_group(args: ShimArgs, bound: tuple[socket.socket, SocketFile], bundle: str, group: str,
