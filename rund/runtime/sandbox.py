@@ -343,7 +343,7 @@ class Sandbox:
         finally:
             if spare is not None and self._wiring is None:
                 spare.close()       # else the wiring closes it: its tap's netns is named by the spare's fd
-        spare_plugged = spare.plugged if spare is not None and launched.how == "spare" else 0
+        spare_plugged = spare.plugged if spare is not None else 0     # a taken spare is the VM (adopted)
         if spare_root is not None and launched.how == "clone":
             self._start_keeper(launcher, spare_root)
         if not launched.dax:

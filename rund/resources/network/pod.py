@@ -74,9 +74,7 @@ def inspect(netns_path: str) -> PodNetwork:
 def _inspect_wire() -> tuple[dict, list[int]]:
     with IPRoute() as ipr:
         index, link = _pod_interface(ipr)
-        value = asdict(_identity(ipr, index, link, -1))
-    del value["tap_fd"]
-    return value, []
+        return _answer(_identity(ipr, index, link, -1))
 
 
 def _identity(ipr: IPRoute, index: int, link, tap_fd: int) -> PodNetwork:
@@ -127,8 +125,11 @@ def detach(netns_path: str) -> None:
 
 
 def _attach_wire(moved: str = "") -> tuple[dict, list[int]]:
-    """_attach in the netns child: the PodNetwork as JSON, its tap fd apart (handed over by SCM_RIGHTS)."""
-    pod = _attach(moved)
+    return _answer(_attach(moved))
+
+
+def _answer(pod: PodNetwork) -> tuple[dict, list[int]]:
+    """A netns child's answer: the PodNetwork as JSON, its tap fd apart (handed over by SCM_RIGHTS), if any."""
     value = asdict(pod)
     del value["tap_fd"]
     return value, [pod.tap_fd] if pod.tap_fd >= 0 else []
