@@ -51,13 +51,23 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hack.cri_bench import (HANDLERS, Env, LogIndex, PodStart, cpu_ms, fmt_ms, labelled_pods,  # noqa: E402
-                            ensure_template, loadavg, median_steps, pod_processes, pod_steps, provenance, remove_pod,
+from hack import procmem  # noqa: E402
+from hack.cri_bench import (HANDLERS, Env, LogIndex, PodStart, cpu_ms, ensure_spares, ensure_template,  # noqa: E402
+                            fmt_ms, labelled_pods, loadavg, median_steps, pod_processes, pod_steps, provenance, remove_pod,
                             start_pod)
 from hack.spec import print_aims  # noqa: E402
 from hack.stats import percentile  # noqa: E402
 
 REMOVERS = 4        # pods removed this many at a time after a burst (not timed)
+
+
+def host_busy_s() -> float:
+    """CPU time every CPU of the host spent busy so far (user, nice, system, irq, softirq, steal), in seconds: the
+    round's work, others' and the kernel's, for what the pods' own processes do not show."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / procmem.CLK_TCK
 
 
 class Round:
@@ -69,6 +79,7 @@ class Round:
         self.remove_ms: list[float] = []
         self.load: list[float] = []               # the host's 1-min load average at each pod's (burst's) start
         self.ctd_cpu_ms: list[tuple[float, float]] = []   # containerd's CPU, its reaped children's, per pod started
+        self.host_busy_s: float | None = None     # a burst: the whole host's busy CPU time meanwhile (/proc/stat)
 
     @property
     def label(self) -> str:
@@ -94,10 +105,25 @@ class Bench:
         self.cri = env.client(timeout)
         self.ctd_pid = env.ctd.proc.pid
 
-    def pod_cpu(self, p: PodStart) -> None:
+    def pod_cpu(self, p: PodStart, before: dict[int, float]) -> None:
+        """The pod's processes' CPU until now, less what those that existed before its start had used (a spare VM
+        restored and warmed before the pod took it: that work was not the pod's start)."""
         if p.ok:
             for pid, kind in pod_processes(p.handler, self.env.address, [p.sid])[p.sid].items():
-                p.cpu_ms[kind] = p.cpu_ms.get(kind, 0.0) + cpu_ms([pid])
+                p.cpu_ms[kind] = p.cpu_ms.get(kind, 0.0) + cpu_ms([pid]) - before.get(pid, 0.0)
+
+    @staticmethod
+    def qemu_cpu() -> dict[int, float]:
+        """Every QEMU's CPU so far (the spare VMs a pod may take among them)."""
+        out = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    if procmem.is_qemu(int(d.name)):
+                        out[int(d.name)] = cpu_ms([int(d.name)])
+                except OSError:
+                    continue
+        return out
 
     def ctd_cpu(self) -> tuple[float, float]:
         return cpu_ms([self.ctd_pid]), cpu_ms([self.ctd_pid], children=True)
@@ -124,9 +150,10 @@ class Bench:
     def one(self, rnd: Round, name: str) -> PodStart:
         labels = {"rund-bench": name}
         rnd.load.append(loadavg())
+        before = self.qemu_cpu()
         ctd0 = self.ctd_cpu()
         p = start_pod(self.cri, self.env, rnd.handler, name, self.timeout, labels)
-        self.pod_cpu(p)
+        self.pod_cpu(p, before)
         ctd1 = self.ctd_cpu()
         rnd.ctd_cpu_ms.append((ctd1[0] - ctd0[0], ctd1[1] - ctd0[1]))
         rnd.pods.append(p)
@@ -139,20 +166,23 @@ class Bench:
         clients = [self.env.client(self.timeout) for _ in range(rnd.size)]
         barrier = threading.Barrier(rnd.size + 1)
         results: list[PodStart | None] = [None] * rnd.size
+        before = self.qemu_cpu()
 
         def worker(i: int) -> None:
             barrier.wait()
             results[i] = p = start_pod(clients[i], self.env, rnd.handler, f"{tag}-{i}", self.timeout, labels)
-            self.pod_cpu(p)
+            self.pod_cpu(p, before)
 
         threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(rnd.size)]
         for t in threads:
             t.start()
         ctd0 = self.ctd_cpu()
+        busy0 = host_busy_s()
         barrier.wait()
         released = time.monotonic()
         for t in threads:
             t.join()
+        rnd.host_busy_s = host_busy_s() - busy0
         ctd1 = self.ctd_cpu()
         rnd.ctd_cpu_ms = [((ctd1[0] - ctd0[0]) / rnd.size, (ctd1[1] - ctd0[1]) / rnd.size)] * rnd.size
         for c in clients:
@@ -181,6 +211,8 @@ def main() -> int:
         ap.error(f"unknown handlers {unknown}")
     bursts = [int(b) for b in args.bursts.split(",") if b.strip() and int(b) > 0]
 
+    from rund import config
+    spares_wanted = "rund" in handlers and config.load(args.rund_config).templates.spare_vms > 0
     env = Env.start(args.image, prefix="rund-coldstart-", rund_config=args.rund_config)
     print(f"private containerd {env.address}; function image {env.image} {' '.join(env.command)}", flush=True)
     print(provenance(), flush=True)
@@ -192,6 +224,8 @@ def main() -> int:
         def template() -> None:
             if "rund" in handlers:
                 print(f"rund template: {ensure_template(config=args.rund_config)}", flush=True)
+                if spares_wanted:       # a node warmed before traffic: the class's pool full before a round
+                    print(f"rund {ensure_spares(config=args.rund_config)}", flush=True)
 
         template()
         for h in handlers:
@@ -268,7 +302,8 @@ def main() -> int:
         total_s = (sum(sum(c.values()) for c in own) + sum(a + b for a, b in rnd.ctd_cpu_ms)) / 1000
         print(f"  {rnd.label:16} {parts}   containerd {statistics.median([a for a, _ in rnd.ctd_cpu_ms]):5.0f}"
               f"  children {statistics.median([b for _, b in rnd.ctd_cpu_ms]):5.0f}"
-              f"   round {total_s:6.1f} core-s (>= {total_s / 2:5.1f} s on 2 cores)")
+              f"   round {total_s:6.1f} core-s (>= {total_s / 2:5.1f} s on 2 cores)"
+              + (f", host busy {rnd.host_busy_s:5.1f} core-s in the burst" if rnd.host_busy_s is not None else ""))
 
     for h in handlers:
         cols = {rnd.kind: rnd for rnd in rounds if rnd.handler == h and any(p.steps for p in rnd.pods)}

@@ -76,6 +76,18 @@ def ensure_template(timeout: float = 900, config: str | None = None) -> str:
     return out + (f" in {time.monotonic() - t:.0f} s" if not out.startswith("present") else "")
 
 
+def ensure_spares(timeout: float = 900, config: str | None = None) -> str:
+    """`rund templates spares --wait`: the class's spare VM pool full before a timed round, as on a node warmed
+    before it takes traffic (a burst then finds as many spares as the class keeps). Returns its answer."""
+    import subprocess
+    t = time.monotonic()
+    argv = [str(VENV_BIN / "rund"), *(["--config", config] if config else []), "templates", "spares",
+            "--wait", str(timeout)]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 60)
+    out = (res.stdout.strip().splitlines() or ["?"])[-1]
+    return out + f" (waited {time.monotonic() - t:.0f} s)" + ("" if res.returncode == 0 else f" FAILED: {res.stderr[-300:]}")
+
+
 def loadavg() -> float:
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])

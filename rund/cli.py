@@ -74,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"HOST:PORT, [IPv6]:PORT, :PORT or unix:/PATH (default {DEFAULT_LISTEN})")
     sp.add_argument("--pss-max-age", type=float, default=30.0, metavar="SECONDS",
                     help="read a process's PSS at most this often (it walks page tables; default 30)")
-    tp = sub.add_parser("templates", help="pre-forked VM templates: list, build, verify, remove")
-    tp.add_argument("action", choices=("list", "build", "verify", "remove"))
+    tp = sub.add_parser("templates", help="pre-forked VM templates: list, build, verify, remove; spares: the pool of "
+                        "spare VMs ([templates] spare_vms)")
+    tp.add_argument("action", choices=("list", "build", "verify", "remove", "spares"))
     tp.add_argument("key", nargs="?", help="one template (verify/remove); default: all")
+    tp.add_argument("--wait", type=float, metavar="SECONDS",
+                    help="spares: start the pool's keeper if none runs and wait until every spare is ready")
     ns = ap.parse_args(argv)
     try:
         cfg = config.load(ns.config)
@@ -90,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             return _ps(cfg, ns)
         if ns.command == "metrics":
             return _metrics(cfg, ns)
+        if ns.command == "templates" and ns.action == "spares":
+            from rund.ops.spares import run as spares
+            return spares(cfg, ns.wait)
         if ns.command == "templates":
             from rund.templates.admin import run
             return run(cfg, ns.action, ns.key)

@@ -44,7 +44,6 @@ from rund.runtime.vm_memory import VMMemory
 from rund.runtime import vmm_cgroup
 from rund.runtime.block_devices import BlockRequest, PodDisks
 from rund.runtime import spares
-from rund.runtime.admission import slot_count
 from rund.runtime.volumes import PodShare, Volume
 from rund.templates import LaunchRequest, LaunchedVM, Launcher, shape_from_config
 
@@ -431,10 +430,7 @@ class Sandbox:
         try:
             if spares.keeper_running(root):
                 return
-            request = launcher.spare_request(self.cfg.templates.spare_vms, root)
-            request.update(admission_dir=str(Path(self.cfg.state_dir) / "admission"),
-                           admission_slots=slot_count(self.cfg.admission.max_starts))
-            keeper = spares.spawn_keeper(request, root)
+            keeper = spares.spawn_keeper(spares.keeper_request(self.cfg, launcher, root), root)
             self._keeper_exit = ExitWatch(keeper, asyncio.get_running_loop())   # reaped: no zombie in the shim
             log.info("sandbox %s: started the spare VM keeper of %s (pid %d)", self.id, root, keeper.pid)
         except (OSError, errors.RundError) as e:

@@ -10,7 +10,8 @@ done before the pod asks. A spare never ran anything of a tenant's: it is new, a
     python -m rund.runtime.spares '<request json>'     (started by a sandbox that found none; never by hand)
 
 One keeper process per template key and state dir (a flock): it keeps `[templates] spare_vms` spares ready, each in
-its own directory under <state_dir>/spares/<key>/, and serves `take` on keeper.sock there (0600, root peers only).
+its own directory under <state_dir>/spares/<key>/, making at most one per host CPU at a time, and serves `take` (and
+`stats`, its pool's counts) on keeper.sock there (0600, root peers only).
 A take hands over the spare's QMP connection (SCM_RIGHTS) and names its directory, QEMU's pid and its tap; the
 keeper then forgets it (it stays QEMU's parent and reaps it once it exits) and starts another.
 
@@ -44,7 +45,7 @@ from rund.peercred import peer_credentials
 from rund.procfs import argvs
 from rund.resources.network import netns
 from rund.resources.network.tap import open_tap
-from rund.runtime.admission import Admission
+from rund.runtime.admission import Admission, slot_count
 from rund.runtime.volumes import prepare as prepare_share
 from rund.runtime.volumes import teardown as teardown_share
 from rund.templates.build import warm_agent
@@ -69,6 +70,9 @@ QUIET_POLL_S = 0.25           # how often a refill looks whether pod starts are 
 WARM_IMAGE = "warm-image.img"  # the guest OS image at a rootfs slot's size: the warm-up's hotplugged rootfs
 WARM_MEMORY_TIMEOUT_S = 10.0   # measured: one 2 MiB block plugged in ~15 ms and unplugged in ~50 ms under TCG
 REFILL_DELAY_S = 1.0           # a new spare starts this long after a take: the taker's pod is starting meanwhile
+# Spares made at once: one per host CPU. A clone's restore and warm-up are CPU-bound (TCG), so more side by side only
+# stretch each one's guest timeouts; a large pool (a class sized for bursts) fills a few at a time.
+PARALLEL_STARTS = max(1, os.cpu_count() or 1)
 
 
 def root_for(state_dir: Path, key: str) -> Path:
@@ -138,6 +142,28 @@ def take(root: Path, timeout: float = TAKE_TIMEOUT) -> Spare | None:
             os.close(fd)
         log.info("no spare VM from %s: %s", path, e)
         return None
+
+
+def keeper_request(cfg, launcher, root: Path) -> dict:
+    """What a keeper of `cfg`'s spares for `launcher`'s template needs: the template, the pool's size, and the node's
+    start slots (it makes spares only while no pod start holds one)."""
+    request = launcher.spare_request(cfg.templates.spare_vms, root)
+    request.update(admission_dir=str(Path(cfg.state_dir) / "admission"),
+                   admission_slots=slot_count(cfg.admission.max_starts))
+    return request
+
+
+def statistics(root: Path, timeout: float = TAKE_TIMEOUT) -> dict | None:
+    """The keeper's pool: {"count", "ready", "starting", "handed", "taken", "failed"}; None when no keeper answers."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(root / KEEPER_SOCKET))
+            sock.sendall(b"stats\n")
+            with sock.makefile("rb") as f:
+                return json.loads(f.readline())
+        except (OSError, ValueError):
+            return None
 
 
 def keeper_pid(root: Path) -> int | None:
@@ -228,7 +254,10 @@ class Keeper:
             if request.get("admission_dir") else None
         self.ready: list[_Ready] = []
         self.starting = 0
+        self.parallel = min(self.count, PARALLEL_STARTS)
         self.handed: set[int] = set()          # QEMUs given away: ours to reap
+        self.taken = 0                          # spares handed over since the keeper started
+        self.failed = 0                         # spare starts that failed
         self.last_take = time.monotonic()
         self.stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -264,8 +293,13 @@ class Keeper:
             return f"template {self.key} is gone"
         return None
 
+    def statistics(self) -> dict:
+        return {"count": self.count, "ready": len(self.ready), "starting": self.starting,
+                "handed": len(self.handed), "taken": self.taken, "failed": self.failed}
+
     def _fill(self, delay: float = 0.0) -> None:
-        while len(self.ready) + self.starting < self.count and not self.stop.is_set():
+        while (len(self.ready) + self.starting < self.count and self.starting < self.parallel
+               and not self.stop.is_set()):
             self.starting += 1
             task = asyncio.get_running_loop().create_task(self._start_one(delay))
             self._tasks.add(task)
@@ -304,6 +338,7 @@ class Keeper:
             _remove_dir(d)
             if not isinstance(e, Exception):
                 raise                       # cancelled: the keeper is stopping
+            self.failed += 1
             log.warning("spare %s failed: %s", name, e)
             await asyncio.sleep(RETRY_AFTER_S)
         finally:
@@ -343,8 +378,11 @@ class Keeper:
         try:
             if peer_credentials(sock).uid != 0:
                 return
-            line = await asyncio.wait_for(reader.readline(), TAKE_TIMEOUT)
-            if line.strip() != b"take":
+            line = (await asyncio.wait_for(reader.readline(), TAKE_TIMEOUT)).strip()
+            if line == b"stats":
+                self._send(sock, self.statistics(), [])
+                return
+            if line != b"take":
                 return
             self.last_take = time.monotonic()
             if not self.ready:
@@ -359,6 +397,7 @@ class Keeper:
                 await self._discard(spare)
                 raise
             self.handed.add(pid)            # ours to reap from here on, whoever ends it
+            self.taken += 1
             try:
                 self._send(sock, {"name": spare.name, "dir": str(spare.dir), "pid": pid, "tap": spare.tap,
                                   "plugged": spare.plugged}, [fd])

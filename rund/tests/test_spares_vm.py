@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -133,3 +136,46 @@ def test_the_spares_of_a_killed_keeper_outlive_it_and_the_next_keeper_kills_them
                 p.wait()
         for pid in _spare_qemus(root):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_rund_templates_spares_fills_the_pool_a_few_at_a_time_and_counts_takes(tmp_path):
+    """`rund templates spares --wait` warms a class's pool before pods arrive: it starts the keeper (detached, as a
+    pod's start would) and returns once every spare is ready; the keeper makes at most one per host CPU at a time,
+    and its `stats` count what was taken."""
+    _root()
+    state = Path(tempfile.mkdtemp(prefix="rund-spares-"))     # short: the keeper's socket path is under it
+    conf = tmp_path / "spares.toml"
+    conf.write_text(f'state_dir = "{state}"\n[templates]\nspare_vms = 3\n')
+    rund = [str(Path(sys.executable).with_name("rund")), "--config", str(conf), "templates", "spares"]
+    cfg = config.load(str(conf))
+    key = Launcher(shape_from_config(cfg), work_dir=Path(cfg.state_dir), templates_dir=Path(cfg.templates.dir),
+                   build_templates=False).template_key().key
+    root = spares.root_for(state, key)
+    out = subprocess.run(rund, capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith(": no keeper")
+    waiter = subprocess.Popen([*rund, "--wait", "300"], stdout=subprocess.PIPE, text=True)
+    most = 0
+    try:
+        while waiter.poll() is None:
+            if (stats := spares.statistics(root)) is not None:
+                most = max(most, stats["starting"])
+            time.sleep(0.1)
+        assert waiter.returncode == 0, waiter.stdout.read()
+        assert "3/3 ready, 0 starting, 0 taken, 0 failed" in waiter.stdout.read()
+        assert 1 <= most <= spares.PARALLEL_STARTS
+        spare = spares.take(root)
+        assert spare is not None
+        spares.kill(spare)
+        spare.close()
+        assert teardown(VMPaths(spare.dir).share)       # the keeper's self-bind, as a sandbox ends it
+        stats = spares.statistics(root)
+        assert stats["taken"] == 1 and stats["ready"] == 2 and stats["count"] == 3
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+        if (pid := spares.keeper_pid(root)) is not None:
+            os.kill(pid, signal.SIGTERM)        # not our child: the CLI that started it has exited
+            wait_for(lambda: spares.keeper_pid(root) is None and not _spare_qemus(root), 60, "the keeper to stop")
+    assert not _spare_qemus(root)
+    assert str(state) not in Path("/proc/self/mountinfo").read_text()
+    shutil.rmtree(state)
