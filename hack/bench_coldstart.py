@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -68,6 +69,20 @@ def host_busy_s() -> float:
         fields = [int(x) for x in f.readline().split()[1:9]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     return (user + nice + system + irq + softirq + steal) / procmem.CLK_TCK
+
+
+def settle(most: float = 0.25, longest: float = 60.0) -> str:
+    """Wait until the host is quiet (busy under `most` of its CPUs over a second) before a burst: the kernel's
+    cleanup of the previous round's pods (network namespaces go asynchronously) and others' work would otherwise be
+    charged to whichever runtime's burst comes next. Returns what it waited."""
+    cpus = os.cpu_count() or 1
+    t0 = time.monotonic()
+    while True:
+        b0 = host_busy_s()
+        time.sleep(1.0)
+        busy = (host_busy_s() - b0) / cpus
+        if busy < most or time.monotonic() - t0 > longest:
+            return f"host {busy:.0%} busy after {time.monotonic() - t0:.0f} s"
 
 
 class Round:
@@ -251,6 +266,7 @@ def main() -> int:
                 rounds.append(rnd)
                 if h == "rund":
                     template()
+                print(f"before the burst of {n} {h}: {settle()}", flush=True)
                 bench.burst(rnd, f"burst{n}-{h}")
                 print(f"burst of {n} {h}: p50 {fmt_ms(rnd.pct(0.5))} ms, p99 {fmt_ms(rnd.pct(0.99))} ms, makespan "
                       f"{fmt_ms(rnd.makespan_ms)} ms, {len(rnd.failures)} failures", flush=True)

@@ -20,6 +20,7 @@ from prometheus_client.exposition import choose_encoder
 from rund.config import Config
 from rund.ops import procstat, sandboxes
 from rund.ops.spool import SpoolReader
+from rund.runtime import spares
 
 log = logging.getLogger("rund.ops.metrics")
 
@@ -27,6 +28,7 @@ log = logging.getLogger("rund.ops.metrics")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _NAME = re.compile(r"[a-z][a-z0-9_.]{0,39}")
 _CODE = re.compile(r"[A-Z][A-Z_]{0,39}")
+SPARE_STATS_TIMEOUT = 0.5              # a keeper answers from memory; a stuck one costs a scrape no more than this
 MAX_STEP_SERIES = 200                   # label sets from the spool: names come from rund's code; a cap all the same
 
 
@@ -135,6 +137,7 @@ class NodeMetrics:
         yield from self._pool_families()
         yield from self._cache_families()
         yield from self._template_families()
+        yield from self._spare_families()
         rejected = CounterMetricFamily("rund_metrics_spool_rejected", "Spool lines that were not valid records")
         rejected.add_metric([], self.spool.rejected)
         yield rejected
@@ -259,6 +262,27 @@ class NodeMetrics:
                     if manifest.created_unix >= self._started:
                         self.template_builds.inc()
         self._template_count = count
+
+    def _spare_families(self):
+        """Each spare VM keeper of this state dir, asked for its pool ([templates] spare_vms): a keeper not running
+        is no series (it exits when unused; the next CRI pod of its class starts it)."""
+        vms = GaugeMetricFamily("rund_spare_vms", "Spare VMs of a template's keeper: ready to be taken, or being "
+                                "made", labels=["template", "state"])
+        target = GaugeMetricFamily("rund_spare_vms_target", "Spare VMs the keeper keeps ready", labels=["template"])
+        taken = CounterMetricFamily("rund_spare_vms_taken", "Spare VMs handed to sandboxes since the keeper started",
+                                    labels=["template"])
+        failed = CounterMetricFamily("rund_spare_vms_failed", "Spare VM starts that failed since the keeper started",
+                                     labels=["template"])
+        for root in sorted(Path(self.state_dir, "spares").glob("*")):
+            stats = spares.statistics(root, timeout=SPARE_STATS_TIMEOUT)
+            if stats is None:
+                continue
+            vms.add_metric([root.name, "ready"], stats["ready"])
+            vms.add_metric([root.name, "starting"], stats["starting"])
+            target.add_metric([root.name], stats["count"])
+            taken.add_metric([root.name], stats["taken"])
+            failed.add_metric([root.name], stats["failed"])
+        yield from (vms, target, taken, failed)
 
     def _template_families(self):
         present = GaugeMetricFamily("rund_templates", "Usable templates in the store ([templates] dir)")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
-from rund import errors
+from rund import errors, procfs
 from rund.agent import (AgentClient, AgentTimeout, FileCopy, LayeredRootfs, NetworkConfig, PathRootfs, Rootfs,
                         StdioConfig)
 from rund.config import Config
@@ -107,6 +107,10 @@ class Sandbox:
     def vmm_pid(self) -> int:
         return (self._launched.vm.pid or 0) if self._launched else 0
 
+    def vm_cpu_ns(self) -> int | None:
+        """The VM's CPU time so far (QEMU's threads), None before it runs: the trace's per-step guest cost."""
+        return procfs.cpu_ns(self._launched.vm.pid) if self._launched and self._launched.vm.pid else None
+
     @property
     def started(self) -> bool:
         return self._launched is not None
@@ -128,6 +132,7 @@ class Sandbox:
         """Create the container in the guest (the VM is started by the first); returns its init's guest pid. On
         failure this container's share is released; the caller stops the sandbox if it holds no container."""
         owner = owner_of(self.namespace, c.id)
+        trace.vm_cpu = self.vm_cpu_ns
         # Recorded before acquired: `delete` after a crash releases what the records name.
         self.dir.write_container(ContainerRecord(c.id, c.bundle, owner))
         write_json_atomic(Path(c.bundle) / BUNDLE_POINTER, {

@@ -121,6 +121,7 @@ class SandboxRuntime:
             self._emit(events.ExecStarted(container_id, exec_id, sandbox.vmm_pid))
         else:
             trace = StepTrace(f"start {container_id}")
+            trace.vm_cpu = sandbox.vm_cpu_ns
             try:
                 with trace.step("agent_start"):
                     await sandbox.agent.start_container(container_id)

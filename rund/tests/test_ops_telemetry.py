@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 
 import pytest
 
+from rund import procfs
 from rund.errors import FailedPrecondition
 from rund.ops.spool import SpoolReader
 from rund.runtime import telemetry
@@ -43,6 +45,46 @@ def test_a_finished_trace_is_one_line_in_the_state_dirs_spool(bound):
     assert json.loads(lines[1]) == {**json.loads(lines[1]), "k": "error", "method": "Kill",
                                     "code": "FAILED_PRECONDITION"}
     assert oct(os.stat(telemetry.spool_path(bound)).st_mode & 0o777) == "0o600"
+
+
+def test_a_trace_with_a_vm_logs_the_cpu_each_step_took_from_it_and_spools_only_wall_times(bound, caplog):
+    """The VM's CPU per step (trace.vm_cpu, e.g. procfs.cpu_ns of QEMU) goes in the log line for benchmarks; the
+    spool, which feeds metrics, keeps wall times only. A step before the VM runs (None) has no CPU figure."""
+    readings = iter([None, 1_000_000_000, 1_012_500_000])     # the VM runs from the second step on
+    trace = StepTrace("create c1")
+    trace.vm_cpu = lambda: next(readings)
+    with trace.step("vm"):
+        pass
+    with trace.step("agent_create"):
+        pass
+    with caplog.at_level(logging.INFO, logger="rund.trace"):
+        trace.done()
+    assert trace.cpu_steps == [("agent_create", 0.0125)]
+    assert "cpu.agent_create=12.5ms" in caplog.text and "cpu.vm" not in caplog.text
+    doc = json.loads(open(telemetry.spool_path(bound), "rb").read().splitlines()[0])
+    assert [name for name, _ in doc["steps"]] == ["vm", "agent_create"]
+
+
+def test_procfs_cpu_ns_counts_every_thread_and_none_for_no_process():
+    import threading
+    before = procfs.cpu_ns(os.getpid())
+    spun, done = threading.Event(), threading.Event()
+
+    def spin() -> None:
+        t = time.thread_time()
+        while time.thread_time() - t < 0.05:
+            pass
+        spun.set()
+        done.wait()                 # a thread's schedstat goes with the thread: measured while it is there
+    worker = threading.Thread(target=spin)
+    worker.start()
+    spun.wait()
+    try:
+        assert procfs.cpu_ns(os.getpid()) - before >= 40_000_000
+    finally:
+        done.set()
+        worker.join()
+    assert procfs.cpu_ns(2**22 + 1) is None          # above pid_max's ceiling: never a process
 
 
 def test_a_record_never_fails_the_operation(bound, monkeypatch):

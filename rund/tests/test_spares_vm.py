@@ -16,11 +16,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from integration.test_cri_pods import wait_for
 from rund import config
 from rund.hypervisor.paths import VMPaths
 from rund.hypervisor.process import ADOPTED_EXIT
+from rund.ops.metrics import NodeMetrics
 from rund.procfs import state_and_start
 from rund.runtime import spares
 from rund.runtime.volumes import teardown
@@ -170,6 +172,15 @@ def test_rund_templates_spares_fills_the_pool_a_few_at_a_time_and_counts_takes(t
         assert teardown(VMPaths(spare.dir).share)       # the keeper's self-bind, as a sandbox ends it
         stats = spares.statistics(root)
         assert stats["taken"] == 1 and stats["ready"] == 2 and stats["count"] == 3
+        metrics = NodeMetrics(cfg, claim_spool=False)     # `rund metrics serve` asks every keeper of its state dir
+        try:
+            samples = {(s.name, s.labels.get("state")): s.value
+                       for f in text_string_to_metric_families(metrics.exposition()[0].decode())
+                       for s in f.samples if s.labels.get("template") == key}
+        finally:
+            metrics.close()
+        assert samples[("rund_spare_vms", "ready")] == 2 and samples[("rund_spare_vms_target", None)] == 3
+        assert samples[("rund_spare_vms_taken_total", None)] == 1
     finally:
         if waiter.poll() is None:
             waiter.kill()
