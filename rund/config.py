@@ -83,6 +83,9 @@ class TemplateConfig:
     # Spare VMs kept ready per node and template: clones restored and warmed ahead of time, each handed to one CRI
     # pod's sandbox (rund/runtime/spares.py). 0: none. Each costs an idle VM's memory (~90 MiB here) while it waits.
     spare_vms: int = 0
+    # A keeper nobody took a spare from for this long stops its spares and exits (the next CRI pod starts it again);
+    # 0: never (a node whose pool is its burst capacity keeps it through quiet hours).
+    spare_idle_exit_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,8 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise InvalidArgument(f"{path}: shim.pods_per_shim must be in 1..{MAX_PODS_PER_SHIM}")
     if not 0 <= cfg.templates.spare_vms <= 64:
         raise InvalidArgument(f"{path}: templates.spare_vms must be in [0, 64]")
+    if cfg.templates.spare_idle_exit_s < 0:
+        raise InvalidArgument(f"{path}: templates.spare_idle_exit_s must be >= 0 (0: never)")
     if not 0 < cfg.agent.teardown_timeout_s <= 600:
         raise InvalidArgument(f"{path}: agent.teardown_timeout_s must be in (0, 600]")
     return replace(cfg, source=str(path))

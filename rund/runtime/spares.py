@@ -16,7 +16,7 @@ A take hands over the spare's QMP connection (SCM_RIGHTS) and names its director
 keeper then forgets it (it stays QEMU's parent and reaps it once it exits) and starts another.
 
 Ownership: a spare's QEMU has no death signal (it must outlive the keeper once handed over), so the keeper stops
-its unhanded spares when it exits (SIGTERM, idle for IDLE_EXIT_S, its template gone), and a keeper that starts
+its unhanded spares when it exits (SIGTERM, idle for `[templates] spare_idle_exit_s`, its template gone), and a keeper that starts
 kills what a killed one left (found by QEMU's command line). Spare QEMUs run in the keeper's cgroup and
 network namespace (a private one: their taps live there until a sandbox moves its tap into the pod's netns); a
 sandbox moves its QEMU into its own cgroup, where new charges land (cgroup v1 does not move old ones).
@@ -60,7 +60,6 @@ KEEPER_LOCK = "keeper.lock"
 KEEPER_LOG = "keeper.log"
 SPARE_PREFIX = "spare-"
 TAKE_TIMEOUT = 2.0             # a take is a local round trip; a keeper that does not answer is skipped
-IDLE_EXIT_S = 600.0            # a keeper nobody took a spare from this long stops its spares and exits
 CHECK_EVERY_S = 5.0            # the keeper looks this often for handed-over VMs to reap and its template
 RETRY_AFTER_S = 10.0           # after a failed spare start
 # The keeper and its spares run at the lowest priority: making spares uses what CPU pods leave (a burst of starts
@@ -149,7 +148,8 @@ def keeper_request(cfg, launcher, root: Path) -> dict:
     start slots (it makes spares only while no pod start holds one)."""
     request = launcher.spare_request(cfg.templates.spare_vms, root)
     request.update(admission_dir=str(Path(cfg.state_dir) / "admission"),
-                   admission_slots=slot_count(cfg.admission.max_starts))
+                   admission_slots=slot_count(cfg.admission.max_starts),
+                   idle_exit_s=cfg.templates.spare_idle_exit_s)
     return request
 
 
@@ -248,6 +248,7 @@ class Keeper:
         self.placeholder = Path(request["placeholder"])
         self.count: int = request["count"]
         self.root = Path(request["root"])
+        self.idle_exit_s: float = request.get("idle_exit_s", 600.0)    # 0: never
         # The node's start slots: a spare is made only while no pod start holds one (a burst is not slowed by
         # refills, which would only give it spares after it is over).
         self.starts = Admission(Path(request["admission_dir"]), request["admission_slots"], 1.0) \
@@ -287,8 +288,8 @@ class Keeper:
             (self.root / WARM_IMAGE).unlink(missing_ok=True)   # spares handed over keep their mapping of it
 
     def _retire(self) -> str | None:
-        if time.monotonic() - self.last_take > IDLE_EXIT_S:
-            return f"no spare taken for {IDLE_EXIT_S:.0f} s"
+        if self.idle_exit_s and time.monotonic() - self.last_take > self.idle_exit_s:
+            return f"no spare taken for {self.idle_exit_s:.0f} s"
         if not (self.store.root / self.key).exists():
             return f"template {self.key} is gone"
         return None

@@ -32,6 +32,7 @@ def test_file_overrides_only_what_it_names(tmp_path):
     ("[hypervisor]\ntb_size_mib = 0\n", "tb_size_mib must be in 1..2048"),
     ("[rootfs]\nslots = 2\nhotplug_slots = 14\n[templates]\nspare_vms = 1\n", "15 with templates.spare_vms"),
     ("[shim]\nmerge_memory = 1\n", "merge_memory must be bool"),
+    ("[templates]\nspare_idle_exit_s = -1\n", "spare_idle_exit_s must be >= 0"),
 ])
 def test_bad_files_are_invalid_argument_naming_the_key(tmp_path, text, needle):
     p = tmp_path / "c.toml"
