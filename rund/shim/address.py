@@ -1,12 +1,12 @@
-"""Where a shim listens and which containers share it (pure functions, plus the atomic address file)."""
+"""Where a shim listens and which containers share it (pure functions, plus the atomic address file).
+
+The thin `start` (member.py) imports this: no `re` (rund.ids), `hashlib` or `pathlib` here on the common path.
+"""
 from __future__ import annotations
 
-import hashlib
 import os
-from pathlib import Path
 
-from rund import ids
-from rund.atomicfile import write_atomic
+from rund.shim.sha256 import sha256
 
 # containerd hard-codes this directory for shim sockets, whatever its configured state dir.
 SOCKET_DIR = "/run/containerd/s"
@@ -16,12 +16,24 @@ SANDBOX_ID_KEYS = ("io.kubernetes.cri.sandbox-id", "io.kubernetes.cri-o.SandboxI
 CONTAINER_TYPE_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType",
                        "io.kubernetes.docker.type")
 SANDBOX_TYPES = {"sandbox", "podsandbox"}
+ID_MAX_LENGTH = 76          # rund.ids.MAX_LENGTH
+
+
+def checked_id(value: object, what: str) -> str:
+    """rund.ids.validate(value, what), which imports `re` only for a value that is not plainly an identifier (so
+    for none that containerd or CRI sends): letters and digits, single '.', '_' or '-' between them."""
+    if isinstance(value, str) and 0 < len(value) <= ID_MAX_LENGTH and value.isascii():
+        dots = value.replace("_", ".").replace("-", ".")
+        if dots.replace(".", "").isalnum() and ".." not in dots and dots[0] != "." and dots[-1] != ".":
+            return value
+    from rund import ids
+    return ids.validate(value, what)
 
 
 def socket_address(containerd_address: str, namespace: str, group_id: str) -> str:
     """containerd's shim.SocketAddress: unix:///run/containerd/s/<sha256(address/namespace/id)>."""
     joined = os.path.join(containerd_address, namespace, group_id)
-    return f"unix://{SOCKET_DIR}/{hashlib.sha256(joined.encode()).hexdigest()}"
+    return f"unix://{SOCKET_DIR}/{sha256(joined.encode()).hexdigest()}"
 
 
 def socket_path(address: str) -> str:
@@ -35,7 +47,7 @@ def sandbox_id(container_id: str, annotations: dict[str, str]) -> str:
     does not check annotation values."""
     for key in SANDBOX_ID_KEYS:
         if annotations.get(key):
-            return ids.validate(annotations[key], f"annotation {key}")
+            return checked_id(annotations[key], f"annotation {key}")
     return container_id
 
 
@@ -48,5 +60,28 @@ def is_pod_member(container_id: str, annotations: dict[str, str]) -> bool:
 
 
 def write_address_file(bundle: str | os.PathLike, address: str) -> None:
-    """Write <bundle>/address atomically: containerd reads it on restart."""
-    write_atomic(Path(bundle) / "address", address.encode())
+    """Write <bundle>/address atomically: containerd reads it on restart. rund.atomicfile.write_atomic's steps (a
+    temp file, fsync, rename, fsync the directory) in os calls: pathlib would cost the thin start ~5 ms."""
+    path = os.path.join(bundle, "address")
+    tmp = os.path.join(bundle, f".address.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            data = memoryview(address.encode())
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fd = os.open(bundle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

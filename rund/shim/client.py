@@ -1,21 +1,24 @@
 """`containerd-shim-rund-v2 ... start` as a thin client of the shim fork server (forkserver.py).
 
-It imports next to nothing (check: `python -X importtime`), asks the server of its state dir to start the shim,
-prints the address containerd expects, and tells the server it did (the daemon serves only then). Whenever the
-server cannot serve the start (none runs, it is starting, its code changed, it died mid-request, the client runs in
-other namespaces or cgroups, `[shim] fork_server = false`), start() returns None and the caller runs today's
-in-process start: a start never fails because of the fork server. When no server runs, it spawns one in the
-background (daemonized: setsid, its log STATE_DIR/shim-server.log), for the starts after this one.
+It imports next to nothing (check: `python -X importtime`; `_socket`, not `socket`, whose enum and selectors cost
+more than the rest; plaintoml.py, not tomllib, for a plain config file), asks the server of its state dir to start
+the shim, prints the address containerd expects, and tells the server it did (the daemon serves only then).
+Whenever the server cannot serve the start (none runs, it is starting, its code changed, it died mid-request, the
+client runs in other namespaces or cgroups, `[shim] fork_server = false`), start() returns None and the caller
+runs today's in-process start: a start never fails because of the fork server. When no server runs, it spawns one
+in the background (daemonized: setsid, its log STATE_DIR/shim-server.log), for the starts after this one. A pod
+member's start is answered before this (member.py), unless it has an error to report.
 """
 from __future__ import annotations
 
+import _socket
 import os
 import select
-import socket
 import stat
+import struct
 import sys
 
-from rund.shim import forkproto
+from rund.shim import forkproto, plaintoml
 
 DEFAULT_CONFIG_PATH = "/etc/rund/config.toml"   # rund.config's, not imported here (dataclasses, pathlib: ~10 ms)
 DEFAULT_STATE_DIR = "/run/rund"
@@ -70,12 +73,16 @@ def _table(config_path: str) -> dict | None:
         return {} if config_path == DEFAULT_CONFIG_PATH else None
     except OSError:
         return None
-    with f:
-        try:
+    try:
+        with f:
+            data = f.read()
+        table = plaintoml.loads(data)   # a plain file without tomllib's imports (~15 ms), else tomllib's reading
+        if table is None:
             import tomllib
-            return tomllib.load(f)
-        except (ValueError, OSError):
-            return None
+            table = tomllib.loads(data.decode())
+        return table
+    except (ValueError, OSError):
+        return None
 
 
 def _shim_key(table: dict, key: str, default):
@@ -170,14 +177,14 @@ def start(argv: list[str]) -> int | None:
         return None
     key = forkproto.server_key(request["origin"], request["ns"], request["cgroup"])
     sock_path, lock_path = forkproto.server_paths(state_dir, key)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(sock_path)
     except OSError:
         sock.close()
         ensure_server(state_dir, key)
         return None
-    with sock:
+    try:
         sock.settimeout(ANSWER_TIMEOUT)
         try:
             kind, text, code = _ask(sock, request)
@@ -198,13 +205,15 @@ def start(argv: list[str]) -> int | None:
         except OSError:
             pass                        # an adopted shim's worker does not wait for it
         return 0
+    finally:
+        sock.close()
 
 
-def _ask(sock: socket.socket, request: dict) -> tuple[str, str, int]:
+def _ask(sock: _socket.socket, request: dict) -> tuple[str, str, int]:
     bundle = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        frame = forkproto.encode(request)
-        sent = socket.send_fds(sock, [frame[:1]], [bundle])
+        frame = forkproto.encode(request)      # the fd rides on the first byte (socket.send_fds, by hand)
+        sent = sock.sendmsg([frame[:1]], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", bundle))])
         if sent != 1:
             raise OSError("short send")
         sock.sendall(frame[1:])

@@ -4,27 +4,24 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from rund.errors import InvalidArgument
+from rund.shim.frozen import Frozen
 
 ACTIONS = ("start", "delete", "serve")
 _VALUE_FLAGS = {"namespace", "address", "publish-binary", "id", "bundle", "socket"}
 _BOOL_FLAGS = {"debug", "v", "version", "info"}
 
 
-@dataclass(frozen=True)
-class ShimArgs:
-    action: str                 # start | delete | serve ("serve" is our own daemon child)
-    namespace: str = ""
-    address: str = ""           # containerd's gRPC socket (a plain path)
-    publish_binary: str = ""
-    id: str = ""
-    bundle: str = ""
-    socket: str = ""
-    debug: bool = False
-    version: bool = False
-    info: bool = False
+class ShimArgs(Frozen):     # not a dataclass: the thin `start` parses its argv here (frozen.py)
+    __slots__ = ("action", "namespace", "address", "publish_binary", "id", "bundle", "socket", "debug", "version",
+                 "info")
+
+    def __init__(self, action: str, namespace: str = "", address: str = "", publish_binary: str = "", id: str = "",
+                 bundle: str = "", socket: str = "", debug: bool = False, version: bool = False, info: bool = False):
+        """action: start | delete | serve ("serve" is our own daemon child); address: containerd's gRPC socket (a
+        plain path)."""
+        self._set(action, namespace, address, publish_binary, id, bundle, socket, debug, version, info)
 
     @property
     def ttrpc_address(self) -> str:

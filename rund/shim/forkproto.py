@@ -16,8 +16,9 @@ Everything in a start request is checked here (types, sizes, no NUL, no '=' in e
 """
 from __future__ import annotations
 
-import json
 import struct
+
+from rund.shim import leanjson
 
 MAX_FRAME = 1 << 20          # a start request is a few KiB: argv, containerd's environment, the process identity
 MAX_ARGS = 64
@@ -32,7 +33,7 @@ class ProtocolError(Exception):
 
 
 def encode(msg: dict) -> bytes:
-    body = json.dumps(msg, separators=(",", ":")).encode()
+    body = leanjson.dumps(msg).encode()
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"message of {len(body)} bytes is over {MAX_FRAME}")
     return _HEADER.pack(len(body)) + body
@@ -61,7 +62,7 @@ class Decoder:
             body = bytes(self._buf[_HEADER.size:_HEADER.size + size])
             del self._buf[:_HEADER.size + size]
             try:
-                msg = json.loads(body)
+                msg = leanjson.loads(body)
             except (ValueError, UnicodeDecodeError):
                 self.closed = True
                 raise ProtocolError("frame is not JSON") from None
@@ -187,9 +188,9 @@ def own_cgroup() -> str:
 def server_key(origin: list[str], ns: dict[str, int], cgroup: str) -> str:
     """Which fork server of a state dir serves a client: one per interpreter and checkout, namespaces and cgroups,
     so a forked daemon is where an exec'd `start` would have put it (containerd's cgroup, say)."""
-    import hashlib
-    text = json.dumps([origin, sorted(ns.items()), cgroup])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    from rund.shim.sha256 import sha256
+    text = leanjson.dumps([origin, sorted(ns.items()), cgroup])
+    return sha256(text.encode()).hexdigest()[:16]
 
 
 def own_server_key() -> str:

@@ -7,6 +7,10 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from rund.shim import member
+    code = member.answer(argv)      # a pod member's start: its sandbox's shim is live, hand containerd its address
+    if code is not None:
+        return code
     from rund.shim import client
     if client.wanted(argv):         # the thin path: the fork server starts the daemon (imports next to nothing)
         code = client.start(argv)

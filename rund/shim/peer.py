@@ -5,28 +5,32 @@ this namespace and this group, but maybe for an earlier life of it: a shim whose
 containerd has since removed. Such a shim must not be adopted (it would serve a new task and log into a deleted
 FIFO). The kernel tells who listens (SO_PEERCRED: the daemon listens again after fork for this), /proc tells its
 flags and its working directory, which is the bundle `start` ran in.
+
+The thin `start` of a pod member (member.py) imports this: `_socket`, not `socket` (enum, selectors), and no
+asyncio, dataclasses or typing (rund.peercred's NamedTuple); retire imports asyncio when it needs it.
 """
 from __future__ import annotations
 
-import asyncio
+import _socket
 import os
-import socket
+import struct
 import time
-from dataclasses import dataclass
 
 from rund.errors import Unavailable
-from rund.peercred import peer_credentials
 from rund.shim.flags import ShimArgs
+from rund.shim.frozen import Frozen
 
 RETIRE_TIMEOUT = 5.0        # a taskless shim exits within its Shutdown grace (2 s) plus closing up
+_UCRED = struct.Struct("3i")    # struct ucred, as rund.peercred reads it: pid, uid, gid
 
 
-@dataclass(frozen=True)
-class LiveShim:
-    pid: int
-    address: str | None             # its containerd's -address; None: pid gone or unreadable (not identified)
-    namespace: str | None
-    bundle: tuple[int, int] | None  # (st_dev, st_ino) of its working directory; None: removed, or not identified
+class LiveShim(Frozen):     # not a dataclass: the thin `start` of a pod member imports this (frozen.py)
+    __slots__ = ("pid", "address", "namespace", "bundle")
+
+    def __init__(self, pid: int, address: str | None, namespace: str | None, bundle: tuple[int, int] | None):
+        """address: its containerd's -address, None: pid gone or unreadable (not identified); bundle: (st_dev,
+        st_ino) of its working directory, None: removed, or not identified."""
+        self._set(pid, address, namespace, bundle)
 
     def same_containerd(self, args: ShimArgs) -> bool:
         return (self.address, self.namespace) == (args.address, args.namespace)
@@ -35,7 +39,8 @@ class LiveShim:
 def probe(path: str) -> LiveShim | None:
     """The process listening at `path`, or None if nothing listens there. Unavailable if something listens but
     does not accept (its backlog is full): that is not a dead socket to replace."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
         s.setblocking(False)        # a unix connect completes at once, or fails: never wait on a stuck listener
         try:
             s.connect(path)
@@ -43,7 +48,9 @@ def probe(path: str) -> LiveShim | None:
             raise Unavailable(f"{path}: its shim does not accept connections") from None
         except OSError:
             return None
-        pid = peer_credentials(s).pid
+        pid = _UCRED.unpack(s.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _UCRED.size))[0]
+    finally:
+        s.close()
     return identify(pid)
 
 
@@ -87,6 +94,7 @@ def refusal(shim: LiveShim, args: ShimArgs, own_bundle: tuple[int, int] | None) 
 def retire(path: str, shim: LiveShim, container_id: str, timeout: float = RETIRE_TIMEOUT) -> bool:
     """Ask a stale shim of this containerd to exit (Shutdown: it does so only when it has no tasks) and wait until
     it no longer listens at `path`. True once it is gone."""
+    import asyncio
     try:
         asyncio.run(asyncio.wait_for(_shutdown(path, container_id), timeout))
     except Exception:       # it may close the connection before or instead of answering: judge by the socket

@@ -304,6 +304,28 @@ def test_a_pod_member_joins_only_a_sandbox_shim_whose_bundle_exists(ctd, tmp_pat
     assert daemon_of(path) == pid               # refused, not touched
 
 
+def test_a_pod_member_is_answered_by_the_thin_start_and_its_errors_by_the_start_as_before(ctd, tmp_path, reap):
+    """member.py: the sandbox's address from the `start` process itself (no fork server, no runtime imports), with
+    the fork server on or off; a start it cannot answer goes the old way and fails in the old words."""
+    pod = {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": "pod2"}
+    member = {"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "pod2"}
+    path, pid = started(ctd, "pod2", make_bundle(tmp_path / "pod2", pod), reap, idle_timeout=60)
+    app = make_bundle(tmp_path / "app", member)
+    env = {**os.environ, idle.ENV: "60", "PYTHONPROFILEIMPORTTIME": "1"}
+    res = subprocess.run([str(SHIM), "-namespace", NS, "-address", ctd, "-publish-binary", "/bin/true", "-id", "app",
+                          "start"], cwd=app, env=env, capture_output=True, timeout=60, input=START_STDIN["input"])
+    assert res.returncode == 0 and res.stdout.decode() == f"unix://{path}" == (app / "address").read_text()
+    imported = {line.split("|")[-1].strip() for line in res.stderr.decode().splitlines()}
+    assert "rund.shim.member" in imported
+    assert not imported & {"rund.shim.start", "asyncio", "tomllib", "json", "re", "socket", "dataclasses"}, imported
+    assert sorted(p.name for p in app.iterdir()) == ["address", "config.json"]
+    res = run_start(ctd, "app3", make_bundle(tmp_path / "app3", {**member, "io.kubernetes.cri.sandbox-id": "nopod"}))
+    assert res.returncode == 1 and b"sandbox nopod of container app3 has no running rund shim" in res.stderr
+    res = run_start(ctd, "app4", make_bundle(tmp_path / "app4", member), idle_timeout=-1)
+    assert res.returncode == 1 and b"must be positive" in res.stderr
+    assert daemon_of(path) == pid
+
+
 # ---- hostile ids -------------------------------------------------------------------------------------------------
 
 
