@@ -4,8 +4,9 @@ containerd runs `start` for every container of a CRI pod; for a member (an app c
 grouping annotation names which) the shim is already running and `start` only has to check it and hand containerd
 its address (start._join). That needs the argv, the bundle's annotations, containerd's socket formula and the peer
 checks, none of which needs asyncio, the runtime or the fork server: done here in the `start` process itself, with
-imports chosen for it (~2 ms over the interpreter's start, where the fork server's round trip cost ~30 ms of CPU
-in the client and its worker). No config is read: a member's start does the same with the fork server on or off.
+imports chosen for it (~10 ms of CPU in all, 6.5 of them the interpreter's own start, where the fork server's
+round trip cost ~30 ms in the client and its worker). No config is read: a member's start does the same with the
+fork server on or off.
 
 Only the plain case is answered here. Anything else (not a member, an id or annotation that is not plainly an
 identifier, an unreadable bundle, no live sandbox shim, a refusal, any OSError) returns None and the caller runs the
