@@ -54,8 +54,8 @@ if str(ROOT) not in sys.path:
 
 from hack import procmem  # noqa: E402
 from hack.cri_bench import (HANDLERS, Env, LogIndex, PodStart, cpu_ms, ensure_spares, ensure_template,  # noqa: E402
-                            fmt_ms, labelled_pods, loadavg, median_steps, pod_processes, pod_steps, provenance, remove_pod,
-                            start_pod)
+                            fmt_ms, labelled_pods, loadavg, median_steps, pod_processes, pod_steps, provenance,
+                            remove_pod, start_pod)
 from hack.spec import print_aims  # noqa: E402
 from hack.stats import percentile  # noqa: E402
 

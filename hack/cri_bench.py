@@ -85,7 +85,8 @@ def ensure_spares(timeout: float = 900, config: str | None = None) -> str:
             "--wait", str(timeout)]
     res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 60)
     out = (res.stdout.strip().splitlines() or ["?"])[-1]
-    return out + f" (waited {time.monotonic() - t:.0f} s)" + ("" if res.returncode == 0 else f" FAILED: {res.stderr[-300:]}")
+    failed = "" if res.returncode == 0 else f" FAILED: {res.stderr.strip()[-300:]}"
+    return out + f" (waited {time.monotonic() - t:.0f} s)" + failed
 
 
 def loadavg() -> float:

@@ -16,10 +16,10 @@ A take hands over the spare's QMP connection (SCM_RIGHTS) and names its director
 keeper then forgets it (it stays QEMU's parent and reaps it once it exits) and starts another.
 
 Ownership: a spare's QEMU has no death signal (it must outlive the keeper once handed over), so the keeper stops
-its unhanded spares when it exits (SIGTERM, idle for `[templates] spare_idle_exit_s`, its template gone), and a keeper that starts
-kills what a killed one left (found by QEMU's command line). Spare QEMUs run in the keeper's cgroup and
-network namespace (a private one: their taps live there until a sandbox moves its tap into the pod's netns); a
-sandbox moves its QEMU into its own cgroup, where new charges land (cgroup v1 does not move old ones).
+its unhanded spares when it exits (SIGTERM, idle for `[templates] spare_idle_exit_s`, its template gone), and a
+keeper that starts kills what a killed one left (found by QEMU's command line). Spare QEMUs run in the keeper's
+cgroup and network namespace (a private one: their taps live there until a sandbox moves its tap into the pod's
+netns); a sandbox moves its QEMU into its own cgroup, where new charges land (cgroup v1 does not move old ones).
 """
 from __future__ import annotations
 
