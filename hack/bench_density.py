@@ -49,6 +49,7 @@ from hack.cri_bench import (Env, PodStart, ensure_template, fmt_ms, labelled_pod
 from hack.spec import print_aims  # noqa: E402
 from hack.stats import percentile  # noqa: E402
 from integration.cri.client import api  # noqa: E402
+from rund.procfs import argvs  # noqa: E402
 
 MAX_RUND_PODS = 100
 MIB_PER_POD_GUARD = 150          # refuse to start when MemAvailable < reserve + min(N, 10) x this (a pod: ~90 MiB)
@@ -163,6 +164,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     info_running = procmem.meminfo()
     mem_running = info_running["MemAvailable"]
     ctd_running = procmem.rollup(ctd_pid)["Pss"]
+    pool = spare_pool()
 
     # by mapping: each kind's categories per pod (the median pod), from full smaps
     by_map: dict[str, dict[str, list[float]]] = {}
@@ -242,6 +244,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
         "_n_started": len(pods), "_procs_per_pod": len(allp) / max(1, n_run),
         "_template_mib": _template_mib(allp) if handler == "rund" else None,
         "_ksm": _ksm_figures(ksm0, ksm1, elapsed),
+        "_spare_pool": pool,
         "_kernel_kib_per_pod": {k: (info_running.get(k, 0) - info_before.get(k, 0)) / max(1, n_run)
                                 for k in KERNEL_FIELDS},
     })
@@ -298,6 +301,21 @@ def _template_mib(allp: dict[int, str]) -> float | None:
     return None
 
 
+def spare_pool() -> dict | None:
+    """The spare VM keepers and their waiting spares at measurement (a class with `[templates] spare_vms`): a cost
+    of the node, not of any pod, so outside the per-pod figures. None when no keeper runs."""
+    keepers = [pid for pid, argv in argvs() if b"rund.runtime.spares" in argv]
+    if not keepers:
+        return None
+    kids = procmem.children()
+    spares = [p for p in procmem.with_descendants(set(keepers), kids) if p not in keepers and procmem.is_qemu(p)]
+
+    def mib(pids: list[int]) -> float:
+        return round(sum(r.get("Pss", 0) for r in pss_kib(dict.fromkeys(pids, "")).values()) / 1024, 1)
+    return {"keepers": len(keepers), "spares": len(spares), "keeper_pss_mib": mib(keepers),
+            "spares_pss_mib": mib(spares)}
+
+
 def report(r: dict) -> None:
     h, n = r["handler"], r["pods_running"]
     print(f"\n{h}: {r['_n_started']} pods started in {r['_start_s']:.0f} s, {n} running at measurement, "
@@ -323,6 +341,10 @@ def report(r: dict) -> None:
     c0, c1 = r["_ctd_pss_mib"]
     print(f"  containerd (not counted above): PSS {c0:.1f} -> {c1:.1f} MiB ({(c1 - c0) / max(1, n):.2f} per pod), "
           f"{r['_ctd_cpu_pct']:.2f}% of a core while the pods idled")
+    if pool := r["_spare_pool"]:
+        print(f"  spare VM pool (not counted above): {pool['spares']} waiting spares {pool['spares_pss_mib']} MiB PSS"
+              f" ({pool['spares_pss_mib'] / max(1, pool['spares']):.1f} each), {pool['keepers']} keeper(s) "
+              f"{pool['keeper_pss_mib']} MiB")
     if k := r["_ksm"]:
         print(f"  KSM on (pages_to_scan {k['pages_to_scan']}, sleep {k['sleep_millisecs']} ms): {k['saved_mib']} MiB "
               f"saved host-wide ({k['saved_mib'] / max(1, n):.1f} per pod; PSS above already counts it), ksmd "
