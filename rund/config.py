@@ -53,6 +53,11 @@ class HypervisorConfig:
     # (off by default; `rund check` reports it): it saved ~25 MiB per idle pod here for ~1.5% of a core of ksmd,
     # but merging pages across VMs is a timing side channel between tenants. false: this class's VMs never merge.
     mem_merge: bool = True
+    # Idle memory back to the host: every this many seconds, a pod whose VM used under 1% of a core meanwhile has
+    # its QEMU's private memory paged out to the host's swap (zram keeps it compressed in RAM), unless the host
+    # stalls on memory (PSI). Needs swap; a page the VM touches comes back on its next access. 0: off (README,
+    # Density: "Idle memory back to the host").
+    idle_reclaim_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,8 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise InvalidArgument(f"{path}: shim.pods_per_shim must be in 1..{MAX_PODS_PER_SHIM}")
     if not 0 <= cfg.templates.spare_vms <= 64:
         raise InvalidArgument(f"{path}: templates.spare_vms must be in [0, 64]")
+    if cfg.hypervisor.idle_reclaim_s < 0:
+        raise InvalidArgument(f"{path}: hypervisor.idle_reclaim_s must be >= 0 (0: off)")
     if cfg.templates.spare_idle_exit_s < 0:
         raise InvalidArgument(f"{path}: templates.spare_idle_exit_s must be >= 0 (0: never)")
     if not 0 < cfg.agent.teardown_timeout_s <= 600:

@@ -31,6 +31,7 @@ from rund.hypervisor.logtail import log_tail
 from rund.hypervisor.process import ExitWatch
 from rund.hypervisor.paths import VMPaths
 from rund.resources.cgroups import CgroupError, CgroupLimits, InvalidCgroupPath, limits_from_oci
+from rund.runtime.idle_reclaim import IdleReclaim
 from rund.runtime.pod_memory import MemoryPolicy, PodMemory
 from rund.runtime.pod_network import AttachedNetwork, attach_pod, inspect_pod
 from rund.runtime.process import UNKNOWN_EXIT_STATUS
@@ -90,6 +91,7 @@ class Sandbox:
         self._share = PodShare(VMPaths(self.dir.path).share)   # the pod's volumes, exported to the VM
         self._disks: PodDisks | None = None         # the pod's raw block devices, hot-plugged
         self._tasks: list[asyncio.Task] = []        # VM watch, OOM stream, pool refill: ended by stop()
+        self._reclaim: asyncio.Task | None = None   # the idle VM paged out ([hypervisor] idle_reclaim_s): cancelled
         self._refilling = False
         self._stopping = False
         self.dead = False
@@ -253,6 +255,10 @@ class Sandbox:
     async def stop(self) -> None:
         """The one teardown path (idempotent): the VM, the watches, the cgroup, the rootfs pins, the state dir."""
         self._stopping = True
+        if self._reclaim is not None:
+            self._reclaim.cancel()      # it sleeps a period at a time: ended, not waited for
+            await asyncio.gather(self._reclaim, return_exceptions=True)
+            self._reclaim = None
         if self._launched is not None:
             await self._launched.agent.close()
             try:
@@ -371,6 +377,11 @@ class Sandbox:
         self._disks = PodDisks(shape.disk_hotplug_slots, shape.machine.value)
         self._spawn(self._watch_vm(), "vm-watch")
         self._spawn(self._forward_ooms(), "oom")
+        if self.cfg.hypervisor.idle_reclaim_s > 0:
+            reclaim = IdleReclaim(self.id, self.cfg.hypervisor.idle_reclaim_s,
+                                  lambda: self._launched.vm.pid if self._launched and not self.dead else None,
+                                  self.vm_cpu_ns)
+            self._reclaim = asyncio.create_task(reclaim.run(), name=f"idle-reclaim-{self.id}")
 
     @staticmethod
     async def _wire_spare(netns: str, spare: spares.Spare) -> AttachedNetwork:

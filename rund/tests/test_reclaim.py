@@ -1,0 +1,145 @@
+"""Idle memory paged out to swap: the mechanism on a real process and a real clone (rund/resources/reclaim.py), and
+the sandbox's policy (rund/runtime/idle_reclaim.py) on real processes, idle and busy.
+
+The host needs swap: a test uses the one configured, or sets up zram (compressed swap in RAM) for itself when the
+host has a free zram device, and takes it down after."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rund import procfs
+from rund.resources import reclaim
+from rund.runtime.idle_reclaim import IDLE_SHARE, IdleReclaim, should_page_out
+
+ZRAM = Path("/sys/block/zram0")
+ZRAM_SIZE = "512M"
+
+CHILD = """
+import sys, signal
+data = bytearray(64 << 20)
+for i in range(0, len(data), 4096):
+    data[i] = i // 4096 % 251
+print("ready", flush=True)
+if sys.argv[1] == "busy":
+    while True:
+        pass
+sys.stdin.readline()                     # woken: every page read back, as the kernel returns it
+bad = sum(1 for i in range(0, len(data), 4096) if data[i] != i // 4096 % 251)
+print(f"bad {bad}", flush=True)
+"""
+
+
+def test_the_decision_idle_busy_and_pressure():
+    assert should_page_out(0.0, 10.0, None) is None
+    assert should_page_out(IDLE_SHARE * 10.0 * 0.9, 10.0, 0.0) is None
+    assert should_page_out(IDLE_SHARE * 10.0, 10.0, 0.0) == "busy"
+    assert should_page_out(0.0, 10.0, 25.0) == "pressure"
+
+
+@pytest.fixture(scope="module")
+def swap():
+    """Swap for the module's tests: the host's, or a zram device set up here and removed after."""
+    if reclaim.swap_total_kib():
+        yield
+        return
+    if os.geteuid() != 0 or not ZRAM.exists() or (ZRAM / "disksize").read_text().strip() != "0":
+        pytest.skip("no swap on this host and no free zram device to make one (paging out frees nothing)")
+    (ZRAM / "disksize").write_text(ZRAM_SIZE)
+    subprocess.run(["mkswap", "/dev/zram0"], check=True, capture_output=True)
+    subprocess.run(["swapon", "/dev/zram0"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["swapoff", "/dev/zram0"], check=True)
+        (ZRAM / "reset").write_text("1")
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _child(mode: str) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", CHILD, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def test_a_process_paged_out_gets_every_page_back(swap):
+    p = _child("idle")
+    try:
+        rss0 = _status_kib(p.pid, "VmRSS")
+        assert reclaim.page_out(p.pid) >= 64 << 20          # its private mappings, the 64 MiB among them
+        assert _status_kib(p.pid, "VmSwap") >= 56 << 10
+        assert _status_kib(p.pid, "VmRSS") <= rss0 - (56 << 10)
+        out, _ = p.communicate("wake\n", timeout=60)
+        assert out.strip() == "bad 0" and p.returncode == 0
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_gone_process_is_process_lookup_error():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    with pytest.raises(ProcessLookupError):
+        reclaim.page_out(p.pid)
+
+
+def test_the_policy_pages_out_an_idle_process_and_leaves_a_busy_one(swap):
+    idle, busy = _child("idle"), _child("busy")
+    try:
+        async def watch(pid: int) -> IdleReclaim:
+            r = IdleReclaim("test", 0.5, lambda: pid, lambda: procfs.cpu_ns(pid))
+            task = asyncio.create_task(r.run())
+            await asyncio.sleep(1.8)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return r
+
+        async def both():
+            return await asyncio.gather(watch(idle.pid), watch(busy.pid))
+        on_idle, on_busy = asyncio.run(both())
+        assert on_idle.stats.paged_out >= 1 and on_idle.stats.busy == 0
+        assert _status_kib(idle.pid, "VmSwap") >= 56 << 10
+        assert on_busy.stats.paged_out == 0 and on_busy.stats.busy >= 2
+        assert _status_kib(busy.pid, "VmSwap") < 8 << 10
+    finally:
+        for p in (idle, busy):
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.vm
+def test_an_idle_clone_paged_out_still_answers(clone, swap):
+    """QEMU's private memory (TCG buffer, heap, the clone's copies of guest RAM) goes out; the guest answers the next
+    call with it faulted back."""
+    pid = clone.vm.pid
+    rss0 = _status_kib(pid, "VmRSS")
+    t = time.monotonic()
+    reclaim.page_out(pid)
+    took = time.monotonic() - t
+    swapped = _status_kib(pid, "VmSwap")
+    assert swapped >= 8 << 10, f"only {swapped} KiB of QEMU went to swap"
+    assert _status_kib(pid, "VmRSS") < rss0
+
+    async def health() -> float:
+        agent = await clone.connect()
+        try:
+            t = time.monotonic()
+            await agent.health()
+            return time.monotonic() - t
+        finally:
+            await agent.close()
+    wake = asyncio.run(health())
+    print(f"QEMU RSS {rss0 >> 10} MiB, {swapped >> 10} MiB paged out in {took * 1000:.0f} ms; "
+          f"Health after {wake * 1000:.0f} ms")
