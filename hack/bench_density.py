@@ -119,6 +119,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     info_before = procmem.meminfo()
     mem_before = info_before["MemAvailable"]
     ctd_before = procmem.rollup(ctd_pid)["Pss"]
+    zram_before = zram_used_kib()
     pods: list[PodStart] = []
     t_start = time.monotonic()
     res["_stopped"] = None
@@ -164,6 +165,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     info_running = procmem.meminfo()
     mem_running = info_running["MemAvailable"]
     ctd_running = procmem.rollup(ctd_pid)["Pss"]
+    zram_running = zram_used_kib()
     pool = spare_pool()
 
     # by mapping: each kind's categories per pod (the median pod), from full smaps
@@ -213,6 +215,10 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     last = [p.ready_ms for p in pods[-10:] if p.ok]
     kinds = sorted({k for k in allp.values()})
     pss_by_kind = {k: sum(pss[pid]["Pss"] for pid in pss if allp[pid] == k) / 1024 / max(1, n_run) for k in kinds}
+    swap_pss = sum(v.get("SwapPss", 0) for v in pss.values()) / 1024 / max(1, n_run)
+    if zram_before is not None and (zram_running or 0) > zram_before:
+        # Paged out to zram ([hypervisor] idle_reclaim_s): not in any PSS, held compressed in RAM by the kernel.
+        pss_by_kind["zram (compressed swap)"] = (zram_running - zram_before) / 1024 / max(1, n_run)
     rss_total = sum(v["Rss"] for v in pss.values()) / 1024 / max(1, n_run)
     cpu_by_kind = {k: sum(cpu1[pid] - cpu0[pid] for pid in cpu1 if pid in cpu0 and allp[pid] == k)
                    / procmem.CLK_TCK / elapsed * 100 / max(1, n_run) for k in kinds}
@@ -229,6 +235,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
         "start_ms_p50_last10": round(statistics.median(last), 1) if last else None,
         "mem_available_gib": {"before": gib(mem_before), "running": gib(mem_running), "after": gib(mem_after)},
         "pss_mib_per_pod_by_kind": {k: round(v, 1) for k, v in pss_by_kind.items()},
+        "_swap_pss_mib_per_pod": round(swap_pss, 1),
         "idle_cpu_pct_per_pod_by_kind": {k: round(v, 3) for k, v in cpu_by_kind.items()},
         "failures": len(failures),
         # the rest: printed, not in the JSON
@@ -301,6 +308,19 @@ def _template_mib(allp: dict[int, str]) -> float | None:
     return None
 
 
+def zram_used_kib() -> int | None:
+    """Memory the host's zram devices hold (compressed pages and their metadata, mm_stat's mem_used_total), or None
+    without an active one: where an idle pod's paged-out memory went."""
+    used = None
+    for dev in Path("/sys/block").glob("zram*"):
+        try:
+            if (dev / "initstate").read_text().strip() == "1":
+                used = (used or 0) + int((dev / "mm_stat").read_text().split()[2]) // 1024
+        except (OSError, IndexError, ValueError):
+            continue
+    return used
+
+
 def spare_pool() -> dict | None:
     """The spare VM keepers and their waiting spares at measurement (a class with `[templates] spare_vms`): a cost
     of the node, not of any pod, so outside the per-pod figures. None when no keeper runs."""
@@ -326,7 +346,8 @@ def report(r: dict) -> None:
           f"{fmt_ms(r['start_ms_p50_last10'])}; all: p50 {fmt_ms(r['_start_p50'])}, p99 {fmt_ms(r['_start_p99'])}")
     kinds = r["pss_mib_per_pod_by_kind"]
     print(f"  PSS per pod: {r['pss_mib_per_pod']:.1f} MiB (" + ", ".join(f"{k} {v:.1f}" for k, v in kinds.items())
-          + f"); RSS {r['_rss_mib_per_pod']:.1f} MiB")
+          + f"); RSS {r['_rss_mib_per_pod']:.1f} MiB" + (f"; swapped out {r['_swap_pss_mib_per_pod']:.1f} MiB (its "
+          "proportional share, uncompressed)" if r["_swap_pss_mib_per_pod"] else ""))
     cpu = r["idle_cpu_pct_per_pod_by_kind"]
     print(f"  idle CPU per pod over {r['_window_s']:.0f} s: {r['idle_cpu_pct_per_pod']:.3f}% of a core ("
           + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items()) + f"); the whole host was {r['_host_busy_pct']:.0f}% "

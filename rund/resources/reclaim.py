@@ -58,6 +58,19 @@ def memory_pressure() -> float | None:
     return None
 
 
+def resident_anon_kib(pid: int) -> int:
+    """The process's resident anonymous memory (RssAnon: what a page-out can send to swap); ProcessLookupError if
+    it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    return 0
+
+
 def private_ranges(pid: int) -> list[tuple[int, int]]:
     """(start, length) of every private writable mapping of the process."""
     ranges = []

@@ -21,6 +21,8 @@ log = logging.getLogger("rund.runtime.idle_reclaim")
 
 IDLE_SHARE = 0.01          # of a core, over the period: an idle pod's VM used 0.05% here, a start 30-100%
 MAX_PRESSURE = 10.0        # PSI memory some avg10, percent
+REGROWN_KIB = 1024         # resident anonymous memory back since the last page-out worth another (walking the
+                           # mappings costs the shim ~10 ms; an idle VM faults back a few hundred KiB a minute)
 
 
 @dataclass
@@ -29,15 +31,20 @@ class Statistics:
     paged_out: int = 0      # periods whose VM was paged out
     busy: int = 0           # skipped: the VM was not idle
     pressure: int = 0       # skipped: the host stalled on memory
+    resident: int = 0       # skipped: next to nothing came back since the last page-out
     advised_bytes: int = 0  # last page-out's advised bytes
 
 
-def should_page_out(cpu_seconds: float, period_s: float, pressure: float | None) -> str | None:
-    """None to page out; else why not ("busy", "pressure")."""
+def should_page_out(cpu_seconds: float, period_s: float, pressure: float | None, regrown_kib: int | None = None
+                    ) -> str | None:
+    """None to page out; else why not ("busy", "pressure", "resident"). regrown_kib: resident anonymous memory
+    gained since the last page-out (None: none yet)."""
     if cpu_seconds >= IDLE_SHARE * period_s:
         return "busy"
     if pressure is not None and pressure >= MAX_PRESSURE:
         return "pressure"
+    if regrown_kib is not None and regrown_kib < REGROWN_KIB:
+        return "resident"
     return None
 
 
@@ -61,6 +68,7 @@ class IdleReclaim:
                      self.sandbox_id)
             return
         before = self._cpu_ns()
+        left: int | None = None        # resident anonymous KiB just after the last page-out
         while True:
             await asyncio.sleep(self.period_s)
             now, pid = self._cpu_ns(), self._pid()
@@ -68,12 +76,14 @@ class IdleReclaim:
                 return                                  # the VM is gone
             used, before = (now - before) / 1e9, now
             self.stats.rounds += 1
-            why = should_page_out(used, self.period_s, reclaim.memory_pressure())
-            if why is not None:
-                setattr(self.stats, why, getattr(self.stats, why) + 1)
-                continue
             try:
+                regrown = None if left is None else reclaim.resident_anon_kib(pid) - left
+                why = should_page_out(used, self.period_s, reclaim.memory_pressure(), regrown)
+                if why is not None:
+                    setattr(self.stats, why, getattr(self.stats, why) + 1)
+                    continue
                 self.stats.advised_bytes = await asyncio.to_thread(reclaim.page_out, pid)
+                left = reclaim.resident_anon_kib(pid)
             except ProcessLookupError:
                 return
             except OSError as e:

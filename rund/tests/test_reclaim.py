@@ -41,6 +41,8 @@ def test_the_decision_idle_busy_and_pressure():
     assert should_page_out(IDLE_SHARE * 10.0 * 0.9, 10.0, 0.0) is None
     assert should_page_out(IDLE_SHARE * 10.0, 10.0, 0.0) == "busy"
     assert should_page_out(0.0, 10.0, 25.0) == "pressure"
+    assert should_page_out(0.0, 10.0, 0.0, regrown_kib=100) == "resident"     # paged out, little came back
+    assert should_page_out(0.0, 10.0, 0.0, regrown_kib=4096) is None
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +112,7 @@ def test_the_policy_pages_out_an_idle_process_and_leaves_a_busy_one(swap):
             return await asyncio.gather(watch(idle.pid), watch(busy.pid))
         on_idle, on_busy = asyncio.run(both())
         assert on_idle.stats.paged_out >= 1 and on_idle.stats.busy == 0
+        assert on_idle.stats.resident >= 1          # paged out once; nothing came back to page out again
         assert _status_kib(idle.pid, "VmSwap") >= 56 << 10
         assert on_busy.stats.paged_out == 0 and on_busy.stats.busy >= 2
         assert _status_kib(busy.pid, "VmSwap") < 8 << 10
