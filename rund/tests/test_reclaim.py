@@ -42,7 +42,7 @@ def test_the_decision_idle_busy_and_pressure():
     assert should_page_out(IDLE_SHARE * 10.0, 10.0, 0.0) == "busy"
     assert should_page_out(0.0, 10.0, 25.0) == "pressure"
     assert should_page_out(0.0, 10.0, 0.0, regrown_kib=100) == "resident"     # paged out, little came back
-    assert should_page_out(0.0, 10.0, 0.0, regrown_kib=4096) is None
+    assert should_page_out(0.0, 10.0, 0.0, regrown_kib=16 << 10) is None
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +120,29 @@ def test_the_policy_pages_out_an_idle_process_and_leaves_a_busy_one(swap):
         for p in (idle, busy):
             p.kill()
             p.wait()
+
+
+def test_a_shim_of_one_pod_pages_itself_out_with_its_idle_vm(swap):
+    idle = _child("idle")
+    ballast = bytearray(32 << 20)           # the "shim's" heap: this process's
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    try:
+        async def watch() -> IdleReclaim:
+            r = IdleReclaim("test", 0.5, lambda: idle.pid, lambda: procfs.cpu_ns(idle.pid), also_self=True)
+            task = asyncio.create_task(r.run())
+            await asyncio.sleep(0.8)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return r
+        r = asyncio.run(watch())
+        assert r.stats.paged_out == 1
+        assert _status_kib(os.getpid(), "VmSwap") >= 24 << 10
+        assert _status_kib(idle.pid, "VmSwap") >= 56 << 10
+        assert sum(ballast[::4096]) == len(ballast) // 4096     # and it all comes back
+    finally:
+        idle.kill()
+        idle.wait()
 
 
 @pytest.mark.vm
