@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rund.config import Config
 from rund.hypervisor.accel import detect_accel
+from rund.resources import reclaim
 from rund.resources.cgroups.mounts import read_mounts
 
 
@@ -147,6 +148,24 @@ def _ksm() -> Finding:
                    f"offers a class's shims too: ~10 MiB less per pod here, for more ksmd CPU)")
 
 
+def _swap(cfg: Config) -> Finding:
+    """Swap is the host's choice too: `[hypervisor] idle_reclaim_s` pages idle pods' VMs out to it, which frees
+    nothing without. Measured here (README, Density): 20 idle pods with zram (lz4), 89.6 -> 48.3 MiB per pod,
+    everything counted, zram's compressed pages included; idle CPU unchanged."""
+    kib = reclaim.swap_total_kib()
+    zram = "zram" in (_read("/proc/swaps") or "")
+    if not kib:
+        warn = cfg.hypervisor.idle_reclaim_s > 0
+        return Finding("swap", True, "none (idle pods keep their memory resident)", warn=warn,
+                       advice=("[hypervisor] idle_reclaim_s is set but there is no swap to page out to: zram keeps it "
+                               "compressed in RAM, e.g. `echo 8G > /sys/block/zram0/disksize; mkswap /dev/zram0; "
+                               "swapon /dev/zram0`") if warn else "")
+    reclaiming = f"idle pods paged out after {cfg.hypervisor.idle_reclaim_s:.0f} s" \
+        if cfg.hypervisor.idle_reclaim_s > 0 else "not used: [hypervisor] idle_reclaim_s = 0"
+    return Finding("swap", True, f"{_mib(kib << 10)}{' of zram (compressed, in RAM)' if zram else ''}; "
+                   f"{reclaiming}")
+
+
 def _thp() -> Finding:
     enabled = _read("/sys/kernel/mm/transparent_hugepage/enabled")
     if enabled is None:
@@ -171,5 +190,6 @@ def gather(cfg: Config) -> list[Finding]:
         _templates_dir(cfg),
         _rootfs_cache(cfg),
         _ksm(),
+        _swap(cfg),
         _thp(),
     ]

@@ -26,7 +26,7 @@ def test_check_reports_every_host_fact_and_exits_nonzero_only_on_bad_lines():
     r = _rund("check", "--no-kubernetes")
     found = _finding_lines(r.stdout)
     assert [name for _, name in found] == ["acceleration", "vhost-vsock", "cgroups", "qemu", "guest image",
-                                           "templates dir", "rootfs cache", "KSM", "THP"]
+                                           "templates dir", "rootfs cache", "KSM", "swap", "THP"]
     bad = [name for status, name in found if status == "BAD"]
     assert r.returncode == (1 if bad else 0)
     accel = r.stdout.splitlines()[1]

@@ -169,3 +169,15 @@ def test_an_idle_clone_paged_out_still_answers(clone, swap):
     wake = asyncio.run(health())
     print(f"QEMU RSS {rss0 >> 10} MiB, {swapped >> 10} MiB paged out in {took * 1000:.0f} ms; "
           f"Health after {wake * 1000:.0f} ms")
+
+
+def test_rund_check_warns_when_idle_reclaim_has_no_swap(monkeypatch):
+    from rund import hostcheck
+    from rund.config import Config, HypervisorConfig
+    monkeypatch.setattr(reclaim, "swap_total_kib", lambda: 0)
+    f = hostcheck._swap(Config(hypervisor=HypervisorConfig(idle_reclaim_s=30)))
+    assert f.ok and f.warn and "zram" in f.advice
+    assert not hostcheck._swap(Config()).warn
+    monkeypatch.setattr(reclaim, "swap_total_kib", lambda: 4 << 20)
+    f = hostcheck._swap(Config(hypervisor=HypervisorConfig(idle_reclaim_s=30)))
+    assert f.ok and not f.warn and "paged out after 30 s" in f.value
