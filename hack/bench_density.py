@@ -166,7 +166,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     mem_running = info_running["MemAvailable"]
     ctd_running = procmem.rollup(ctd_pid)["Pss"]
     zram_running = zram_used_kib()
-    pool = spare_pool()
+    spares_waiting = spare_pool()   # measured with the pods (the removal below reuses no name of it)
 
     # by mapping: each kind's categories per pod (the median pod), from full smaps
     by_map: dict[str, dict[str, list[float]]] = {}
@@ -251,7 +251,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
         "_n_started": len(pods), "_procs_per_pod": len(allp) / max(1, n_run),
         "_template_mib": _template_mib(allp) if handler == "rund" else None,
         "_ksm": _ksm_figures(ksm0, ksm1, elapsed),
-        "_spare_pool": pool,
+        "_spare_pool": spares_waiting,
         "_kernel_kib_per_pod": {k: (info_running.get(k, 0) - info_before.get(k, 0)) / max(1, n_run)
                                 for k in KERNEL_FIELDS},
     })
