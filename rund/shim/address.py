@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from rund.atomicfile import write_atomic
 from rund.shim.sha256 import sha256
 
 # containerd hard-codes this directory for shim sockets, whatever its configured state dir.
@@ -60,28 +61,5 @@ def is_pod_member(container_id: str, annotations: dict[str, str]) -> bool:
 
 
 def write_address_file(bundle: str | os.PathLike, address: str) -> None:
-    """Write <bundle>/address atomically: containerd reads it on restart. rund.atomicfile.write_atomic's steps (a
-    temp file, fsync, rename, fsync the directory) in os calls: pathlib would cost the thin start ~5 ms."""
-    path = os.path.join(bundle, "address")
-    tmp = os.path.join(bundle, f".address.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            data = memoryview(address.encode())
-            while data:
-                data = data[os.write(fd, data):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fd = os.open(bundle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write <bundle>/address atomically: containerd reads it on restart."""
+    write_atomic(os.path.join(bundle, "address"), address.encode())
