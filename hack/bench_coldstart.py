@@ -63,12 +63,9 @@ REMOVERS = 4        # pods removed this many at a time after a burst (not timed)
 
 
 def host_busy_s() -> float:
-    """CPU time every CPU of the host spent busy so far (user, nice, system, irq, softirq, steal), in seconds: the
-    round's work, others' and the kernel's, for what the pods' own processes do not show."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / procmem.CLK_TCK
+    """CPU time every CPU of the host spent busy so far, in seconds: the round's work, others' and the kernel's, for
+    what the pods' own processes do not show."""
+    return procmem.host_cpu()[0] / procmem.CLK_TCK
 
 
 def settle(most: float = 0.25, longest: float = 60.0) -> str:

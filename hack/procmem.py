@@ -131,9 +131,10 @@ def meminfo() -> dict[str, int]:
 
 
 def host_cpu() -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs since boot (/proc/stat)."""
+    """(busy, total) clock ticks of all CPUs since boot (/proc/stat): user, nice, system, idle, iowait, irq, softirq,
+    steal. guest and guest_nice are not added: the kernel counts them in user and nice already."""
     with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
+        v = [int(x) for x in f.readline().split()[1:9]]
     idle = v[3] + v[4]
     return sum(v) - idle, sum(v)
 
