@@ -12,10 +12,8 @@ import time
 from pathlib import Path
 
 from rund.config import Config
-from rund.errors import FailedPrecondition
 from rund.runtime import spares
-from rund.templates.launch import Launcher
-from rund.templates.shape import shape_from_config
+from rund.templates.admin import launcher_for
 
 POLL_S = 0.5
 
@@ -31,9 +29,7 @@ def run(cfg: Config, wait: float | None) -> int:
     if not cfg.templates.spare_vms:
         print("spares: none ([templates] spare_vms = 0)")
         return 0
-    if not cfg.templates.enabled:
-        raise FailedPrecondition("templates are disabled in the config ([templates] enabled = false)")
-    launcher = Launcher(shape_from_config(cfg), work_dir=Path(cfg.state_dir), templates_dir=Path(cfg.templates.dir))
+    launcher = launcher_for(cfg)
     key = launcher.template_key().key
     root = spares.root_for(Path(cfg.state_dir), key)
     stats = spares.statistics(root)

@@ -19,7 +19,8 @@ def _store(cfg: Config) -> TemplateStore:
     return TemplateStore(Path(cfg.templates.dir))
 
 
-def _launcher(cfg: Config) -> Launcher:
+def launcher_for(cfg: Config) -> Launcher:
+    """The launcher of the config's runtime class, as its shims make it; FailedPrecondition with templates off."""
     if not cfg.templates.enabled:
         raise FailedPrecondition("templates are disabled in the config ([templates] enabled = false)")
     return Launcher(shape_from_config(cfg), work_dir=Path(cfg.state_dir), templates_dir=Path(cfg.templates.dir))
@@ -28,13 +29,13 @@ def _launcher(cfg: Config) -> Launcher:
 def run(cfg: Config, action: str, key: str | None) -> int:
     if action == "build":
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        launcher = _launcher(cfg)
+        launcher = launcher_for(cfg)
         outcome, template = asyncio.run(launcher.ensure_template(wait=True))
         print(f"{outcome} {template.key if template else launcher.template_key().key}")
         return 0
     store = _store(cfg)
     if action == "list":
-        current = _launcher(cfg).template_key().key if cfg.templates.enabled else None
+        current = launcher_for(cfg).template_key().key if cfg.templates.enabled else None
         for k in store.keys():
             try:
                 t = store.load(k)
