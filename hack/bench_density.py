@@ -119,7 +119,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     info_before = procmem.meminfo()
     mem_before = info_before["MemAvailable"]
     ctd_before = procmem.rollup(ctd_pid)["Pss"]
-    zram_before = zram_used_kib()
+    cswap_before = compressed_swap_kib()
     pods: list[PodStart] = []
     t_start = time.monotonic()
     res["_stopped"] = None
@@ -165,7 +165,7 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     info_running = procmem.meminfo()
     mem_running = info_running["MemAvailable"]
     ctd_running = procmem.rollup(ctd_pid)["Pss"]
-    zram_running = zram_used_kib()
+    cswap_running = compressed_swap_kib()
     spares_waiting = spare_pool()   # measured with the pods (the removal below reuses no name of it)
 
     # by mapping: each kind's categories per pod (the median pod), from full smaps
@@ -216,9 +216,9 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     kinds = sorted({k for k in allp.values()})
     pss_by_kind = {k: sum(pss[pid]["Pss"] for pid in pss if allp[pid] == k) / 1024 / max(1, n_run) for k in kinds}
     swap_pss = sum(v.get("SwapPss", 0) for v in pss.values()) / 1024 / max(1, n_run)
-    if zram_before is not None and (zram_running or 0) > zram_before:
-        # Paged out to zram ([hypervisor] idle_reclaim_s): not in any PSS, held compressed in RAM by the kernel.
-        pss_by_kind["zram (compressed swap)"] = (zram_running - zram_before) / 1024 / max(1, n_run)
+    if cswap_before is not None and (cswap_running or 0) > cswap_before:
+        # Paged out to zram or zswap ([hypervisor] idle_reclaim_s): in no PSS, held compressed in RAM by the kernel.
+        pss_by_kind["compressed swap (zram, zswap)"] = (cswap_running - cswap_before) / 1024 / max(1, n_run)
     rss_total = sum(v["Rss"] for v in pss.values()) / 1024 / max(1, n_run)
     cpu_by_kind = {k: sum(cpu1[pid] - cpu0[pid] for pid in cpu1 if pid in cpu0 and allp[pid] == k)
                    / procmem.CLK_TCK / elapsed * 100 / max(1, n_run) for k in kinds}
@@ -308,9 +308,10 @@ def _template_mib(allp: dict[int, str]) -> float | None:
     return None
 
 
-def zram_used_kib() -> int | None:
-    """Memory the host's zram devices hold (compressed pages and their metadata, mm_stat's mem_used_total), or None
-    without an active one: where an idle pod's paged-out memory went."""
+def compressed_swap_kib() -> int | None:
+    """Memory the host's compressed swap holds, or None without any: zram devices (compressed pages and their
+    metadata, mm_stat's mem_used_total) and zswap's pool in front of a swap device (/proc/meminfo's Zswap). Where an
+    idle pod's paged-out memory went."""
     used = None
     for dev in Path("/sys/block").glob("zram*"):
         try:
@@ -318,6 +319,11 @@ def zram_used_kib() -> int | None:
                 used = (used or 0) + int((dev / "mm_stat").read_text().split()[2]) // 1024
         except (OSError, IndexError, ValueError):
             continue
+    try:
+        if Path("/sys/module/zswap/parameters/enabled").read_text().strip() == "Y":
+            used = (used or 0) + procmem.meminfo().get("Zswap", 0)
+    except OSError:
+        pass
     return used
 
 

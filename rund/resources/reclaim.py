@@ -1,6 +1,6 @@
 """Idle memory back to the host: a process's private memory paged out to swap (the seeds' TMO idea, per sandbox).
 
-`page_out(pid)` asks the kernel to reclaim every page of the process's private writable mappings now
+`page_out(pid)` asks the kernel to reclaim every page of the process's private mappings but its code now
 (process_madvise(2) with MADV_PAGEOUT, Linux >= 5.10): for QEMU that is its heap, the TCG code buffer, the guest
 RAM pages the clone copied from its template and the memory plugged for its containers. Pages shared with other
 processes (the template's RAM file, libraries' text, pmem images) are left: the kernel skips a page mapped more than
@@ -72,12 +72,15 @@ def resident_anon_kib(pid: int) -> int:
 
 
 def private_ranges(pid: int) -> list[tuple[int, int]]:
-    """(start, length) of every private writable mapping of the process."""
+    """(start, length) of every private mapping of the process but its code: the writable ones, and the read-only
+    ones, where a library's relocated pointers sit (RELRO: written at load, then made read-only; ~3 MiB of a QEMU's
+    anonymous pages, 1.3 of them capstone's disassembler tables, which nothing reads while the guest runs). Code
+    (r-x) is left: it is file pages only, and one process's only mapping would be dropped and read back."""
     ranges = []
     with open(f"/proc/{pid}/maps") as f:
         for line in f:
             span, perms = line.split(" ", 2)[:2]
-            if perms[1] != "w" or perms[3] != "p":
+            if perms[3] != "p" or (perms[1] != "w" and perms[2] == "x"):
                 continue
             lo, hi = (int(x, 16) for x in span.split("-"))
             ranges.append((lo, hi - lo))

@@ -90,6 +90,49 @@ def test_a_process_paged_out_gets_every_page_back(swap):
         p.wait()
 
 
+RELRO_CHILD = """
+import ctypes, mmap, sys
+m = mmap.mmap(-1, 16 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(0, len(m), 4096):
+    m[i] = i // 4096 % 251 + 1
+addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.mprotect(ctypes.c_void_p(addr), ctypes.c_size_t(len(m)), mmap.PROT_READ) == 0   # written, then read-only
+print(f"ready {addr:x}", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _swap_of_mapping_kib(pid: int, addr: int) -> int:
+    """Swap: of the mapping that holds addr (the kernel may have merged it with a neighbour of the same kind)."""
+    inside = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            inside = lo <= addr < hi
+        elif inside and line.startswith("Swap:"):
+            return int(line.split()[1])
+    raise KeyError(hex(addr))
+
+
+def test_read_only_private_pages_are_paged_out_and_code_is_left(swap):
+    # what a library's RELRO holds: pages written at load, then made read-only (QEMU's are ~3 MiB)
+    p = subprocess.Popen([sys.executable, "-c", RELRO_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        word, addr = p.stdout.readline().split()
+        assert word == "ready"
+        ranges = reclaim.private_ranges(p.pid)
+        assert any(start <= int(addr, 16) < start + length for start, length in ranges)
+        code = [line.split()[0] for line in Path(f"/proc/{p.pid}/maps").read_text().splitlines()
+                if line.split()[1] == "r-xp"]
+        assert code and not {int(span.split("-")[0], 16) for span in code} & {start for start, _ in ranges}
+        reclaim.page_out(p.pid)
+        assert _swap_of_mapping_kib(p.pid, int(addr, 16)) >= 14 << 10
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_a_gone_process_is_process_lookup_error():
     p = subprocess.Popen(["true"])
     p.wait()
