@@ -35,14 +35,19 @@ def supported() -> bool:
     return platform.machine() in ("x86_64", "aarch64") and hasattr(os, "pidfd_open")
 
 
-def swap_total_kib() -> int:
-    """Swap the host has (zram, a partition or a file), from /proc/swaps; 0: paging out would free nothing."""
+def swap_devices() -> list[tuple[str, int]]:
+    """(name, size in KiB) of every swap area the host has (zram, a partition or a file), from /proc/swaps."""
     try:
         with open("/proc/swaps") as f:
             lines = f.read().splitlines()[1:]
     except OSError:
-        return 0
-    return sum(int(line.split()[2]) for line in lines if len(line.split()) >= 3)
+        return []
+    return [(line.split()[0], int(line.split()[2])) for line in lines if len(line.split()) >= 3]
+
+
+def swap_total_kib() -> int:
+    """Swap the host has; 0: paging out would free nothing."""
+    return sum(kib for _, kib in swap_devices())
 
 
 def memory_pressure() -> float | None:

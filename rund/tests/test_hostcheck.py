@@ -32,3 +32,24 @@ def test_templates_off_tmpfs_or_full_warn_but_run_pods(tmp_path, monkeypatch):
 def test_thp_mode_is_the_bracketed_one():
     assert hostcheck._selected("always [madvise] never") == "madvise"
     assert hostcheck._selected("[always] madvise never") == "always"
+
+
+def test_swap_line_names_zram_and_zswap_and_asks_for_a_denser_compressor(monkeypatch):
+    from rund.config import HypervisorConfig
+    reclaiming = Config(hypervisor=HypervisorConfig(idle_reclaim_s=15))
+    monkeypatch.setattr(hostcheck.reclaim, "swap_devices", lambda: [])
+    f = hostcheck._swap(reclaiming)
+    assert f.warn and "no swap" in f.advice
+    assert not hostcheck._swap(Config()).warn                     # no reclaim: no swap is fine
+
+    monkeypatch.setattr(hostcheck.reclaim, "swap_devices", lambda: [("/dev/zram0", 8 << 20)])
+    zswap = {"enabled": "N", "compressor": "lzo"}
+    monkeypatch.setattr(hostcheck, "_read", lambda path: zswap.get(path.rsplit("/", 1)[1]))
+    f = hostcheck._swap(reclaiming)
+    assert "8192 MiB of zram" in f.value and "no zswap" in f.value and "after 15 s" in f.value
+    assert f.warn and "deflate" in f.advice
+    zswap.update(enabled="Y", compressor="deflate")
+    f = hostcheck._swap(reclaiming)
+    assert "zswap in front (deflate)" in f.value and f.status == "ok"
+    f = hostcheck._swap(Config())
+    assert "not used" in f.value and f.status == "ok"
