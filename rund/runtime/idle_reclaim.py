@@ -27,6 +27,9 @@ MAX_PRESSURE = 10.0        # PSI memory some avg10, percent
 # only makes QEMU fault it back (measured with 1 MiB and 15 s: the pod's idle CPU 0.036 -> 0.139% of a core). Past
 # this, the VM did real work since, and idles again.
 REGROWN_KIB = 8 << 10
+# The shim's own resident anonymous KiB just after its last page-out, by pid: shared by the sandboxes of one shim (a
+# group shim serves several pods), so its memory goes out with whichever VM idles first and not again with each.
+_shim_left: dict[int, int] = {}
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Statistics:
     busy: int = 0           # skipped: the VM was not idle
     pressure: int = 0       # skipped: the host stalled on memory
     resident: int = 0       # skipped: next to nothing came back since the last page-out
+    shim_paged_out: int = 0  # periods that paged out the shim itself too
     advised_bytes: int = 0  # last page-out's advised bytes
 
 
@@ -54,7 +58,8 @@ def should_page_out(cpu_seconds: float, period_s: float, pressure: float | None,
 
 class IdleReclaim:
     """One per sandbox with a VM: run() until cancelled (the sandbox's stop). With `also_self`, the shim's own
-    private memory goes out with its idle VM (a shim of one pod idles when its VM does)."""
+    private memory goes out with its idle VM, once REGROWN_KIB came back since any of its sandboxes last paged it
+    out (a shim of one pod idles when its VM does; a group shim serving a busy pod faults back what it uses)."""
 
     def __init__(self, sandbox_id: str, period_s: float, vm_pid: Callable[[], int | None],
                  vm_cpu_ns: Callable[[], int | None], also_self: bool = False):
@@ -82,9 +87,13 @@ class IdleReclaim:
                 return                                  # the VM is gone
             used, before = (now - before) / 1e9, now
             self.stats.rounds += 1
-            pids = [vm, os.getpid()] if self._also_self else [vm]
+            shim = os.getpid()
+            pids = [vm, shim] if self._also_self else [vm]
             try:
-                regrown = {pid: reclaim.resident_anon_kib(pid) - left[pid] if pid in left else None for pid in pids}
+                regrown: dict[int, int | None] = {}
+                for pid in pids:
+                    was = _shim_left.get(pid) if pid == shim else left.get(pid)
+                    regrown[pid] = None if was is None else reclaim.resident_anon_kib(pid) - was
                 pressure = reclaim.memory_pressure()
                 whys = {pid: should_page_out(used, self.period_s, pressure, regrown[pid]) for pid in pids}
                 if whys[vm] in ("busy", "pressure"):
@@ -94,9 +103,12 @@ class IdleReclaim:
                 if not due:
                     self.stats.resident += 1
                     continue
+                if shim in due:     # claimed before any await: the shim's other sandboxes see it taken
+                    _shim_left[shim] = reclaim.resident_anon_kib(shim)
                 for pid in due:
                     self.stats.advised_bytes = await asyncio.to_thread(reclaim.page_out, pid)
-                    left[pid] = reclaim.resident_anon_kib(pid)
+                    (_shim_left if pid == shim else left)[pid] = reclaim.resident_anon_kib(pid)
+                    self.stats.shim_paged_out += pid == shim
             except ProcessLookupError:
                 return
             except OSError as e:

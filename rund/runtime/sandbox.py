@@ -380,7 +380,7 @@ class Sandbox:
         if self.cfg.hypervisor.idle_reclaim_s > 0:
             reclaim = IdleReclaim(self.id, self.cfg.hypervisor.idle_reclaim_s,
                                   lambda: self._launched.vm.pid if self._launched and not self.dead else None,
-                                  self.vm_cpu_ns, also_self=self.cfg.shim.pods_per_shim == 1)
+                                  self.vm_cpu_ns, also_self=True)
             self._reclaim = asyncio.create_task(reclaim.run(), name=f"idle-reclaim-{self.id}")
 
     @staticmethod

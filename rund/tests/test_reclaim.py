@@ -16,6 +16,7 @@ import pytest
 
 from rund import procfs
 from rund.resources import reclaim
+from rund.runtime import idle_reclaim
 from rund.runtime.idle_reclaim import IDLE_SHARE, IdleReclaim, should_page_out
 
 ZRAM = Path("/sys/block/zram0")
@@ -167,7 +168,13 @@ def test_the_policy_pages_out_an_idle_process_and_leaves_a_busy_one(swap):
             p.wait()
 
 
-def test_a_shim_of_one_pod_pages_itself_out_with_its_idle_vm(swap):
+@pytest.fixture
+def fresh_shim(monkeypatch):
+    """This test process plays the shim: no page-out of it recorded by an earlier test."""
+    monkeypatch.setattr(idle_reclaim, "_shim_left", {})
+
+
+def test_a_shim_of_one_pod_pages_itself_out_with_its_idle_vm(swap, fresh_shim):
     idle = _child("idle")
     ballast = bytearray(32 << 20)           # the "shim's" heap: this process's
     for i in range(0, len(ballast), 4096):
@@ -190,6 +197,34 @@ def test_a_shim_of_one_pod_pages_itself_out_with_its_idle_vm(swap):
     finally:
         idle.kill()
         idle.wait()
+
+
+def test_a_group_shim_goes_out_once_with_the_first_of_its_idle_vms(swap, fresh_shim):
+    vms = [_child("idle"), _child("idle")]
+    ballast = bytearray(32 << 20)           # the group shim's heap: this process's
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    try:
+        async def watch() -> list[IdleReclaim]:
+            rs = [IdleReclaim(f"pod{i}", 0.5, lambda p=p: p.pid, lambda p=p: procfs.cpu_ns(p.pid), also_self=True)
+                  for i, p in enumerate(vms)]
+            tasks = [asyncio.create_task(r.run()) for r in rs]
+            deadline = time.monotonic() + 30
+            while min(r.stats.rounds for r in rs) < 4 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return rs
+        rs = asyncio.run(watch())
+        assert all(r.stats.paged_out >= 1 for r in rs), [r.stats for r in rs]
+        assert sum(r.stats.shim_paged_out for r in rs) == 1, [r.stats for r in rs]     # not once per pod
+        assert _status_kib(os.getpid(), "VmSwap") >= 24 << 10
+        assert all(_status_kib(p.pid, "VmSwap") >= 56 << 10 for p in vms)
+    finally:
+        for p in vms:
+            p.kill()
+            p.wait()
 
 
 @pytest.mark.vm
@@ -216,15 +251,3 @@ def test_an_idle_clone_paged_out_still_answers(clone, swap):
     wake = asyncio.run(health())
     print(f"QEMU RSS {rss0 >> 10} MiB, {swapped >> 10} MiB paged out in {took * 1000:.0f} ms; "
           f"Health after {wake * 1000:.0f} ms")
-
-
-def test_rund_check_warns_when_idle_reclaim_has_no_swap(monkeypatch):
-    from rund import hostcheck
-    from rund.config import Config, HypervisorConfig
-    monkeypatch.setattr(reclaim, "swap_total_kib", lambda: 0)
-    f = hostcheck._swap(Config(hypervisor=HypervisorConfig(idle_reclaim_s=30)))
-    assert f.ok and f.warn and "zram" in f.advice
-    assert not hostcheck._swap(Config()).warn
-    monkeypatch.setattr(reclaim, "swap_total_kib", lambda: 4 << 20)
-    f = hostcheck._swap(Config(hypervisor=HypervisorConfig(idle_reclaim_s=30)))
-    assert f.ok and not f.warn and "paged out after 30 s" in f.value
