@@ -74,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"HOST:PORT, [IPv6]:PORT, :PORT or unix:/PATH (default {DEFAULT_LISTEN})")
     sp.add_argument("--pss-max-age", type=float, default=30.0, metavar="SECONDS",
                     help="read a process's PSS at most this often (it walks page tables; default 30)")
-    tp = sub.add_parser("templates", help="pre-forked VM templates: list, build, verify, remove; spares: the pool of "
-                        "spare VMs ([templates] spare_vms)")
-    tp.add_argument("action", choices=("list", "build", "verify", "remove", "spares"))
+    tp = sub.add_parser("templates", help="pre-forked VM templates: list, build, verify, remove; prune: those no pod "
+                        "used for a day; spares: the pool of spare VMs ([templates] spare_vms)")
+    tp.add_argument("action", choices=("list", "build", "verify", "remove", "prune", "spares"))
     tp.add_argument("key", nargs="?", help="one template (verify/remove); default: all")
+    tp.add_argument("--unused-for", type=float, default=24.0, metavar="HOURS",
+                    help="prune: templates no launch cloned for this long and no process maps (default 24)")
     tp.add_argument("--wait", type=float, metavar="SECONDS",
                     help="spares: start the pool's keeper if none runs and wait until every spare is ready")
     ns = ap.parse_args(argv)
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             return spares(cfg, ns.wait)
         if ns.command == "templates":
             from rund.templates.admin import run
-            return run(cfg, ns.action, ns.key)
+            return run(cfg, ns.action, ns.key, ns.unused_for)
     except (RundError, OSError) as e:
         print(f"rund: {e}", file=sys.stderr)
         return 1

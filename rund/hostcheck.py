@@ -7,13 +7,18 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rund.config import Config
 from rund.hypervisor.accel import detect_accel
 from rund.resources import reclaim
 from rund.resources.cgroups.mounts import read_mounts
+
+if TYPE_CHECKING:
+    from rund.templates.store import TemplateStore
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
+UNUSED_TEMPLATE_S = 24 * 3600      # `rund templates prune`'s default
+
+
 def _templates_dir(cfg: Config) -> Finding:
     """Template RAM lives on tmpfs; a missing or full one means every pod boots cold (slow), not that none runs."""
     from rund.templates.store import MEMORY_FILESYSTEMS, TemplateStore, filesystem_type
@@ -88,15 +96,37 @@ def _templates_dir(cfg: Config) -> Finding:
     fstype = filesystem_type(_existing(path))
     free = _free_bytes(path)
     need = (cfg.hypervisor.memory_mib + 16) << 20          # one template: guest RAM plus device state
-    have = len(TemplateStore(path).keys())
+    store = TemplateStore(path)
+    have = len(store.keys())
     value = f"{path} on {fstype or '?'}, {_mib(free)} free, {have} template(s)"
+    unused = _unused_templates(store)
+    if unused:
+        value += f", {len(unused)} unused for a day ({_mib(sum(unused.values()))})"
     if fstype not in MEMORY_FILESYSTEMS:
         return Finding("templates dir", True, value, warn=True,
                        advice="template RAM must be on tmpfs: set [templates] dir under /dev/shm (pods boot cold)")
     if not have and free < need:
         return Finding("templates dir", True, value, warn=True,
                        advice=f"a template needs ~{_mib(need)} there: free space on {fstype} or pods boot cold")
+    if unused:
+        return Finding("templates dir", True, value, warn=True,
+                       advice=f"`rund templates prune` gives their {_mib(sum(unused.values()))} of RAM back (tmpfs): "
+                              "no pod cloned them for a day and no process maps them")
     return Finding("templates dir", True, value)
+
+
+def _unused_templates(store: TemplateStore) -> dict[str, int]:
+    """key -> bytes of the templates no launch cloned for a day and no process maps: an upgrade's or a removed
+    runtime class's leftovers, each holding a guest's RAM in tmpfs until pruned."""
+    from rund.templates.store import dir_bytes, mapped_templates
+    mapped, now, out = mapped_templates(store.root), time.time(), {}
+    for key in store.keys():
+        try:
+            if key not in mapped and now - store.last_used(key) >= UNUSED_TEMPLATE_S:
+                out[key] = dir_bytes(store.path(key))
+        except FileNotFoundError:
+            continue
+    return out
 
 
 def _rootfs_cache(cfg: Config) -> Finding:

@@ -97,6 +97,7 @@ class Launcher:
         except (errors.RundError, OSError) as e:
             log.warning("sandbox %s: templates unavailable (%s); booting cold", req.name, e)
         else:
+            self.store.mark_used(template)
             t_checked = time.monotonic()
             try:
                 launched = await self.clone(req, template)

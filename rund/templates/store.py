@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,30 @@ def filesystem_type(path: Path) -> str:
             if inside and len(mount_point) >= len(best):
                 best, fstype = mount_point, post.split()[0]
     return fstype
+
+
+def dir_bytes(directory: Path) -> int:
+    """What a template's files take (allocated blocks: tmpfs holds that much RAM)."""
+    return sum(p.stat().st_blocks * 512 for p in directory.iterdir() if p.is_file())
+
+
+def mapped_templates(root: Path) -> set[str]:
+    """Keys of the templates under root whose RAM file some process maps (a running clone, a spare), from every
+    process's /proc/PID/maps."""
+    prefix = f"{os.path.realpath(root)}/"
+    keys = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    at = line.find(prefix)
+                    if at >= 0 and line.rstrip("\n").endswith("/memory"):
+                        keys.add(line[at + len(prefix):].split("/", 1)[0])
+        except OSError:
+            continue                          # gone, or a kernel thread
+    return keys
 
 
 class TemplateStore:
@@ -157,6 +182,49 @@ class TemplateStore:
                     lock.release()
                 for leftover in (self.root / f"{key}.build.log",):
                     leftover.unlink(missing_ok=True)
+        return removed
+
+    # ---- what no pod uses (templates of shapes no runtime class asks for any more, an upgrade's leftovers) -------
+
+    def mark_used(self, template: Template) -> None:
+        """A launch cloned it now: its directory's mtime is its last use (nothing else writes there once published)."""
+        try:
+            os.utime(template.dir)
+        except OSError:
+            pass                            # removed meanwhile: the clone maps its files all the same
+
+    def last_used(self, key: str) -> float:
+        """When a launch last cloned the template (its publish time if none did); FileNotFoundError if gone."""
+        return self.path(key).stat().st_mtime
+
+    def prune_unused(self, unused_s: float, keep: set[str] = frozenset(), now: float | None = None,
+                     mapped: set[str] | None = None) -> list[tuple[str, int]]:
+        """Remove every template no launch cloned for `unused_s` seconds and no process maps (a clone running for a
+        week keeps its template), but those in `keep`; returns (key, bytes freed). Each is held in tmpfs, so in RAM,
+        until removed: a node collects them as runtime classes, guest images and rund change."""
+        now = time.time() if now is None else now
+        mapped = mapped_templates(self.root) if mapped is None else mapped
+        removed = []
+        for key in self.keys():
+            if key in keep or key in mapped:
+                continue
+            try:
+                if now - self.last_used(key) < unused_s:
+                    continue
+                size = dir_bytes(self.path(key))
+            except FileNotFoundError:
+                continue
+            lock = self.lock(key)
+            if not lock.try_acquire():
+                continue                     # being built or rebuilt right now
+            try:
+                if self.remove(key, f"no pod used it for {(now - self.last_used(key)) / 3600:.0f} h"):
+                    removed.append((key, size))
+            except FileNotFoundError:
+                pass
+            finally:
+                lock.release()
+            (self.root / f"{key}.build.log").unlink(missing_ok=True)
         return removed
 
     def _discard(self, directory: Path) -> None:

@@ -1,6 +1,8 @@
 """rund check's host lines that decide on numbers: free space for the rootfs cache and templates, THP's mode."""
 from __future__ import annotations
 
+import os
+
 from rund import hostcheck
 from rund.config import Config, RootfsConfig, TemplateConfig
 
@@ -53,3 +55,21 @@ def test_swap_line_names_zram_and_zswap_and_asks_for_a_denser_compressor(monkeyp
     assert "zswap in front (deflate)" in f.value and f.status == "ok"
     f = hostcheck._swap(Config())
     assert "not used" in f.value and f.status == "ok"
+
+
+def test_templates_no_pod_used_for_a_day_warn_with_prune(tmp_path, monkeypatch):
+    import time
+    from rund.templates.store import TemplateStore
+    root = tmp_path / "templates"
+    for key in ("old", "used"):
+        (root / key).mkdir(parents=True)
+        (root / key / "memory").write_bytes(b"\0" * (1 << 20))
+    old = time.time() - 2 * 24 * 3600
+    os.utime(root / "old", (old, old))
+    TemplateStore(root)                                        # "used": published or cloned just now
+    monkeypatch.setattr("rund.templates.store.filesystem_type", lambda path: "tmpfs")
+    monkeypatch.setattr(hostcheck, "_free_bytes", lambda path: 10 << 30)
+    f = hostcheck._templates_dir(Config(templates=TemplateConfig(dir=str(root))))
+    assert f.warn and "2 template(s), 1 unused for a day (1 MiB)" in f.value and "rund templates prune" in f.advice
+    os.utime(root / "old")
+    assert hostcheck._templates_dir(Config(templates=TemplateConfig(dir=str(root)))).status == "ok"

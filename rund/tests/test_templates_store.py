@@ -6,6 +6,7 @@ template's RAM and state files.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from rund.templates.key import template_key
 from rund.templates.lock import BuildLock
 from rund.templates.manifest import MEMORY_CHUNK_BYTES, Manifest
 from rund.templates.shape import SandboxShape
-from rund.templates.store import TemplateStore, filesystem_type
+from rund.templates.store import TemplateStore, filesystem_type, mapped_templates
 from rund.hypervisor.testing import scratch_dir
 
 MiB = 1 << 20
@@ -328,3 +329,25 @@ def test_a_class_with_spare_vms_has_a_rootfs_hotplug_slot_more_for_their_warm_up
     with_spares = shape_from_config(Config(templates=TemplateConfig(spare_vms=2)))
     assert plain.rootfs_hotplug_slots == Config().rootfs.hotplug_slots
     assert with_spares.rootfs_hotplug_slots == plain.rootfs_hotplug_slots + 1
+
+
+def test_prune_unused_removes_what_no_launch_cloned_for_long_and_no_process_maps(shm):
+    store = TemplateStore(shm / "t")
+    for key in ("old", "recent", "kept", "mapped"):
+        publish(store, key)
+    day = 24 * 3600
+    now = time.time()
+    for key in ("old", "kept", "mapped"):
+        os.utime(store.path(key), (now - 2 * day, now - 2 * day))
+    store.mark_used(store.load("recent"))
+    assert now - store.last_used("recent") < 60
+    with open(store.path("mapped") / "memory", "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)   # a clone of it runs
+        try:
+            assert "mapped" in mapped_templates(store.root)
+            removed = store.prune_unused(day, keep={"kept"})
+        finally:
+            m.close()
+    assert [k for k, _ in removed] == ["old"] and removed[0][1] > 0
+    assert sorted(store.keys()) == ["kept", "mapped", "recent"]
+    assert store.prune_unused(day, keep={"kept"}) == [("mapped", removed[0][1])]     # once no process maps it
