@@ -7,18 +7,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rund.config import Config
 from rund.hypervisor.accel import detect_accel
 from rund.resources import reclaim
 from rund.resources.cgroups.mounts import read_mounts
-
-if TYPE_CHECKING:
-    from rund.templates.store import TemplateStore
 
 
 @dataclass(frozen=True)
@@ -99,7 +94,7 @@ def _templates_dir(cfg: Config) -> Finding:
     store = TemplateStore(path)
     have = len(store.keys())
     value = f"{path} on {fstype or '?'}, {_mib(free)} free, {have} template(s)"
-    unused = _unused_templates(store)
+    unused = {key: size for key, (_, size) in store.unused(UNUSED_TEMPLATE_S).items()}
     if unused:
         value += f", {len(unused)} unused for a day ({_mib(sum(unused.values()))})"
     if fstype not in MEMORY_FILESYSTEMS:
@@ -113,20 +108,6 @@ def _templates_dir(cfg: Config) -> Finding:
                        advice=f"`rund templates prune` gives their {_mib(sum(unused.values()))} of RAM back (tmpfs): "
                               "no pod cloned them for a day and no process maps them")
     return Finding("templates dir", True, value)
-
-
-def _unused_templates(store: TemplateStore) -> dict[str, int]:
-    """key -> bytes of the templates no launch cloned for a day and no process maps: an upgrade's or a removed
-    runtime class's leftovers, each holding a guest's RAM in tmpfs until pruned."""
-    from rund.templates.store import dir_bytes, mapped_templates
-    mapped, now, out = mapped_templates(store.root), time.time(), {}
-    for key in store.keys():
-        try:
-            if key not in mapped and now - store.last_used(key) >= UNUSED_TEMPLATE_S:
-                out[key] = dir_bytes(store.path(key))
-        except FileNotFoundError:
-            continue
-    return out
 
 
 def _rootfs_cache(cfg: Config) -> Finding:

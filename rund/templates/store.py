@@ -197,28 +197,37 @@ class TemplateStore:
         """When a launch last cloned the template (its publish time if none did); FileNotFoundError if gone."""
         return self.path(key).stat().st_mtime
 
-    def prune_unused(self, unused_s: float, keep: set[str] = frozenset(), now: float | None = None,
-                     mapped: set[str] | None = None) -> list[tuple[str, int]]:
-        """Remove every template no launch cloned for `unused_s` seconds and no process maps (a clone running for a
-        week keeps its template), but those in `keep`; returns (key, bytes freed). Each is held in tmpfs, so in RAM,
-        until removed: a node collects them as runtime classes, guest images and rund change."""
+    def unused(self, unused_s: float, now: float | None = None, mapped: set[str] | None = None
+               ) -> dict[str, tuple[float, int]]:
+        """key -> (seconds since its last clone, bytes it holds) of every template no launch cloned for `unused_s`
+        seconds and no process maps (a clone running for a week keeps its template). Each is held in tmpfs, so in
+        RAM, until removed: a node collects them as runtime classes, guest images and rund change."""
         now = time.time() if now is None else now
         mapped = mapped_templates(self.root) if mapped is None else mapped
-        removed = []
+        found = {}
         for key in self.keys():
-            if key in keep or key in mapped:
+            if key in mapped:
                 continue
             try:
-                if now - self.last_used(key) < unused_s:
-                    continue
-                size = dir_bytes(self.path(key))
+                idle = now - self.last_used(key)
+                if idle >= unused_s:
+                    found[key] = (idle, dir_bytes(self.path(key)))
             except FileNotFoundError:
+                continue                     # removed meanwhile
+        return found
+
+    def prune_unused(self, unused_s: float, keep: set[str] = frozenset(), now: float | None = None,
+                     mapped: set[str] | None = None) -> list[tuple[str, int]]:
+        """Remove what `unused` finds, but those in `keep`; returns (key, bytes freed)."""
+        removed = []
+        for key, (idle, size) in self.unused(unused_s, now, mapped).items():
+            if key in keep:
                 continue
             lock = self.lock(key)
             if not lock.try_acquire():
                 continue                     # being built or rebuilt right now
             try:
-                if self.remove(key, f"no pod used it for {(now - self.last_used(key)) / 3600:.0f} h"):
+                if self.remove(key, f"no pod used it for {idle / 3600:.0f} h"):
                     removed.append((key, size))
             except FileNotFoundError:
                 pass
