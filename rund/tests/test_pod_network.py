@@ -3,8 +3,12 @@ one (root): the tap and both redirects appear, the identity read is the interfac
 CNI made it. (The VM side is end to end: integration/test_cri_network.py.)"""
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
+import struct
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -21,7 +25,13 @@ def ip(*args: str) -> str:
 
 
 @pytest.fixture
-def cni_netns():
+def cni_netns(cni_wire):
+    return cni_wire[0]
+
+
+@pytest.fixture
+def cni_wire():
+    """(the netns path, the host end of its veth: where the pod's bridge would be)."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     name, host = f"rundt-{uuid.uuid4().hex[:6]}", f"rt{uuid.uuid4().hex[:8]}"
@@ -32,7 +42,8 @@ def cni_netns():
         ip("-n", name, "-6", "addr", "add", "fd00:77::2/64", "dev", "eth0", "nodad")
         ip("-n", name, "link", "set", "eth0", "mtu", "1400", "up")
         ip("-n", name, "route", "add", "default", "via", "10.77.0.1")
-        yield f"/var/run/netns/{name}"
+        ip("link", "set", host, "up")
+        yield f"/var/run/netns/{name}", host
     finally:
         subprocess.run(["ip", "link", "del", host], capture_output=True)
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
@@ -60,6 +71,46 @@ def test_attach_makes_a_tap_redirected_both_ways_and_reads_the_pods_identity(cni
     assert "tap0_rund" not in in_netns(cni_netns, "ip", "-o", "link")
     assert in_netns(cni_netns, "tc", "qdisc", "show", "dev", "eth0", "ingress") == ""
     detach("/var/run/netns/gone-already")       # CNI DEL ran first: nothing to do
+
+
+def ipv6_frame(dst_mac: str, dst: str, marker: bytes) -> bytes:
+    """An IPv6 packet with no next header (59), from a link-local source, carrying `marker`."""
+    header = struct.pack("!IHBB16s16s", 6 << 28, len(marker), 59, 1, ipaddress.IPv6Address("fe80::99").packed,
+                         ipaddress.IPv6Address(dst).packed)
+    return bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex("020000000099") + b"\x86\xdd" + header + marker
+
+
+def frames_on(tap_fd: int, wait: float = 1.0) -> list[bytes]:
+    os.set_blocking(tap_fd, False)
+    got, end = [], time.monotonic() + wait
+    while time.monotonic() < end:
+        try:
+            got.append(os.read(tap_fd, 65536))
+        except BlockingIOError:
+            time.sleep(0.02)
+    return got
+
+
+def test_multicast_for_routers_only_never_reaches_the_vm(cni_wire):
+    """Router solicitations and MLDv2 reports, which a querier-less bridge floods to every pod, are dropped before
+    the redirect into the tap (each woke the VM's QEMU); all-nodes multicast and frames to the pod still pass. The
+    CNI interface's own stack stops soliciting routers."""
+    path, host = cni_wire
+    pod = attach(path)
+    try:
+        assert in_netns(path, "cat", "/proc/sys/net/ipv6/conf/eth0/router_solicitations").strip() == "0"
+        sent = {b"routers": ("33:33:00:00:00:02", "ff02::2"), b"mld-report": ("33:33:00:00:00:16", "ff02::16"),
+                b"all-nodes": ("33:33:00:00:00:01", "ff02::1"), b"to-the-pod": (pod.mac, "fd00:77::2")}
+        frames_on(pod.tap_fd, wait=0.2)                 # whatever the interface's own start sent
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind((host, 0))
+            for marker, (mac, dst) in sent.items():
+                s.send(ipv6_frame(mac, dst, marker))
+        seen = {m for frame in frames_on(pod.tap_fd) for m in sent if frame.endswith(m)}
+        assert seen == {b"all-nodes", b"to-the-pod"}
+    finally:
+        os.close(pod.tap_fd)
+        detach(path)
 
 
 def test_inspect_reads_what_attach_reads_and_changes_nothing(cni_netns):

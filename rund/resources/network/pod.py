@@ -9,7 +9,7 @@ from pyroute2 import IPRoute
 
 from . import netns
 from .errors import NetworkError
-from .redirect import redirect_both_ways, remove_ingress
+from .redirect import keep_router_multicast_out, redirect_both_ways, remove_ingress
 from .tap import TAP_NAME, open_tap
 
 RT_TABLE_MAIN = 254
@@ -153,6 +153,8 @@ def _attach(moved: str = "") -> PodNetwork:
             pod = _identity(ipr, index, link, fd)
             ipr.link("set", index=tap, mtu=pod.mtu, state="up")
             redirect_both_ways(ipr, index, tap)
+            keep_router_multicast_out(ipr, index)
+            _stop_router_solicitations(pod.interface)
             return pod
         except BaseException as e:
             if fd >= 0:
@@ -161,6 +163,17 @@ def _attach(moved: str = "") -> PodNetwork:
             if isinstance(e, NetworkError):
                 raise
             raise NetworkError(f"connecting the pod's interface to the VM: {e}") from e
+
+
+def _stop_router_solicitations(interface: str) -> None:
+    """The CNI interface's own IPv6 stack keeps soliciting routers (with backoff, for as long as it is up) though
+    nothing here uses it any more: the guest owns the pod's traffic. One frame less flooded to every pod now and
+    then; the guest keeps its own settings, as a runc pod's interface would."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{interface}/router_solicitations", "w") as f:
+            f.write("0")
+    except FileNotFoundError:       # no IPv6 in this netns
+        pass
 
 
 def _detach() -> None:
