@@ -37,6 +37,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +45,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hack import procmem  # noqa: E402
-from hack.cri_bench import (Env, PodStart, ensure_template, fmt_ms, labelled_pods, loadavg,  # noqa: E402
-                            pod_processes, provenance, remove_pod, start_pod)
+from hack.cri_bench import (Env, LogIndex, PodStart, ensure_template, fmt_ms, labelled_pods, loadavg,  # noqa: E402
+                            median_steps, pod_processes, pod_steps, provenance, remove_pod, start_pod)
 from hack.spec import print_aims  # noqa: E402
 from hack.stats import percentile  # noqa: E402
 from integration.cri.client import api  # noqa: E402
@@ -123,13 +124,20 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
     pods: list[PodStart] = []
     t_start = time.monotonic()
     res["_stopped"] = None
+    windows: dict[str, Window] = {}
     for i in range(n):
         if (avail := procmem.meminfo()["MemAvailable"]) < reserve_kib:
             res["_stopped"] = f"after {i} pods: MemAvailable {gib(avail)} GiB < the {gib(reserve_kib)} GiB reserve"
             print(f"  {handler}: stopped {res['_stopped']}", flush=True)
             break
+        for label, first in (("first 10", 0), ("last 10", max(0, n - 10))):
+            if i == first:
+                windows[label] = Window.open()
         p = start_pod(cri, env, handler, f"density-{handler}-{i}", timeout, labels)
         pods.append(p)
+        for label, last in (("first 10", min(n, 10) - 1), ("last 10", n - 1)):
+            if i == last:
+                windows[label].close()
         if (i + 1) % 5 == 0 or not p.ok or i == n - 1:
             print(f"  {handler}: {i + 1}/{n} started, last {fmt_ms(p.ready_ms)} ms"
                   + (f" FAILED {p.error}" if not p.ok else ""), flush=True)
@@ -254,8 +262,34 @@ def run_runtime(env: Env, handler: str, n: int, settle: float, window: float, ti
         "_spare_pool": spares_waiting,
         "_kernel_kib_per_pod": {k: (info_running.get(k, 0) - info_before.get(k, 0)) / max(1, n_run)
                                 for k in KERNEL_FIELDS},
+        "_windows": windows, "_pods": pods,
     })
     return res
+
+
+@dataclass
+class Window:
+    """The host while the first (or last) 10 pods started: how busy, the load, and which commands used the CPU.
+    The start ratio follows how busy the host is; this says with what."""
+    t0: float
+    cpu0: tuple[int, int]
+    snap0: dict
+    load0: float
+    seconds: float = 0.0
+    busy_pct: float = 0.0               # of the whole host (2 cores: 100% = both)
+    load: tuple[float, float] = (0.0, 0.0)
+    busiest: list = field(default_factory=list)
+
+    @classmethod
+    def open(cls) -> "Window":
+        return cls(time.monotonic(), procmem.host_cpu(), procmem.cpu_snapshot(), loadavg())
+
+    def close(self) -> None:
+        cpu1, snap1 = procmem.host_cpu(), procmem.cpu_snapshot()
+        self.seconds = time.monotonic() - self.t0
+        self.busy_pct = (cpu1[0] - self.cpu0[0]) / max(1, cpu1[1] - self.cpu0[1]) * 100
+        self.load = (self.load0, loadavg())
+        self.busiest = procmem.busiest(self.snap0, snap1, self.seconds)
 
 
 def fork_servers() -> list[int]:
@@ -388,8 +422,33 @@ def report(r: dict) -> None:
                 print(f"    {cat:32} {v:7.1f}")
     if r["_gone_in_window"]:
         print(f"  processes gone during the idle window: {r['_gone_in_window']}")
+    report_start_growth(r)
     for f in r["_failures"]:
         print(f"  FAILURE: {f}")
+
+
+def report_start_growth(r: dict) -> None:
+    """Where a start's time went, first 10 pods against the last 10: the host meanwhile (busy, load, the commands
+    that used its CPU) and each step's median (containerd's log and the shims' trace lines, hack/cri_bench.py)."""
+    wins = {k: w for k, w in r["_windows"].items() if w.seconds}
+    if not wins:
+        return
+    print("  the host while the first and the last 10 pods started (% of one core by command; 200 = both cores):")
+    for label, w in wins.items():
+        print(f"    {label}: {w.seconds:.0f} s, host {w.busy_pct * 2:.0f}% busy, load {w.load[0]:.1f} -> {w.load[1]:.1f}; "
+              + ", ".join(f"{name} {pct:.1f} ({n})" for name, pct, n in w.busiest))
+    pods = r["_pods"]
+    groups = {"first 10": [p for p in pods[:10] if p.steps], "last 10": [p for p in pods[-10:] if p.steps]}
+    if not all(groups.values()):
+        return
+    meds = {k: median_steps(v) for k, v in groups.items()}
+    print(f"  start step by step, medians (ms; they do not add up), pods with steps {len(groups['first 10'])} / "
+          f"{len(groups['last 10'])}:")
+    print(f"    {'':66} {'first 10':>9} {'last 10':>9} {'growth':>8}")
+    for name in dict.fromkeys([*meds["first 10"], *meds["last 10"]]):
+        a, b = meds["first 10"].get(name), meds["last 10"].get(name)
+        grow = f"{b - a:+8.0f}" if a is not None and b is not None else ""
+        print(f"    {name[:66]:66} {fmt_ms(a):>9} {fmt_ms(b):>9} {grow}")
 
 
 def main() -> int:
@@ -435,8 +494,13 @@ def main() -> int:
             results[h] = run_runtime(env, h, args.pods, args.settle, args.idle_seconds, args.timeout,
                                      int(reserve * 1024))
     finally:
+        log_text = env.ctd.log_path.read_text(errors="replace") if env.ctd.log_path.exists() else ""
         env.stop()
+    idx = LogIndex.parse(log_text)
     for r in results.values():
+        for p in r["_pods"]:
+            if p.ok:
+                p.steps = pod_steps(p, idx)
         report(r)
     public = {h: {k: v for k, v in r.items() if not k.startswith("_") and k != "handler"} for h, r in results.items()}
     if "rund" in public:

@@ -92,6 +92,36 @@ def cpu_ticks(pid: int) -> int:
     return int(f[11]) + int(f[12])
 
 
+def cpu_snapshot() -> dict[tuple[int, int], tuple[str, int]]:
+    """Every process's (comm, utime + stime) by (pid, start time): two of them say what kept the host busy between
+    them (busiest)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            f = text[text.rindex(")") + 2:].split()
+            out[(int(entry), int(f[19]))] = (text[text.index("(") + 1:text.rindex(")")], int(f[11]) + int(f[12]))
+    return out
+
+
+def busiest(before: dict, after: dict, seconds: float, top: int = 8) -> list[tuple[str, float, int]]:
+    """(command, % of one core, processes) between two cpu_snapshot()s, busiest first; a kernel worker's name is cut
+    at its '/' (kworker, ksoftirqd: one line each). A process that started and exited between the snapshots (a CNI
+    plugin, a `shim start`) is not seen."""
+    use: dict[str, list[int]] = {}
+    for key, (name, ticks) in after.items():
+        name = name.split("/")[0] if name.startswith(("kworker", "ksoftirqd", "migration", "cpuhp")) else name
+        u = use.setdefault(name, [0, 0])
+        u[0] += ticks - before.get(key, (name, 0))[1]
+        u[1] += 1
+    ranked = sorted(use.items(), key=lambda kv: -kv[1][0])[:top]
+    return [(name, t / CLK_TCK / max(seconds, 1e-9) * 100, n) for name, (t, n) in ranked if t > 0]
+
+
 def start_ticks(pid: int) -> int:
     return int(stat_fields(pid)[19])
 
