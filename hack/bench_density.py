@@ -19,6 +19,8 @@ containerd with the CRI plugin (hack/cri_bench.py). For each runtime (rund first
    QEMU's guest RAM CoW copies and template share, TCG buffer, heap, ...; the shim's heap and anonymous maps).
 5. MemAvailable with the pods running (after the window); then every pod removed, checked gone (CRI, shim, rund's
    state dir, QEMU, mounts, cgroup lease), and MemAvailable after.
+6. Where the start's growth goes, first 10 pods against the last 10: the host while they started (busy, load, the
+   commands that used its CPU) and each step's median from containerd's log and the shims' trace lines.
 --rund-config: the rund handler's ConfigPath (a runtime class's config file, e.g. one tuned for density); the template
 it needs is built with `rund --config PATH templates build` before the round.
 MemAvailable is the whole host's: other work on the machine moves it too; PSS and CPU count only the pods' processes.
